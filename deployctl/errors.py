@@ -1,0 +1,48 @@
+"""One exception family for every mistake a user can make.
+
+A `DeployctlError` is an expected failure: the CLI prints its message and hint and exits with
+its code, without a traceback. Anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class DeployctlError(Exception):
+    """A user-facing error: what went wrong (message) and what to do next (hint)."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+class UsageError(DeployctlError):
+    """Bad option values or arguments."""
+
+    exit_code = 2
+
+
+class ModelNotFound(DeployctlError):
+    """The model URI does not resolve to a model in the registry."""
+
+
+class RegistryUnreachable(DeployctlError):
+    """The tracking server cannot be reached."""
+
+
+class NotAnArtifact(DeployctlError):
+    """A directory that deployctl did not generate."""
+
+
+class BuildFailed(DeployctlError):
+    """`build` could not make the artifact runnable."""
+
+
+class SmokeTestFailed(DeployctlError):
+    """The artifact does not serve the registered model as recorded."""
+
+
+class EngineUnavailable(DeployctlError):
+    """No Docker engine answers."""

@@ -1,0 +1,310 @@
+"""Model resolution: every MLflow URI form becomes one pinned, local `ResolvedModel`.
+
+MLflow is imported lazily inside the functions that need it, so `deployctl --help` and
+`deployctl targets` do not pay for importing it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from deployctl.errors import DeployctlError, ModelNotFound, RegistryUnreachable, UsageError
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+# MLflow's signature types and the Python types a JSON value of each may have.
+COLUMN_TYPES = ("double", "float", "long", "integer", "boolean", "string")
+NATIVE_FLAVORS = ("sklearn",)
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str
+    required: bool = True
+
+
+@dataclass
+class ResolvedModel:
+    """A model pinned to one exact version, with its artifacts copied to `local_path`."""
+
+    uri: str
+    name: str
+    version: str
+    run_id: str | None
+    flavor: str
+    columns: list[Column]
+    example_rows: list[dict[str, Any]]
+    requirements: list[str]
+    local_path: Path
+    loader: dict[str, Any]
+    python_version: str | None = None
+    mlflow_version: str | None = None
+    tracking_uri: str | None = None
+    source: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> dict[str, Any]:
+        """What `inspect --json` prints and the manifest records."""
+        data = asdict(self)
+        data["local_path"] = str(self.local_path)
+        return data
+
+
+def tracking_uri_or_default(tracking_uri: str | None) -> str:
+    return tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def resolve(uri: str, tracking_uri: str | None, dest: Path) -> ResolvedModel:
+    """Resolve `uri` to one pinned version and copy its artifacts into `dest`."""
+    tracking_uri = tracking_uri_or_default(tracking_uri)
+    local_dir = Path(uri).expanduser()
+    if local_dir.is_dir():
+        return _from_local_dir(uri, local_dir, dest)
+    if not (uri.startswith("models:/") or uri.startswith("runs:/")):
+        raise UsageError(
+            f"'{uri}' is neither a model URI nor an MLflow model directory.",
+            "Use models:/<name>@<alias>, models:/<name>/<version>, models:/<name>/<Stage>, "
+            "models:/<name>/latest, runs:/<run_id>/<path>, or a folder holding an MLmodel file.",
+        )
+    _quiet_mlflow()
+    with _registry_errors(tracking_uri):
+        if uri.startswith("runs:/"):
+            return _from_run(uri, tracking_uri, dest)
+        return _from_registry(uri, tracking_uri, dest)
+
+
+def _from_registry(uri: str, tracking_uri: str, dest: Path) -> ResolvedModel:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    name, version = _pin_version(client, uri, tracking_uri)
+    mv = client.get_model_version(name, version)
+    path = _download(f"models:/{name}/{version}", tracking_uri, dest)
+    model = _read_model(path, uri)
+    model.name, model.version, model.run_id = name, str(version), mv.run_id or model.run_id
+    model.tracking_uri, model.source = tracking_uri, mv.source
+    return model
+
+
+def _pin_version(client: Any, uri: str, tracking_uri: str) -> tuple[str, str]:
+    """Turn alias, stage and `latest` forms into one exact version number."""
+    from mlflow.exceptions import MlflowException
+
+    rest = uri[len("models:/") :].strip("/")
+    name, sep, ref = rest.partition("@") if "@" in rest else rest.partition("/")
+    if not name or not sep or not ref or "/" in ref:
+        raise UsageError(
+            f"Cannot parse the model URI '{uri}'.",
+            "Use models:/<name>@<alias>, models:/<name>/<version>, models:/<name>/<Stage> "
+            "or models:/<name>/latest.",
+        )
+    _require_registered(client, name, tracking_uri)
+    try:
+        if sep == "@":
+            return name, str(client.get_model_version_by_alias(name, ref).version)
+        if ref.isdigit():
+            return name, str(client.get_model_version(name, ref).version)
+    except MlflowException as exc:
+        versions = sorted(int(v.version) for v in client.search_model_versions(f"name='{name}'"))
+        kind = "alias" if sep == "@" else "version"
+        raise ModelNotFound(
+            f"Model '{name}' has no {kind} '{ref}'.",
+            f"Existing versions: {versions or 'none'}. {_aliases_hint(client, name)}",
+        ) from exc
+    return name, _version_for_stage(client, name, ref)
+
+
+def _version_for_stage(client: Any, name: str, ref: str) -> str:
+    import warnings
+
+    versions = client.search_model_versions(f"name='{name}'")
+    if not versions:
+        raise ModelNotFound(f"Model '{name}' has no versions.", "Register a version first.")
+    if ref.lower() == "latest":
+        return str(max(int(v.version) for v in versions))
+    with warnings.catch_warnings():  # stages are deprecated in MLflow but real registries use them
+        warnings.simplefilter("ignore")
+        in_stage = [v for v in versions if (v.current_stage or "").lower() == ref.lower()]
+    if not in_stage:
+        stages = sorted({v.current_stage for v in versions if v.current_stage != "None"})
+        raise ModelNotFound(
+            f"Model '{name}' has no version in stage '{ref}'.",
+            f"Stages in use: {stages or 'none'}. {_aliases_hint(client, name)}",
+        )
+    return str(max(int(v.version) for v in in_stage))
+
+
+def _aliases_hint(client: Any, name: str) -> str:
+    aliases = sorted(client.get_registered_model(name).aliases)
+    return f"Aliases: {', '.join('@' + a for a in aliases) if aliases else 'none'}."
+
+
+def _require_registered(client: Any, name: str, tracking_uri: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_registered_model(name)
+    except MlflowException as exc:
+        known = sorted(m.name for m in client.search_registered_models())
+        where = tracking_uri
+        hint = f"Registered models at {where}: {', '.join(known) if known else 'none'}."
+        if not known and tracking_uri == DEFAULT_TRACKING_URI:
+            hint += " Pass --tracking-uri or set MLFLOW_TRACKING_URI to point at your registry."
+        raise ModelNotFound(f"No registered model named '{name}'.", hint) from exc
+
+
+def _from_run(uri: str, tracking_uri: str, dest: Path) -> ResolvedModel:
+    match = re.fullmatch(r"runs:/([0-9a-f]+)/(.+)", uri)
+    if not match:
+        raise UsageError(f"Cannot parse the run URI '{uri}'.", "Use runs:/<run_id>/<path>.")
+    run_id, artifact = match.groups()
+    path = _download(uri, tracking_uri, dest)
+    model = _read_model(path, uri)
+    model.name, model.version, model.run_id = Path(artifact).name, f"run-{run_id[:8]}", run_id
+    model.tracking_uri, model.source = tracking_uri, uri
+    return model
+
+
+def _from_local_dir(uri: str, local_dir: Path, dest: Path) -> ResolvedModel:
+    if not (local_dir / "MLmodel").is_file():
+        raise UsageError(
+            f"'{local_dir}' is a directory but holds no MLmodel file.",
+            "Point --model at a folder written by mlflow.<flavor>.save_model, or use a models:/ URI.",
+        )
+    _quiet_mlflow()
+    shutil.copytree(local_dir, dest)
+    model = _read_model(dest, uri)
+    model.name, model.version, model.source = local_dir.resolve().name, "local", str(local_dir)
+    return model
+
+
+def _download(uri: str, tracking_uri: str, dest: Path) -> Path:
+    import mlflow.artifacts
+
+    dest.mkdir(parents=True, exist_ok=True)
+    return Path(mlflow.artifacts.download_artifacts(uri, dst_path=str(dest), tracking_uri=tracking_uri))
+
+
+def _read_model(path: Path, uri: str) -> ResolvedModel:
+    """Read the MLmodel file: flavor, loader, signature, example, requirements."""
+    from mlflow.models import Model
+
+    mlmodel = Model.load(str(path))
+    flavor = next((f for f in NATIVE_FLAVORS if f in mlmodel.flavors), "python_function")
+    if "python_function" not in mlmodel.flavors and flavor == "python_function":
+        raise UsageError(
+            f"The model at {uri} has no python_function flavor (flavors: {list(mlmodel.flavors)}).",
+            "deployctl serves models that MLflow can load as pyfunc.",
+        )
+    return ResolvedModel(
+        uri=uri,
+        name=path.name,
+        version="",
+        run_id=mlmodel.run_id,
+        flavor=flavor,
+        columns=_columns(mlmodel, uri),
+        example_rows=_example_rows(mlmodel, path),
+        requirements=_requirements(path),
+        local_path=path,
+        loader=_loader(mlmodel, flavor),
+        python_version=mlmodel.flavors.get("python_function", {}).get("python_version"),
+        mlflow_version=mlmodel.mlflow_version,
+    )
+
+
+def _columns(mlmodel: Any, uri: str) -> list[Column]:
+    signature = mlmodel.signature
+    fix = (
+        "Log the model with a signature: mlflow.<flavor>.log_model(model, name=..., "
+        "signature=mlflow.models.infer_signature(X, model.predict(X)), input_example=X[:5])."
+    )
+    if signature is None or signature.inputs is None:
+        raise DeployctlError(f"The model at {uri} has no signature.", fix)
+    inputs = signature.inputs.to_dict()
+    if any(spec.get("type") == "tensor" for spec in inputs):
+        raise DeployctlError(
+            f"The model at {uri} has a tensor signature; deployctl serves column signatures.", fix
+        )
+    columns = []
+    for spec in inputs:
+        if "name" not in spec:
+            raise DeployctlError(f"The model at {uri} has unnamed signature columns.", fix)
+        if spec["type"] not in COLUMN_TYPES:
+            raise DeployctlError(
+                f"Column '{spec['name']}' has type '{spec['type']}', which deployctl cannot serve.",
+                f"Supported column types: {', '.join(COLUMN_TYPES)}.",
+            )
+        columns.append(Column(spec["name"], spec["type"], bool(spec.get("required", True))))
+    return columns
+
+
+def _example_rows(mlmodel: Any, path: Path) -> list[dict[str, Any]]:
+    try:
+        example = mlmodel.load_input_example(str(path))
+    except Exception:  # a broken example must not block a deployment; smoke rows fall back
+        return []
+    if example is None or not hasattr(example, "to_json"):
+        return []
+    return json.loads(example.head(5).to_json(orient="records"))
+
+
+def _requirements(path: Path) -> list[str]:
+    req = path / "requirements.txt"
+    if not req.is_file():
+        return []
+    lines = (line.strip() for line in req.read_text().splitlines())
+    return [line for line in lines if line and not line.startswith(("#", "-"))]
+
+
+def _loader(mlmodel: Any, flavor: str) -> dict[str, Any]:
+    if flavor != "sklearn":
+        return {"kind": "pyfunc"}
+    conf = mlmodel.flavors["sklearn"]
+    return {
+        "kind": "sklearn",
+        "file": conf["pickled_model"],
+        "format": conf.get("serialization_format", "cloudpickle"),
+        "trusted_types": list(conf.get("skops_trusted_types") or []),
+    }
+
+
+def _quiet_mlflow() -> None:
+    """MLflow retries an unreachable server for minutes and logs DB migrations: fail fast, quietly."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+class _registry_errors:
+    """Turn connection failures and MLflow errors into messages that name the registry."""
+
+    def __init__(self, tracking_uri: str) -> None:
+        self.tracking_uri = tracking_uri
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: object) -> bool:
+        if exc is None or isinstance(exc, DeployctlError):
+            return False
+        from mlflow.exceptions import MlflowException
+
+        text = str(exc)
+        if isinstance(exc, (OSError, ConnectionError)) or "Max retries" in text or "connect" in text.lower():
+            raise RegistryUnreachable(
+                f"Cannot reach the tracking server at {self.tracking_uri}.",
+                "Check that the server runs and the URI is right (--tracking-uri or "
+                "MLFLOW_TRACKING_URI).",
+            ) from exc
+        if isinstance(exc, MlflowException):
+            raise ModelNotFound(f"MLflow could not resolve the model: {text.splitlines()[0]}",
+                                "Check the model URI with `deployctl inspect`.") from exc
+        return False

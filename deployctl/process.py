@@ -1,0 +1,117 @@
+"""Starting, probing and stopping local server processes."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from rich.console import Console
+
+from deployctl.errors import SmokeTestFailed
+from deployctl.targets.base import RunningService
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ProcessService:
+    """A server process on loopback; its output goes to a log file we can show on failure."""
+
+    def __init__(self, cmd: list[str], cwd: Path, port: int, env: dict[str, str] | None = None) -> None:
+        self.base_url = f"http://127.0.0.1:{port}"
+        self.log_file = tempfile.NamedTemporaryFile(prefix="deployctl-", suffix=".log", delete=False)
+        self.proc = subprocess.Popen(
+            cmd,
+            cwd=cwd,
+            env={**os.environ, **(env or {})},
+            stdin=subprocess.DEVNULL,
+            stdout=self.log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # our Ctrl-C must not hit it before we stop it cleanly
+        )
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def logs(self, lines: int = 30) -> str:
+        text = Path(self.log_file.name).read_text(errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM, as an orchestrator would, then SIGKILL if it does not exit in time."""
+        if self.alive():
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.log_file.close()
+        Path(self.log_file.name).unlink(missing_ok=True)
+
+
+def get(base_url: str, path: str, timeout: float = 2.0) -> tuple[int, bytes]:
+    host, port = base_url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def wait_healthy(service: RunningService, timeout: float, path: str = "/health") -> float:
+    """Poll `path` until it answers 200; return the seconds it took. Fail with the service's logs."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if not service.alive():
+            raise SmokeTestFailed(
+                "The service exited before it became healthy. Its last log lines:\n"
+                + service.logs(),
+                "Fix the error above, rebuild, and run the smoke test again.",
+            )
+        try:
+            status, _ = get(service.base_url, path)
+            if status == 200:
+                return time.monotonic() - started
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise SmokeTestFailed(
+        f"{service.base_url}{path} did not answer 200 within {timeout:.0f} s. "
+        f"The service's last log lines:\n{service.logs()}",
+        "A slow model load needs a longer --timeout; otherwise fix the error above.",
+    )
+
+
+def run_until_signalled(start: Callable[[], RunningService], console: Console) -> None:
+    """Start a service and keep it in the foreground until Ctrl-C or SIGTERM, then stop it."""
+    stop_requested = False
+
+    def request_stop(signum: int, frame: object) -> None:
+        nonlocal stop_requested
+        stop_requested = True
+
+    previous = signal.signal(signal.SIGTERM, request_stop)
+    service = start()
+    try:
+        console.print(f"[green]Serving on {service.base_url}[/] (Ctrl-C to stop)")
+        while not stop_requested and service.alive():
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        console.print("Stopping...")
+        service.stop()
+        signal.signal(signal.SIGTERM, previous)
