@@ -28,7 +28,12 @@ out = Console()
 err = Console(stderr=True)
 state = {"debug": False}
 
-MODEL = typer.Option(..., "--model", "-m", help="models:/name@alias, models:/name/<version|Stage|latest>, runs:/<id>/<path>, or a model dir.")
+MODEL = typer.Option(
+    ...,
+    "--model",
+    "-m",
+    help="models:/name@alias, models:/name/<version|Stage|latest>, runs:/<id>/<path>, or a model dir.",
+)
 TRACKING = typer.Option(None, "--tracking-uri", help="Else $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db.")
 ARTIFACT = typer.Argument(..., help="An artifact dir written by `deployctl generate`.", show_default=False)
 
@@ -78,8 +83,10 @@ def inspect(
     table = Table(show_header=False)
     for key in ("uri", "name", "version", "run_id", "flavor", "source", "tracking_uri"):
         table.add_row(key, str(data[key]))
-    table.add_row("signature", "\n".join(
-        f"{c.name}: {c.type}{'' if c.required else ' (optional)'}" for c in resolved.columns))
+    table.add_row(
+        "signature",
+        "\n".join(f"{c.name}: {c.type}{'' if c.required else ' (optional)'}" for c in resolved.columns),
+    )
     table.add_row("input example", json.dumps(resolved.example_rows[:3]))
     table.add_row("requirements", "\n".join(resolved.requirements))
     out.print(table)
@@ -89,24 +96,41 @@ def inspect(
 def generate(
     ctx: typer.Context,
     model: str = MODEL,
-    target: str = typer.Option(..., "--target", "-t", help="flask, fastapi, docker, k8s, lambda, gcf (see `deployctl targets`)."),
+    target: str = typer.Option(
+        ...,
+        "--target",
+        "-t",
+        help="flask, fastapi, docker, k8s, lambda, gcf (see `deployctl targets`).",
+    ),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Directory to write the artifact into."),
     name: str | None = typer.Option(None, "--name", help="Service name (default: the model name, DNS-safe)."),
     force: bool = typer.Option(False, "--force", help="Write into a non-empty directory."),
     tracking_uri: str | None = TRACKING,
-    templates: Path | None = typer.Option(None, "--templates", help="Folder of template overrides, laid out like deployctl's templates/."),
+    templates: Path | None = typer.Option(
+        None,
+        "--templates",
+        help="Folder of template overrides, laid out like deployctl's templates/.",
+    ),
 ) -> None:
     """Generate the deployment artifact for a model and a target. Target options follow as --<option> VALUE."""
     from deployctl.generate import generate as run_generate
 
     with err.status(f"Generating {target} artifact for {model}"):
         artifact = run_generate(
-            model, target, out_dir, name=name, tracking_uri=tracking_uri, force=force,
-            raw_options=parse_extra_options(ctx.args), templates=templates,
+            model,
+            target,
+            out_dir,
+            name=name,
+            tracking_uri=tracking_uri,
+            force=force,
+            raw_options=parse_extra_options(ctx.args),
+            templates=templates,
         )
     m = artifact.model
-    err.print(f"[green]Generated[/] {artifact.path} ({artifact.target}) for {m['name']} "
-              f"version {m['version']} ({m['task']}, {len(artifact.manifest['files'])} files)")
+    err.print(
+        f"[green]Generated[/] {artifact.path} ({artifact.target}) for {m['name']} "
+        f"version {m['version']} ({m['task']}, {len(artifact.manifest['files'])} files)"
+    )
     _next_steps(artifact)
 
 
@@ -157,8 +181,17 @@ def smoke_test(
         checks = smoke.run(artifact, timeout)
     failed = [c for c in checks if not c.ok]
     if as_json:
-        print(json.dumps({"ok": not failed, "artifact": str(path), "target": artifact.target,
-                          "checks": [c.__dict__ for c in checks]}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "ok": not failed,
+                    "artifact": str(path),
+                    "target": artifact.target,
+                    "checks": [c.__dict__ for c in checks],
+                },
+                indent=2,
+            )
+        )
     else:
         table = Table("check", "result", "ms", "detail", title=f"smoke test: {path} ({artifact.target})")
         for c in checks:
@@ -188,7 +221,9 @@ def serve(
 
 @app.command()
 def demo(
-    workdir: Path = typer.Option(Path("deployctl-demo"), "--workdir", help="Where the registry and the artifact go."),
+    workdir: Path = typer.Option(
+        Path("deployctl-demo"), "--workdir", help="Where the registry and the artifact go."
+    ),
     target: str = typer.Option("fastapi", "--target", "-t", help="Target to generate."),
 ) -> None:
     """Train a fraud model on synthetic data, register it locally, then generate, build and smoke-test it."""

@@ -21,13 +21,15 @@ def synthetic_transactions(n: int = 2000, seed: int = 7) -> tuple[Any, Any]:
     import pandas as pd
 
     rng = np.random.default_rng(seed)
-    frame = pd.DataFrame({
-        "amount": rng.lognormal(3.5, 1.0, n).round(2),
-        "hour": rng.integers(0, 24, n),
-        "merchant_category": rng.choice(CATEGORIES, n),
-        "is_foreign": rng.random(n) < 0.15,
-        "account_age_days": rng.integers(1, 4000, n),
-    })
+    frame = pd.DataFrame(
+        {
+            "amount": rng.lognormal(3.5, 1.0, n).round(2),
+            "hour": rng.integers(0, 24, n),
+            "merchant_category": rng.choice(CATEGORIES, n),
+            "is_foreign": rng.random(n) < 0.15,
+            "account_age_days": rng.integers(1, 4000, n),
+        }
+    )
     risk = (
         0.012 * frame.amount
         + 1.5 * frame.hour.isin([0, 1, 2, 3, 4]).astype(float)
@@ -49,11 +51,13 @@ def train_and_register(tracking_uri: str, name: str = MODEL_NAME, alias: str = "
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
     X, y = synthetic_transactions()
-    features = ColumnTransformer([
-        ("numbers", StandardScaler(), ["amount", "hour", "account_age_days"]),
-        ("flags", "passthrough", ["is_foreign"]),
-        ("category", OneHotEncoder(handle_unknown="ignore"), ["merchant_category"]),
-    ])
+    features = ColumnTransformer(
+        [
+            ("numbers", StandardScaler(), ["amount", "hour", "account_age_days"]),
+            ("flags", "passthrough", ["is_foreign"]),
+            ("category", OneHotEncoder(handle_unknown="ignore"), ["merchant_category"]),
+        ]
+    )
     model = Pipeline([("features", features), ("classifier", LogisticRegression(max_iter=500))])
     model.fit(X, y)
     mlflow.set_tracking_uri(tracking_uri)
@@ -61,8 +65,11 @@ def train_and_register(tracking_uri: str, name: str = MODEL_NAME, alias: str = "
     with mlflow.start_run():
         mlflow.log_metric("train_accuracy", float(model.score(X, y)))
         info = mlflow.sklearn.log_model(
-            model, name="model", signature=infer_signature(X, model.predict(X)),
-            input_example=X.head(5), registered_model_name=name,
+            model,
+            name="model",
+            signature=infer_signature(X, model.predict(X)),
+            input_example=X.head(5),
+            registered_model_name=name,
         )
     mlflow.MlflowClient(tracking_uri).set_registered_model_alias(name, alias, info.registered_model_version)
     return str(info.registered_model_version)
@@ -90,9 +97,11 @@ def run_demo(workdir: Path, target: str, console: Console, smoke_test: Callable[
     facts = get_target(target).build(artifact, console)
     console.print(f"[green]3/4[/] built {out}: {facts}")
     smoke_test(out, timeout=120.0, as_json=False)
-    console.print(f"[green]4/4[/] smoke test passed. Try it:\n"
-                  f"  deployctl serve {out} --port 8000\n"
-                  "  curl -s localhost:8000/predict -H 'content-type: application/json' "
-                  "-d '{\"features\": {\"amount\": 950.0, \"hour\": 3, \"merchant_category\": "
-                  "\"gaming\", \"is_foreign\": true, \"account_age_days\": 12}}'\n"
-                  f"  MLFLOW_TRACKING_URI={tracking_uri} deployctl inspect --model {uri}")
+    console.print(
+        f"[green]4/4[/] smoke test passed. Try it:\n"
+        f"  deployctl serve {out} --port 8000\n"
+        "  curl -s localhost:8000/predict -H 'content-type: application/json' "
+        '-d \'{"features": {"amount": 950.0, "hour": 3, "merchant_category": '
+        '"gaming", "is_foreign": true, "account_age_days": 12}}\'\n'
+        f"  MLFLOW_TRACKING_URI={tracking_uri} deployctl inspect --model {uri}"
+    )

@@ -26,9 +26,7 @@ class Expectations:
 
 
 def record_expectations(model: ResolvedModel) -> Expectations:
-    rows = model.example_rows[:MAX_CASES] or [
-        {c.name: PLACEHOLDER[c.type] for c in model.columns}
-    ]
+    rows = model.example_rows[:MAX_CASES] or [{c.name: PLACEHOLDER[c.type] for c in model.columns}]
     frame = _frame(rows, model.columns)
     estimator = _load(model)
     try:
@@ -70,8 +68,14 @@ def _load(model: ResolvedModel) -> Any:
 def _frame(rows: list[dict[str, Any]], columns: list[Column]) -> Any:
     import pandas as pd
 
-    dtypes = {"double": "float64", "float": "float32", "long": "int64", "integer": "int32",
-              "boolean": "bool", "string": "object"}
+    dtypes = {
+        "double": "float64",
+        "float": "float32",
+        "long": "int64",
+        "integer": "int32",
+        "boolean": "bool",
+        "string": "object",
+    }
     frame = pd.DataFrame(rows, columns=[c.name for c in columns])
     return frame.astype({c.name: dtypes[c.type] for c in columns if frame[c.name].notna().all()})
 

@@ -21,8 +21,14 @@ from deployctl.render import render_layers
 from deployctl.targets import get as get_target
 from deployctl.targets.base import Target, dns_name
 
-PYTYPES = {"double": "float", "float": "float", "long": "int", "integer": "int",
-           "boolean": "bool", "string": "str"}
+PYTYPES = {
+    "double": "float",
+    "float": "float",
+    "long": "int",
+    "integer": "int",
+    "boolean": "bool",
+    "string": "str",
+}
 
 
 def generate(
@@ -113,9 +119,7 @@ def template_context(
     service_name: str,
     options: dict[str, Any],
 ) -> dict[str, Any]:
-    columns = [
-        {**asdict(c), "ident": identifier(c.name), "pytype": PYTYPES[c.type]} for c in model.columns
-    ]
+    columns = [{**asdict(c), "ident": identifier(c.name), "pytype": PYTYPES[c.type]} for c in model.columns]
     first = expectations.cases[0]["row"] if expectations.cases else {}
     base = {
         "name": service_name,
@@ -130,9 +134,7 @@ def template_context(
         "example_features": first,
         "options": options,
         "python_version": platform.python_version(),
-        "requirements": requirements.merge(
-            model.requirements, model.loader, target.server_requirements
-        ),
+        "requirements": requirements.merge(model.requirements, model.loader, target.server_requirements),
     }
     return target.context(base)
 

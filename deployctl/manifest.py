@@ -47,12 +47,11 @@ class Artifact:
             what = "does not exist" if not path.exists() else f"has no {MANIFEST}"
             raise NotAnArtifact(
                 f"{path} {what}, so it is not a deployctl artifact.",
-                "Create one with `deployctl generate --model <uri> --target <target> --out "
-                f"{path}`.",
+                f"Create one with `deployctl generate --model <uri> --target <target> --out {path}`.",
             )
         try:
             manifest = json.loads(file.read_text())
-            manifest["target"], manifest["model"]["name"]  # noqa: B018 - shape check
+            manifest["target"], manifest["model"]["name"]
         except (ValueError, KeyError, TypeError) as exc:
             raise NotAnArtifact(
                 f"{file} is not a valid deployctl manifest ({exc}).",

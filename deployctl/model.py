@@ -301,10 +301,11 @@ class _registry_errors:
         if isinstance(exc, (OSError, ConnectionError)) or "Max retries" in text or "connect" in text.lower():
             raise RegistryUnreachable(
                 f"Cannot reach the tracking server at {self.tracking_uri}.",
-                "Check that the server runs and the URI is right (--tracking-uri or "
-                "MLFLOW_TRACKING_URI).",
+                "Check that the server runs and the URI is right (--tracking-uri or MLFLOW_TRACKING_URI).",
             ) from exc
         if isinstance(exc, MlflowException):
-            raise ModelNotFound(f"MLflow could not resolve the model: {text.splitlines()[0]}",
-                                "Check the model URI with `deployctl inspect`.") from exc
+            raise ModelNotFound(
+                f"MLflow could not resolve the model: {text.splitlines()[0]}",
+                "Check the model URI with `deployctl inspect`.",
+            ) from exc
         return False

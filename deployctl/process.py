@@ -29,7 +29,9 @@ class ProcessService:
 
     def __init__(self, cmd: list[str], cwd: Path, port: int, env: dict[str, str] | None = None) -> None:
         self.base_url = f"http://127.0.0.1:{port}"
-        self.log_file = tempfile.NamedTemporaryFile(prefix="deployctl-", suffix=".log", delete=False)
+        self.log_file = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed in stop()
+            prefix="deployctl-", suffix=".log", delete=False
+        )
         self.proc = subprocess.Popen(
             cmd,
             cwd=cwd,
@@ -77,8 +79,7 @@ def wait_healthy(service: RunningService, timeout: float, path: str = "/health")
     while time.monotonic() - started < timeout:
         if not service.alive():
             raise SmokeTestFailed(
-                "The service exited before it became healthy. Its last log lines:\n"
-                + service.logs(),
+                "The service exited before it became healthy. Its last log lines:\n" + service.logs(),
                 "Fix the error above, rebuild, and run the smoke test again.",
             )
         try:

@@ -6,7 +6,13 @@ import re
 from importlib.metadata import PackageNotFoundError, version
 
 # Server stacks, pinned to the versions deployctl is tested with.
-FASTAPI = ("fastapi==0.165.0", "uvicorn==0.54.0", "uvloop==0.23.0", "httptools==0.9.0", "orjson==3.13.0")
+FASTAPI = (
+    "fastapi==0.165.0",
+    "uvicorn==0.54.0",
+    "uvloop==0.23.0",
+    "httptools==0.9.0",
+    "orjson==3.13.0",
+)
 FLASK = ("flask==3.1.3", "gunicorn==26.2.0", "orjson==3.13.0")
 # What app/runtime.py imports; pinned to the versions that produced the recorded smoke outputs.
 RUNTIME = ("numpy", "pandas")

@@ -39,7 +39,9 @@ class Client:
         host, port = base_url.removeprefix("http://").split(":")
         self.host, self.port = host, int(port)
 
-    def call(self, method: str, path: str, body: Any = None, raw: bytes | None = None) -> tuple[int, Any, float]:
+    def call(
+        self, method: str, path: str, body: Any = None, raw: bytes | None = None
+    ) -> tuple[int, Any, float]:
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
         conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
         started = time.perf_counter()
@@ -66,23 +68,61 @@ def http_checks(artifact: Artifact, client: Client) -> list[Check]:
         # the first row goes positionally (signature order), the others keyed by column name
         features = [case["row"][n] for n in names] if i == 0 else case["row"]
         form = "list" if i == 0 else "object"
-        checks.append(_check(client, f"POST /predict row {i} ({form})", "POST", "/predict",
-                             {"features": features}, lambda b, c=case: _single(b, c, model)))
+        checks.append(
+            _check(
+                client,
+                f"POST /predict row {i} ({form})",
+                "POST",
+                "/predict",
+                {"features": features},
+                lambda b, c=case: _single(b, c, model),
+            )
+        )
     rows = [c["row"] for c in cases]
-    checks.append(_check(client, f"POST /predict_batch {len(rows)} rows", "POST", "/predict_batch",
-                         {"instances": rows}, lambda b: _batch(b, cases, model)))
+    checks.append(
+        _check(
+            client,
+            f"POST /predict_batch {len(rows)} rows",
+            "POST",
+            "/predict_batch",
+            {"instances": rows},
+            lambda b: _batch(b, cases, model),
+        )
+    )
     split = {"columns": names, "data": [[r[n] for n in names] for r in rows]}
-    checks.append(_check(client, "POST /invocations dataframe_split", "POST", "/invocations",
-                         {"dataframe_split": split}, lambda b: _predictions(b, cases)))
+    checks.append(
+        _check(
+            client,
+            "POST /invocations dataframe_split",
+            "POST",
+            "/invocations",
+            {"dataframe_split": split},
+            lambda b: _predictions(b, cases),
+        )
+    )
     checks.append(_expect_4xx(client, "POST /predict malformed JSON", b"{not json"))
     checks.append(_expect_4xx(client, "POST /predict wrong shape", b'{"features": "oops"}'))
-    checks.append(_check(client, "GET /health after bad input", "GET", "/health", None,
-                         lambda b: _health(b, model)))
+    checks.append(
+        _check(
+            client,
+            "GET /health after bad input",
+            "GET",
+            "/health",
+            None,
+            lambda b: _health(b, model),
+        )
+    )
     return checks
 
 
-def _check(client: Client, name: str, method: str, path: str, body: Any,
-           verify: Callable[[Any], str | None]) -> Check:
+def _check(
+    client: Client,
+    name: str,
+    method: str,
+    path: str,
+    body: Any,
+    verify: Callable[[Any], str | None],
+) -> Check:
     try:
         status, answer, ms = client.call(method, path, body)
     except OSError as exc:

@@ -17,6 +17,10 @@ GROUP = "deployctl.targets"
 BUILTIN = {
     "flask": "deployctl.targets.rest:FlaskTarget",
     "fastapi": "deployctl.targets.rest:FastAPITarget",
+    "docker": "deployctl.targets.container:DockerTarget",
+    "k8s": "deployctl.targets.k8s:KubernetesTarget",
+    "lambda": "deployctl.targets.aws_lambda:LambdaTarget",
+    "gcf": "deployctl.targets.gcf:CloudFunctionTarget",
 }
 
 
@@ -34,9 +38,7 @@ def names() -> list[str]:
 def get(name: str) -> Target:
     spec = _specs().get(name)
     if spec is None:
-        raise UsageError(
-            f"Unknown target '{name}'.", f"Valid targets: {', '.join(names())}."
-        )
+        raise UsageError(f"Unknown target '{name}'.", f"Valid targets: {', '.join(names())}.")
     module_name, _, attr = spec.partition(":")
     import importlib
 

@@ -34,13 +34,9 @@ class Option:
         try:
             value = self.type(raw) if self.type is not bool else _parse_bool(raw)
         except ValueError:
-            raise UsageError(
-                f"{self.flag} expects {self.type.__name__}, got '{raw}'.", self.help
-            ) from None
+            raise UsageError(f"{self.flag} expects {self.type.__name__}, got '{raw}'.", self.help) from None
         if self.choices and value not in self.choices:
-            raise UsageError(
-                f"{self.flag} must be one of {', '.join(self.choices)}, got '{raw}'.", self.help
-            )
+            raise UsageError(f"{self.flag} must be one of {', '.join(self.choices)}, got '{raw}'.", self.help)
         return value
 
 

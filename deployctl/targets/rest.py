@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -27,8 +28,13 @@ class VenvServiceTarget(Target):
 
     produces = "app/ (runtime + server), requirements.txt, a .venv after build"
     options: ClassVar[tuple[Option, ...]] = (
-        Option("workers", 0, "Worker processes for `serve` (0: one per core).", int,
-               check=lambda v: None if v >= 0 else "must be 0 (one per core) or more"),
+        Option(
+            "workers",
+            0,
+            "Worker processes for `serve` (0: one per core).",
+            int,
+            check=lambda v: None if v >= 0 else "must be 0 (one per core) or more",
+        ),
     )
 
     def build(self, artifact: Artifact, console: Console) -> dict[str, Any]:
@@ -61,12 +67,26 @@ class VenvServiceTarget(Target):
 
 
 def create_venv(venv: Path, requirements_txt: Path, console: Console) -> None:
-    """A fresh venv with the pinned requirements; on failure show pip's last lines."""
-    with console.status(f"Installing {requirements_txt.name} into {venv.name}"):
-        _run([sys.executable, "-m", "venv", "--clear", str(venv)], "create the virtual environment")
-        pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check"]
-        _run([*pip, "--no-input", "-r", str(requirements_txt)], f"install {requirements_txt.name}")
-        frozen = subprocess.run([*pip[:3], "freeze"], capture_output=True, text=True, check=True)
+    """A fresh venv with the pinned requirements; on failure show the installer's last lines.
+
+    uv installs in seconds where pip takes half a minute, so it is used when present.
+    """
+    uv = shutil.which("uv")
+    with console.status(f"Installing {requirements_txt.name} into {venv.name} ({'uv' if uv else 'pip'})"):
+        python = str(venv / "bin" / "python")
+        if uv:
+            _run(
+                [sys.executable, "-m", "venv", "--clear", "--without-pip", str(venv)],
+                "create the venv",
+            )
+            install = [uv, "pip", "install", "--python", python]
+            freeze = [uv, "pip", "freeze", "--python", python]
+        else:
+            _run([sys.executable, "-m", "venv", "--clear", str(venv)], "create the venv")
+            install = [python, "-m", "pip", "install", "--disable-pip-version-check", "--no-input"]
+            freeze = [python, "-m", "pip", "freeze"]
+        _run([*install, "-r", str(requirements_txt)], f"install {requirements_txt.name}")
+        frozen = subprocess.run(freeze, capture_output=True, text=True, check=True)
         (requirements_txt.parent / "requirements.lock").write_text(frozen.stdout)
 
 

@@ -234,7 +234,9 @@ class ModelService:
 
     # -- plumbing ---------------------------------------------------------------------------------
 
-    def handle(self, method: str, path: str, body: bytes, content_type: str | None = None) -> tuple[int, bytes]:
+    def handle(
+        self, method: str, path: str, body: bytes, content_type: str | None = None
+    ) -> tuple[int, bytes]:
         """Answer one HTTP request: (status, JSON bytes). Never raises for bad input."""
         path = path.rstrip("/") or "/"
         try:
@@ -317,7 +319,11 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per log line, for log pipelines that parse structured logs."""
 
     def format(self, record: logging.LogRecord) -> str:
-        entry = {"ts": round(record.created, 3), "level": record.levelname, "msg": record.getMessage()}
+        entry = {
+            "ts": round(record.created, 3),
+            "level": record.levelname,
+            "msg": record.getMessage(),
+        }
         entry.update(getattr(record, "fields", {}))
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
@@ -338,4 +344,7 @@ ACCESS_LOG = os.environ.get("ACCESS_LOG", "1") != "0"
 def log_request(method: str, path: str, status: int, started: float) -> None:
     if ACCESS_LOG:
         ms = round((time.perf_counter() - started) * 1000, 3)
-        log.info("request", extra={"fields": {"method": method, "path": path, "status": status, "ms": ms}})
+        log.info(
+            "request",
+            extra={"fields": {"method": method, "path": path, "status": status, "ms": ms}},
+        )

@@ -1,0 +1,109 @@
+"""Shared fixtures: a real sqlite MLflow registry with several models, and the real CLI.
+
+The registry is built once per session in a temp dir:
+  fraud_detector   binary classifier, a pipeline with a string and a boolean column.
+                   v1 @production and stage Production; v2 @challenger (retrained, other seed)
+  iris_species     multi-class random forest with string labels (skops trusted types)
+  house_price      regressor (ridge), numeric columns, one of them an integer
+  churn_logreg     plain binary logistic regression on numbers
+  unsigned_model   logged without a signature or example
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+REQUIRE_DOCKER = os.environ.get("DEPLOYCTL_REQUIRE_DOCKER") == "1"
+
+
+@dataclass
+class Registry:
+    root: Path
+    tracking_uri: str
+    run_ids: dict[str, str]
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "MLFLOW_TRACKING_URI": self.tracking_uri}
+
+
+@dataclass
+class Result:
+    code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 600
+) -> Result:
+    """Run the real `deployctl` CLI in a subprocess, as a user or CI would."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "deployctl", *args],
+        capture_output=True,
+        text=True,
+        env=env or os.environ.copy(),
+        cwd=cwd,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
+    root = tmp_path_factory.mktemp("registry")
+    tracking_uri = f"sqlite:///{root / 'mlflow.db'}"
+    script = ROOT / "tests" / "make_registry.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), tracking_uri],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    run_ids = dict(line.split("=", 1) for line in proc.stdout.split() if "=" in line)
+    return Registry(root, tracking_uri, run_ids)
+
+
+@pytest.fixture
+def cli(registry: Registry):  # type: ignore[no-untyped-def]
+    """The CLI with MLFLOW_TRACKING_URI pointing at the test registry."""
+
+    def call(*args: str, **kwargs: object) -> Result:
+        return run_cli(*args, env=registry.env(), **kwargs)  # type: ignore[arg-type]
+
+    return call
+
+
+def docker_available() -> str | None:
+    """None when an engine answers, else the reason it does not."""
+    try:
+        import docker
+
+        docker.from_env(timeout=5).ping()
+        return None
+    except Exception as exc:
+        return f"no Docker engine answers ({type(exc).__name__}); start one, e.g. `dockerd &`"
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("docker") is None:
+        return
+    reason = docker_available()
+    if reason is None:
+        return
+    if REQUIRE_DOCKER:  # CI sets this, so CI can never go green by skipping engine tests
+        pytest.fail(f"DEPLOYCTL_REQUIRE_DOCKER=1 but {reason}")
+    pytest.skip(reason)

@@ -1,0 +1,81 @@
+"""Build the test registry (run in a subprocess by tests/conftest.py): real models, real MLflow.
+
+Prints `name=run_id` lines for the runs:/ URI tests.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.models import infer_signature
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.linear_model import LogisticRegression, Ridge
+
+from deployctl.demo import synthetic_transactions, train_and_register
+
+warnings.filterwarnings("ignore")
+
+
+def log(model: object, X: pd.DataFrame, name: str, signed: bool = True, **kwargs: object) -> str:
+    with mlflow.start_run() as run:
+        signature = infer_signature(X, model.predict(X)) if signed else None  # type: ignore[attr-defined]
+        example = X.head(4) if signed else None
+        mlflow.sklearn.log_model(
+            model,
+            name="model",
+            signature=signature,
+            input_example=example,
+            registered_model_name=name,
+            **kwargs,
+        )
+    print(f"{name}={run.info.run_id}")
+    return run.info.run_id
+
+
+def main(tracking_uri: str) -> None:
+    mlflow.set_tracking_uri(tracking_uri)
+    client = MlflowClient(tracking_uri)
+    train_and_register(tracking_uri)  # fraud_detector v1 @production
+    client.transition_model_version_stage("fraud_detector", "1", "Production")
+    X, y = synthetic_transactions(seed=11)
+    mlflow.set_experiment("tests")
+    from sklearn.base import clone
+
+    v1 = mlflow.sklearn.load_model("models:/fraud_detector/1")
+    log(clone(v1).fit(X, y), X, "fraud_detector")  # v2
+    client.set_registered_model_alias("fraud_detector", "challenger", "2")
+
+    rng = np.random.default_rng(0)
+    iris = pd.DataFrame(
+        rng.normal(size=(150, 4)),
+        columns=["sepal length (cm)", "sepal_width", "petal_length", "petal_width"],
+    )
+    species = np.array(["setosa", "versicolor", "virginica"])[
+        (iris.petal_length > 0.4).astype(int) + (iris.sepal_width > 0).astype(int)
+    ]
+    forest = RandomForestClassifier(n_estimators=5, random_state=0).fit(iris, species)
+    log(forest, iris, "iris_species", skops_trusted_types=["sklearn.tree._tree.Tree"])
+
+    houses = pd.DataFrame(
+        {
+            "area": rng.uniform(30, 200, 120),
+            "rooms": rng.integers(1, 7, 120),
+            "age": rng.uniform(0, 80, 120),
+        }
+    )
+    price = 3000 * houses.area + 10000 * houses.rooms - 500 * houses.age + rng.normal(0, 1000, 120)
+    log(Ridge().fit(houses, price), houses, "house_price")
+
+    churn = pd.DataFrame(rng.normal(size=(200, 6)), columns=[f"x{i}" for i in range(6)])
+    log(LogisticRegression().fit(churn, churn.x0 + churn.x1 > 0), churn, "churn_logreg")
+
+    log(LogisticRegression().fit(churn, churn.x0 > 0), churn, "unsigned_model", signed=False)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
