@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -86,8 +86,8 @@ def run_demo(workdir: Path, target: str, console: Console, smoke_test: Callable[
     workdir.mkdir(parents=True, exist_ok=True)
     tracking_uri = f"sqlite:///{(workdir / 'mlflow.db').resolve()}"
     _quiet_mlflow()
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    with console.status("Training and registering the demo fraud model"):
+    with console.status("Training and registering the demo fraud model"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # MLflow's hints about integer columns are not for demo users
         version = train_and_register(tracking_uri)
     uri = f"models:/{MODEL_NAME}@production"
     console.print(f"[green]1/4[/] registered {MODEL_NAME} version {version} as @production in {tracking_uri}")

@@ -42,7 +42,13 @@ def get(name: str) -> Target:
     module_name, _, attr = spec.partition(":")
     import importlib
 
-    cls = getattr(importlib.import_module(module_name), attr)
+    try:
+        cls = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise UsageError(
+            f"Target '{name}' ({spec}) could not be loaded: {exc}.",
+            "Reinstall the package that provides it, or pick another target.",
+        ) from exc
     if not (isinstance(cls, type) and issubclass(cls, Target)):
         raise UsageError(f"Target '{name}' ({spec}) is not a deployctl Target subclass.")
     return cls()
