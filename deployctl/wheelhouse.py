@@ -16,8 +16,26 @@ from rich.console import Console
 
 from deployctl.errors import BuildFailed
 
-# glibc-based x86_64 Linux: what python:3.11-slim (Debian) runs.
-LINUX_X86_64 = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
+
+def manylinux_platforms(machine: str = "x86_64", glibc_minor: int = 28) -> tuple[str, ...]:
+    """Every manylinux tag a glibc 2.<glibc_minor> system on `machine` can install, newest first.
+
+    `pip download --platform` takes tags literally (it does not widen manylinux_2_36 to older
+    glibc versions as an installer would), so the whole compatible range is spelled out.
+    """
+    tags = [f"manylinux_2_{minor}_{machine}" for minor in range(glibc_minor, 4, -1)]
+    legacy = {17: "manylinux2014", 12: "manylinux2010", 5: "manylinux1"}
+    tags += [f"{alias}_{machine}" for minor, alias in legacy.items() if minor <= glibc_minor]
+    return tuple(tags)
+
+
+def musllinux_platforms(machine: str = "x86_64", musl_minor: int = 2) -> tuple[str, ...]:
+    """The musllinux tags a musl 1.<musl_minor> system (Alpine) on `machine` can install."""
+    return tuple(f"musllinux_1_{minor}_{machine}" for minor in range(musl_minor, -1, -1))
+
+
+# glibc-based x86_64 Linux with glibc 2.28 or newer: python:3.11-slim (Debian), AWS Lambda.
+LINUX_X86_64 = manylinux_platforms("x86_64", 28)
 
 
 def download(

@@ -1,0 +1,281 @@
+"""The Docker engine through the Docker SDK: one client, streamed image builds, hardened runs.
+
+Every engine failure a user can cause (no engine, a missing base image, a failing build step,
+a busy port) becomes a DeployctlError with a hint; SDK tracebacks never reach the terminal.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+
+from deployctl import wheelhouse
+from deployctl.errors import BuildFailed, DeployctlError, EngineUnavailable, UsageError
+
+if TYPE_CHECKING:
+    from docker import DockerClient
+    from docker.models.containers import Container
+
+START_HINT = (
+    "Start a Docker engine (Docker Desktop, `sudo systemctl start docker`, or `sudo dockerd &`) "
+    "or point DOCKER_HOST at one, then check it with `docker info`."
+)
+MANAGED_LABEL = "io.deployctl.managed"
+
+
+@cache
+def client() -> DockerClient:
+    """A client for the engine DOCKER_HOST names (else the local socket), checked with a ping."""
+    try:
+        import docker
+
+        engine = docker.from_env(timeout=120)
+        engine.ping()
+        return engine
+    except ImportError as exc:
+        raise EngineUnavailable(f"The Docker SDK is not installed ({exc}).", "pip install docker") from None
+    except Exception as exc:  # the SDK raises DockerException, requests errors or OSError here
+        where = os.environ.get("DOCKER_HOST") or "the default socket (unix:///var/run/docker.sock)"
+        raise EngineUnavailable(
+            f"No Docker engine answers at {where}: {_first_line(exc)}", START_HINT
+        ) from None
+
+
+@contextmanager
+def engine_errors(what: str) -> Iterator[None]:
+    """Engine errors in the middle of an operation, as one clear message instead of a traceback."""
+    import docker.errors
+    import requests.exceptions
+
+    try:
+        yield
+    except docker.errors.APIError as exc:
+        raise DeployctlError(f"Docker refused to {what}: {exc.explanation or exc}") from None
+    except (requests.exceptions.ConnectionError, docker.errors.DockerException) as exc:
+        message = f"Lost the Docker engine while trying to {what}: {_first_line(exc)}"
+        raise EngineUnavailable(message, START_HINT) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:300]
+
+
+# -- base images ----------------------------------------------------------------------------------
+
+PROBE = (
+    "import glob, json, platform, sys; "
+    "print(json.dumps({'python': '%d.%d' % sys.version_info[:2], 'machine': platform.machine(), "
+    "'libc': platform.libc_ver(), 'musl': sorted(glob.glob('/lib/ld-musl-*'))}))"
+)
+
+
+@dataclass(frozen=True)
+class BaseImage:
+    """What a base image runs: needed to download wheels that install inside it."""
+
+    ref: str
+    python: str  # "3.11"
+    machine: str  # "x86_64"
+    platforms: tuple[str, ...]  # wheel platform tags, newest first
+
+
+def ensure_image(ref: str) -> None:
+    """Make sure `ref` exists locally: pull it once if it does not, with a clear error if that fails."""
+    import docker.errors
+
+    engine = client()
+    try:
+        engine.images.get(ref)
+        return
+    except docker.errors.ImageNotFound:
+        pass
+    try:
+        engine.images.pull(ref)
+    except docker.errors.APIError as exc:
+        raise BuildFailed(
+            f"Base image {ref} is not on this engine and could not be pulled: {exc.explanation or exc}",
+            f"Pull or load it first (`docker pull {ref}` where a registry is reachable, or "
+            "`docker load`), or choose another with --base-image when generating.",
+        ) from None
+
+
+def probe_base_image(ref: str) -> BaseImage:
+    """Run the base image's python3 once to learn its version, CPU and C library."""
+    import docker.errors
+
+    ensure_image(ref)
+    with engine_errors(f"run {ref}"):
+        try:
+            raw = client().containers.run(
+                ref, ["python3", "-c", PROBE], entrypoint=[], remove=True, network_disabled=True
+            )
+        except (docker.errors.ContainerError, docker.errors.APIError) as exc:
+            raise BuildFailed(
+                f"Base image {ref} cannot run `python3`: {_first_line(exc)}",
+                "Use a base image with python3 and its venv module (such as python:3.11-slim); "
+                "pass it with --base-image when generating.",
+            ) from None
+    facts = json.loads(raw.decode().strip().splitlines()[-1])
+    machine = facts["machine"]
+    libc, libc_version = facts["libc"]
+    if libc == "glibc":
+        platforms = wheelhouse.manylinux_platforms(machine, int(libc_version.split(".")[1]))
+    elif facts["musl"]:
+        platforms = wheelhouse.musllinux_platforms(machine)
+    else:
+        raise BuildFailed(f"Cannot tell which C library base image {ref} uses.", "Use a Debian-based image.")
+    return BaseImage(ref, facts["python"], machine, platforms)
+
+
+# -- builds ---------------------------------------------------------------------------------------
+
+
+def build_image(context: Path, tag: str, console: Console, labels: dict[str, str] | None = None) -> str:
+    """Build `context`/Dockerfile as `tag`, printing each step; return the image id.
+
+    The low-level API streams the engine's output, so a slow step shows progress and a failing
+    step can be reported with its last log lines.
+    """
+    engine = client()
+    tail: deque[str] = deque(maxlen=25)
+    step, image_id = "", ""
+    with engine_errors(f"build {tag}"), console.status(f"Building {tag}") as status:
+        stream = engine.api.build(
+            path=str(context), tag=tag, rm=True, forcerm=True, pull=False, decode=True, labels=labels
+        )
+        for chunk in stream:
+            if "error" in chunk:
+                raise BuildFailed(
+                    f"Building {tag} failed at {step or 'the first step'}:\n"
+                    + "\n".join([*tail, chunk["error"].strip()]),
+                    "Fix the Dockerfile or requirements.txt, or check that the wheelhouse holds a "
+                    "wheel for every requirement, then run `deployctl build` again.",
+                )
+            image_id = chunk.get("aux", {}).get("ID", image_id)
+            for line in chunk.get("stream", "").splitlines():
+                if line.startswith("Step "):
+                    step = line.strip()
+                    console.print(f"[dim]{step}[/]", highlight=False)
+                elif line.strip():
+                    tail.append(line.rstrip())
+                    status.update(f"Building {tag}: {line.strip()[:100]}")
+    return image_id or engine.images.get(tag).id
+
+
+def image_size(ref: str) -> int:
+    with engine_errors(f"inspect {ref}"):
+        return int(client().images.get(ref).attrs["Size"])
+
+
+def human_size(size: int) -> str:
+    return f"{size / 1e6:.0f} MB"
+
+
+# -- containers -----------------------------------------------------------------------------------
+
+
+@dataclass
+class RunSpec:
+    """How to run one container: the hardening every deployctl container gets, plus the target's own."""
+
+    image: str
+    container_port: int = 8000
+    env: dict[str, str] | None = None
+    user: str | None = None  # None: the image's USER
+    command: list[str] | None = None
+    entrypoint: list[str] | None = None
+    read_only: bool = True
+    tmpfs: dict[str, str] | None = None  # mount path -> options
+    cap_drop: tuple[str, ...] = ("ALL",)
+    no_new_privileges: bool = True
+    mem_limit: int | None = None  # bytes
+    nano_cpus: int | None = None
+    image_healthcheck: bool = True  # a kubelet ignores HEALTHCHECK: the k8s target turns it off
+
+
+class ContainerService:
+    """A container publishing its port on loopback; `stop()` stops it and removes it."""
+
+    def __init__(self, container: Container, port: int) -> None:
+        self.container = container
+        self.base_url = f"http://127.0.0.1:{port}"
+
+    def alive(self) -> bool:
+        import docker.errors
+
+        try:
+            self.container.reload()
+        except docker.errors.NotFound:
+            return False
+        return self.container.status in ("created", "running")
+
+    def logs(self, lines: int = 30) -> str:
+        import docker.errors
+
+        try:
+            return self.container.logs(tail=lines).decode(errors="replace").rstrip()
+        except docker.errors.APIError as exc:
+            return f"(logs unavailable: {_first_line(exc)})"
+
+    def follow(self) -> Iterator[bytes]:
+        """The container's output as it comes (for `serve`)."""
+        return self.container.logs(stream=True, follow=True)
+
+    def stop(self, timeout: int = 10) -> None:
+        """SIGTERM (as an orchestrator would), SIGKILL after `timeout`, then remove the container."""
+        import docker.errors
+
+        with suppress(docker.errors.APIError):  # already stopped or gone: removing is what matters
+            self.container.stop(timeout=timeout)
+        with suppress(docker.errors.NotFound):
+            self.container.remove(force=True)
+
+
+def run(spec: RunSpec, port: int, labels: dict[str, str] | None = None) -> ContainerService:
+    """Start `spec` detached, its port published on 127.0.0.1:`port`."""
+    import docker.errors
+
+    engine = client()
+    try:
+        engine.images.get(spec.image)
+    except docker.errors.ImageNotFound:
+        raise UsageError(
+            f"Image {spec.image} is not on this Docker engine.",
+            "Run `deployctl build <artifact>` first (it builds and tags the image).",
+        ) from None
+    with engine_errors(f"start a container from {spec.image}"):
+        container = engine.containers.run(spec.image, detach=True, **_run_kwargs(spec, port, labels))
+    return ContainerService(container, port)
+
+
+def _run_kwargs(spec: RunSpec, port: int, labels: dict[str, str] | None) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {
+        "ports": {f"{spec.container_port}/tcp": ("127.0.0.1", port)},
+        "environment": spec.env or {},
+        "read_only": spec.read_only,
+        "tmpfs": spec.tmpfs if spec.tmpfs is not None else {"/tmp": "rw,nosuid,nodev,size=64m"},
+        "cap_drop": list(spec.cap_drop),
+        "security_opt": ["no-new-privileges:true"] if spec.no_new_privileges else [],
+        "labels": {MANAGED_LABEL: "true", **(labels or {})},
+    }
+    optional = {
+        "user": spec.user,
+        "command": spec.command,
+        "entrypoint": spec.entrypoint,
+        "mem_limit": spec.mem_limit,
+        "nano_cpus": spec.nano_cpus,
+    }
+    kwargs.update({k: v for k, v in optional.items() if v is not None})
+    if not spec.image_healthcheck:
+        kwargs["healthcheck"] = {"test": ["NONE"]}
+    return kwargs
