@@ -25,6 +25,7 @@ def run(artifact: Artifact, timeout: float = 120.0) -> list[Check]:
         seconds = wait_healthy(service, timeout)
         checks.append(Check("ready: /health answers 200", True, f"after {seconds:.1f} s"))
         checks += http_checks(artifact, Client(service.base_url))
+        checks += target.service_checks(artifact, service.base_url)
         if not service.alive():
             checks.append(Check("service still running", False, service.logs()))
     finally:

@@ -127,6 +127,10 @@ class Target(ABC):
         """Checks that need no running service (schema validation, package size...)."""
         return []
 
+    def service_checks(self, artifact: Artifact, base_url: str) -> list[Check]:
+        """Checks against the started service beyond the HTTP contract (k8s probe paths...)."""
+        return []
+
     def next_steps(self, artifact: Artifact) -> list[str]:
         """Commands printed after `generate` and `build`."""
         return [f"deployctl build {artifact.path}", f"deployctl smoke-test {artifact.path}"]
