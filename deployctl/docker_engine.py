@@ -140,7 +140,13 @@ def probe_base_image(ref: str) -> BaseImage:
 # -- builds ---------------------------------------------------------------------------------------
 
 
-def build_image(context: Path, tag: str, console: Console, labels: dict[str, str] | None = None) -> str:
+def build_image(
+    context: Path,
+    tag: str,
+    console: Console,
+    labels: dict[str, str] | None = None,
+    nocache: bool = False,
+) -> str:
     """Build `context`/Dockerfile as `tag`, printing each step; return the image id.
 
     The low-level API streams the engine's output, so a slow step shows progress and a failing
@@ -151,12 +157,19 @@ def build_image(context: Path, tag: str, console: Console, labels: dict[str, str
     step, image_id = "", ""
     with engine_errors(f"build {tag}"), console.status(f"Building {tag}") as status:
         stream = engine.api.build(
-            path=str(context), tag=tag, rm=True, forcerm=True, pull=False, decode=True, labels=labels
+            path=str(context),
+            tag=tag,
+            rm=True,
+            forcerm=True,
+            pull=False,  # the base was checked (or pulled) before; pulling again needs a registry
+            decode=True,
+            labels=labels,
+            nocache=nocache,
         )
         for chunk in stream:
             if "error" in chunk:
                 raise BuildFailed(
-                    f"Building {tag} failed at {step or 'the first step'}:\n"
+                    f"Building {tag} failed at {_shorten(step or 'the first step', 300)}\n"
                     + "\n".join([*tail, chunk["error"].strip()]),
                     "Fix the Dockerfile or requirements.txt, or check that the wheelhouse holds a "
                     "wheel for every requirement, then run `deployctl build` again.",
@@ -164,12 +177,17 @@ def build_image(context: Path, tag: str, console: Console, labels: dict[str, str
             image_id = chunk.get("aux", {}).get("ID", image_id)
             for line in chunk.get("stream", "").splitlines():
                 if line.startswith("Step "):
-                    step = line.strip()
-                    console.print(f"[dim]{step}[/]", highlight=False)
-                elif line.strip():
+                    step = " ".join(line.split())
+                    tail.clear()  # on failure, show the failing step's own output
+                    console.print(f"[dim]{_shorten(step)}[/]", highlight=False)
+                elif line.strip() and not line.startswith((" ---> ", "Removing intermediate")):
                     tail.append(line.rstrip())
-                    status.update(f"Building {tag}: {line.strip()[:100]}")
+                    status.update(f"Building {tag}: {_shorten(line.strip())}")
     return image_id or engine.images.get(tag).id
+
+
+def _shorten(text: str, width: int = 96) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def image_size(ref: str) -> int:

@@ -143,7 +143,7 @@ class DockerTarget(FastAPITarget):
         (artifact.path / BUILD_FACTS).write_text(json.dumps(facts, indent=2) + "\n")
         return {k: facts[k] for k in ("image", "size", "seconds")}
 
-    def build_image(self, artifact: Artifact, console: Console) -> dict[str, Any]:
+    def build_image(self, artifact: Artifact, console: Console, nocache: bool = False) -> dict[str, Any]:
         """Wheels for the base image's Python and platform, then the image. Facts for build.json."""
         tag = image_ref(artifact)
         base = docker_engine.probe_base_image(artifact.options.get("base_image", "python:3.11-slim"))
@@ -155,7 +155,7 @@ class DockerTarget(FastAPITarget):
             python_version=base.python,
             platforms=base.platforms,
         )
-        image_id = docker_engine.build_image(artifact.path, tag, console)
+        image_id = docker_engine.build_image(artifact.path, tag, console, nocache=nocache)
         size = docker_engine.image_size(tag)
         console.print(f"Image [bold]{tag}[/] ({image_id[:19]}): {docker_engine.human_size(size)}")
         return {
