@@ -195,6 +195,14 @@ def image_size(ref: str) -> int:
         return int(client().images.get(ref).attrs["Size"])
 
 
+def image_uid(ref: str) -> int | None:
+    """The numeric user id the image runs as (USER 10001 or 10001:10001); None if it is a name."""
+    with engine_errors(f"inspect {ref}"):
+        user = client().images.get(ref).attrs["Config"].get("User") or "0"
+    uid = user.split(":")[0]
+    return int(uid) if uid.isdigit() else None
+
+
 def human_size(size: int) -> str:
     return f"{size / 1e6:.0f} MB"
 
@@ -215,6 +223,7 @@ class RunSpec:
     read_only: bool = True
     tmpfs: dict[str, str] | None = None  # mount path -> options
     cap_drop: tuple[str, ...] = ("ALL",)
+    cap_add: tuple[str, ...] = ()
     no_new_privileges: bool = True
     mem_limit: int | None = None  # bytes
     nano_cpus: int | None = None
@@ -283,6 +292,7 @@ def _run_kwargs(spec: RunSpec, port: int, labels: dict[str, str] | None) -> dict
         "read_only": spec.read_only,
         "tmpfs": spec.tmpfs if spec.tmpfs is not None else {"/tmp": "rw,nosuid,nodev,size=64m"},
         "cap_drop": list(spec.cap_drop),
+        "cap_add": list(spec.cap_add),
         "security_opt": ["no-new-privileges:true"] if spec.no_new_privileges else [],
         "labels": {MANAGED_LABEL: "true", **(labels or {})},
     }
