@@ -43,7 +43,7 @@ MAX_PAYLOAD = 10 * 1024 * 1024  # API Gateway's request payload limit
 TEXT_TYPES = ("application/json", "text/", "application/xml", "application/x-www-form-urlencoded")
 # Passed through to the function so that a local run can reach S3 (or an S3 stand-in) the way the
 # deployed function would with its execution role.
-PASSTHROUGH = ("HOME", "TMPDIR", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE")
+PASSTHROUGH = ("HOME", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE")
 # The AWS SDK that Lambda's Python runtimes provide; the first two are required, the rest are
 # their dependencies where the installed versions still need them.
 SDK_MODULES = ("boto3", "botocore", "s3transfer", "jmespath", "dateutil", "urllib3", "six")
@@ -269,12 +269,14 @@ class Function:
     env: dict[str, str] = field(default_factory=dict)
     runtime_paths: list[str] = field(default_factory=list)
 
-    def environment(self, package: Path) -> dict[str, str]:
-        """Lambda's reserved variables plus the function's own, nothing else from this shell."""
+    def environment(self, package: Path, tmp: Path) -> dict[str, str]:
+        """Lambda's reserved variables plus the function's own, nothing else from this shell.
+        `tmp` plays /tmp, which each execution environment has to itself."""
         region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
         env = {k: v for k, v in os.environ.items() if k.startswith("AWS_") or k in PASSTHROUGH}
         env.update(
             PATH="/usr/local/bin:/usr/bin:/bin",
+            TMPDIR=str(tmp),
             LANG="en_US.UTF-8",
             TZ=":UTC",
             LAMBDA_TASK_ROOT=str(package),
@@ -306,11 +308,12 @@ class Invoker:
         list_modules: bool = False,
     ) -> None:
         self.function = function
+        self.tmp = Path(tempfile.mkdtemp(prefix="lambda-tmp-"))
         cmd = [python, "-I", "-S", "-B", WORKER_FILE, "worker", *(["--list-modules"] if list_modules else [])]
         self.proc = subprocess.Popen(
             [*cmd, str(package), function.handler, *function.runtime_paths],
             cwd=package,
-            env=function.environment(package),
+            env=function.environment(package, self.tmp),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=stderr,
@@ -377,6 +380,7 @@ class Invoker:
         for stream in (self.proc.stdin, self.proc.stdout):
             if stream:
                 stream.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 def prepare(zip_path: Path, root: Path, provide_sdk: bool = False) -> tuple[Path, list[str]]:
@@ -451,6 +455,7 @@ class Gateway(ThreadingHTTPServer):
     def call(self, event: dict[str, Any]) -> dict[str, Any]:
         with self.lock:
             if not self.invoker.alive():  # a crashed environment is replaced, with a new cold start
+                self.invoker.close()
                 self.invoker = self.start_worker()
             reply = self.invoker.invoke(event)
             if reply.get("errorType") == "Timeout":

@@ -1,0 +1,174 @@
+"""gcf: the model as a Google Cloud Function (2nd gen) on the Python functions-framework.
+
+The artifact is the source `gcloud functions deploy` uploads: main.py (the HTTP function, a thin
+adapter over app/runtime.py), the bundled model and a pinned requirements.txt that Cloud Build
+installs. build makes a .venv with those requirements so that smoke-test and serve run the real
+`functions-framework --target handle`, and measures the upload against Cloud Functions' limits.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from rich.console import Console
+
+from deployctl.manifest import Artifact
+from deployctl.process import ProcessService
+from deployctl.targets.aws_lambda import MB, ORJSON
+from deployctl.targets.base import Check, Option, require_built
+from deployctl.targets.rest import VenvServiceTarget
+
+ENTRY_POINT = "handle"
+# Pinned to the version deployctl is tested with, like the other server stacks.
+FUNCTIONS_FRAMEWORK = "functions-framework==3.10.2"
+# Cloud Functions' documented deployment limit: 100 MB of zipped source (1st gen; 2nd gen builds
+# the upload with Cloud Build and documents none, but a source this big slows every deploy).
+SOURCE_LIMIT = 100 * MB
+REGION = re.compile(r"^[a-z]+(-[a-z]+)+[0-9]$")
+MEMORY = re.compile(r"^[0-9]+(Mi|Gi|MB|GB)$")
+
+
+def _matches(pattern: re.Pattern[str], what: str) -> Any:
+    return lambda v: None if pattern.match(v) else f"is not {what}"
+
+
+class CloudFunctionTarget(VenvServiceTarget):
+    name = "gcf"
+    summary = "Google Cloud Function (2nd gen) on functions-framework"
+    produces = "main.py, app/, requirements.txt, .gcloudignore; a .venv after build"
+    layers = ("runtime", "gcf")
+    server_requirements = (FUNCTIONS_FRAMEWORK, ORJSON)
+    options: ClassVar[tuple[Option, ...]] = (
+        Option(
+            "runtime",
+            "python311",
+            "Cloud Functions runtime.",
+            choices=("python311", "python312", "python313"),
+        ),
+        Option(
+            "region",
+            "us-central1",
+            "Region to deploy to.",
+            check=_matches(REGION, "a region like us-central1"),
+        ),
+        Option(
+            "memory",
+            "1Gi",
+            "Memory per instance; CPU grows with it.",
+            check=_matches(MEMORY, "like 512Mi or 2Gi"),
+        ),
+        Option(
+            "timeout",
+            60,
+            "Request timeout in seconds (1-3600).",
+            int,
+            check=lambda v: None if 1 <= v <= 3600 else "must be between 1 and 3600",
+        ),
+    )
+
+    def context(self, base: dict[str, Any]) -> dict[str, Any]:
+        return {**base, "deploy_command": deploy_command(base["name"], base["options"], ".")}
+
+    def build(self, artifact: Artifact, console: Console) -> dict[str, Any]:
+        facts = super().build(artifact, console)
+        source = measure_source(artifact.path)
+        if source.zipped > SOURCE_LIMIT:
+            console.print(f"[yellow]Note:[/] {source.summary()}: {source_advice()}")
+        digits = artifact.options["runtime"].removeprefix("python")
+        if f"{digits[0]}.{digits[1:]}" != f"{sys.version_info.major}.{sys.version_info.minor}":
+            console.print(
+                f"[yellow]Note:[/] .venv runs Python {sys.version.split()[0]}; the function will run "
+                f"{artifact.options['runtime']}. The smoke test checks the code, not that Python version."
+            )
+        console.print(f"Deploy: [bold]{deploy_command(artifact.name, artifact.options, artifact.path)}[/]")
+        return {**facts, "source": source.summary()}
+
+    def start(self, artifact: Artifact, port: int) -> ProcessService:
+        return ProcessService(self._command(artifact, port, "127.0.0.1"), artifact.path, port)
+
+    def serve(self, artifact: Artifact, port: int, console: Console) -> None:
+        """exec functions-framework: it then gets Ctrl-C and SIGTERM itself and stops gracefully."""
+        cmd = self._command(artifact, port, "0.0.0.0")
+        console.print(f"[green]Serving {artifact.name} on http://0.0.0.0:{port}[/] (Ctrl-C to stop)")
+        os.chdir(artifact.path)
+        os.execv(cmd[0], cmd)
+
+    def _command(self, artifact: Artifact, port: int, host: str) -> list[str]:
+        framework = artifact.path / ".venv" / "bin" / "functions-framework"
+        require_built(artifact, framework, ".venv/bin/functions-framework")
+        return [str(framework), "--target", ENTRY_POINT, "--host", host, "--port", str(port)]
+
+    def extra_checks(self, artifact: Artifact) -> list[Check]:
+        source = measure_source(artifact.path)
+        ok = source.zipped <= SOURCE_LIMIT
+        return [
+            Check("upload within Cloud Functions limits", ok, source.summary() if ok else source_advice())
+        ]
+
+    def next_steps(self, artifact: Artifact) -> list[str]:
+        return [*super().next_steps(artifact), deploy_command(artifact.name, artifact.options, artifact.path)]
+
+
+def deploy_command(name: str, options: dict[str, Any], source: Path | str) -> str:
+    return (
+        f"gcloud functions deploy {name} --gen2 --runtime={options['runtime']} "
+        f"--region={options['region']} --source={source} --entry-point={ENTRY_POINT} --trigger-http "
+        f"--memory={options['memory']} --timeout={options['timeout']}s --no-allow-unauthenticated"
+    )
+
+
+@dataclass
+class Source:
+    files: int
+    size: int
+    zipped: int
+
+    def summary(self) -> str:
+        return (
+            f"upload of {self.files} files, {self.size / MB:.2f} MB ({self.zipped / MB:.2f} MB zipped; "
+            f"limit {SOURCE_LIMIT // MB} MB zipped)"
+        )
+
+
+def source_advice() -> str:
+    return (
+        f"the zipped source is over Cloud Functions' {SOURCE_LIMIT // MB} MB limit; keep large files "
+        "out with .gcloudignore, or load a large model from Cloud Storage at start-up"
+    )
+
+
+def measure_source(root: Path) -> Source:
+    """What `gcloud functions deploy --source` would upload, zipped as it zips it."""
+    files = uploaded_files(root)
+    with tempfile.TemporaryFile() as tmp:
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
+            for file in files:
+                archive.write(file, file.relative_to(root).as_posix())
+        zipped = tmp.tell()
+    return Source(len(files), sum(f.stat().st_size for f in files), zipped)
+
+
+def uploaded_files(root: Path) -> list[Path]:
+    """Files not excluded by .gcloudignore: enough of its gitignore syntax for names, globs and
+    directory patterns (`name/`), the forms the generated file and most edits use."""
+    ignore = root / ".gcloudignore"
+    lines = ignore.read_text().splitlines() if ignore.is_file() else []
+    patterns = [line.strip().rstrip("/") for line in lines if line.strip() and not line.startswith("#")]
+    return sorted(
+        p for p in root.rglob("*") if p.is_file() and not _ignored(p.relative_to(root).as_posix(), patterns)
+    )
+
+
+def _ignored(rel: str, patterns: list[str]) -> bool:
+    parts = rel.split("/")
+    return any(
+        fnmatch.fnmatch(rel, pat) or any(fnmatch.fnmatch(part, pat) for part in parts) for pat in patterns
+    )
