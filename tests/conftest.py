@@ -107,3 +107,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     if REQUIRE_DOCKER:  # CI sets this, so CI can never go green by skipping engine tests
         pytest.fail(f"DEPLOYCTL_REQUIRE_DOCKER=1 but {reason}")
     pytest.skip(reason)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--update-golden", action="store_true", help="Rewrite tests/golden from the templates.")
