@@ -4,16 +4,23 @@ One module holds all the serving logic: load the bundled model once, validate re
 the model's signature, predict, and answer the HTTP contract (/health, /predict, /predict_batch,
 /invocations). The Flask, FastAPI, Lambda and Cloud Functions entry points are thin adapters that
 move bytes in and out of `ModelService.handle`. This file does not import deployctl.
+
+Speed: per request, the cost is in the model call (scikit-learn checks its input on every call,
+and far more slowly for a DataFrame than for an array), not in the arithmetic. So the way the
+model is called is chosen once, at load (see `Scorer`): the fastest way that gives bit-for-bit the
+answers the model gives on a DataFrame of the smoke-test rows.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -48,6 +55,9 @@ DTYPES = {
     "boolean": "bool",
     "string": "object",
 }
+# sklearn warns on every call when an array replaces the DataFrame a model was fitted on. The
+# array path is only taken after checking the columns match by name and order, so it is noise.
+FEATURE_NAMES_WARNING = "X does not have valid feature names"
 log = logging.getLogger("model_service")
 
 
@@ -59,39 +69,126 @@ class BadRequest(Exception):
         self.message = message
         self.status = status
 
+    @classmethod
+    def too_large(cls) -> BadRequest:
+        return cls(f"the body is over the limit of {MAX_BODY_BYTES} bytes", 413)
+
+
+# -- validation ------------------------------------------------------------------------------------
+
+Check = Callable[[Any, str, str], Any]
+
+
+def _as_float(value: Any, name: str, where: str) -> float:
+    # type() rather than isinstance: bool is an int subclass and must be refused
+    if type(value) is int and abs(value) <= sys.float_info.max:
+        value = float(value)
+    if type(value) is not float:
+        raise BadRequest(f"{where}: '{name}' must be a number, got {_kind(value)}")
+    if not math.isfinite(value):
+        raise BadRequest(f"{where}: '{name}' must be finite")
+    return value
+
+
+def _int_check(bits: int) -> Check:
+    """An integer column's check: its values must fit the column's type (int64 or int32)."""
+    limit = 2 ** (bits - 1)
+
+    def check(value: Any, name: str, where: str) -> int:
+        if type(value) is float and value.is_integer():
+            value = int(value)
+        if type(value) is not int:
+            raise BadRequest(f"{where}: '{name}' must be an integer, got {_kind(value)}")
+        if not -limit <= value < limit:
+            raise BadRequest(f"{where}: '{name}' is out of range for a {bits}-bit integer")
+        return value
+
+    return check
+
+
+def _as_bool(value: Any, name: str, where: str) -> bool:
+    if type(value) is bool:
+        return value
+    raise BadRequest(f"{where}: '{name}' must be true or false, got {_kind(value)}")
+
+
+def _as_str(value: Any, name: str, where: str) -> str:
+    if isinstance(value, str):
+        return value
+    raise BadRequest(f"{where}: '{name}' must be a string, got {_kind(value)}")
+
+
+CHECKS: dict[str, Check] = {
+    "double": _as_float,
+    "float": _as_float,
+    "long": _int_check(64),
+    "integer": _int_check(32),
+    "boolean": _as_bool,
+    "string": _as_str,
+}
+
+
+def _kind(value: Any) -> str:
+    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
+    names.update({list: "a list", dict: "an object", type(None): "null"})
+    return names.get(type(value), type(value).__name__)
+
 
 class Schema:
-    """Validates JSON rows against the signature's columns and builds the model's input frame."""
+    """Validates JSON rows against the signature's columns and builds the model's input."""
 
     def __init__(self, columns: list[dict[str, Any]]) -> None:
         self.columns = columns
         self.names = [c["name"] for c in columns]
         self.index = {name: i for i, name in enumerate(self.names)}
+        self.checks = [(c["name"], CHECKS[c["type"]], c.get("required", True)) for c in columns]
+        self.all_required = all(required for _, _, required in self.checks)
+        self.array_dtype = self._array_dtype()
+
+    def _array_dtype(self) -> np.dtype[Any] | None:
+        """The dtype of one array holding every column, or None when only a DataFrame can."""
+        types = {c["type"] for c in self.columns}
+        if not types or "string" in types:
+            return None
+        dtype = np.result_type(*(DTYPES[t] for t in types))
+        # an optional column left out is NaN, which only a float array can hold
+        return dtype if self.all_required or dtype.kind == "f" else None
 
     def row(self, item: Any, where: str, strict: bool = True) -> list[Any]:
         """One row, given as a list in signature order or as an object keyed by column name."""
         if isinstance(item, list):
-            if len(item) != len(self.columns):
+            if len(item) != len(self.checks):
                 raise BadRequest(
-                    f"{where}: expected {len(self.columns)} values in signature order "
+                    f"{where}: expected {len(self.checks)} values in signature order "
                     f"{self.names}, got {len(item)}"
                 )
             values = item
         elif isinstance(item, dict):
-            unknown = [key for key in item if key not in self.index]
-            if unknown and strict:
+            unknown = [key for key in item if key not in self.index] if strict else None
+            if unknown:
                 raise BadRequest(f"{where}: unknown field(s) {unknown}; expected {self.names}")
             values = [item.get(name) for name in self.names]
         else:
             raise BadRequest(f"{where}: expected a list or an object, got {_kind(item)}")
-        return [_check(v, col, where) for v, col in zip(values, self.columns)]
+        return [
+            check(v, name, where) if v is not None else _missing(name, required, where)
+            for v, (name, check, required) in zip(values, self.checks)
+        ]
 
     def rows(self, items: Any, where: str, strict: bool = True) -> list[list[Any]]:
-        if not isinstance(items, list) or not items:
+        if type(items) is not list or not items:
             raise BadRequest(f"{where}: expected a non-empty list of rows")
         if len(items) > MAX_BATCH_ROWS:
             raise BadRequest(f"{where}: {len(items)} rows is over the limit of {MAX_BATCH_ROWS}", 413)
         return [self.row(item, f"{where}[{i}]", strict) for i, item in enumerate(items)]
+
+    def array(self, rows: list[list[Any]]) -> np.ndarray[Any, Any]:
+        """The rows as one 2-D array (None becomes NaN), as a DataFrame would give it to the model.
+
+        Column-major like a DataFrame's values: with rows in row-major order, BLAS may sum in
+        another order and a probability can differ in its last bit from the DataFrame's.
+        """
+        return np.array(rows, dtype=self.array_dtype, order="F")
 
     def frame(self, rows: list[list[Any]]) -> pd.DataFrame:
         data = {}
@@ -105,38 +202,12 @@ class Schema:
         return pd.DataFrame(data, columns=self.names)
 
 
-def _check(value: Any, col: dict[str, Any], where: str) -> Any:
-    """Check one JSON value against its column type; return it in the model's type."""
-    name, kind = col["name"], col["type"]
-    if value is None:
-        if col.get("required", True):
-            raise BadRequest(f"{where}: '{name}' is required and missing or null")
-        return None
-    if kind in ("double", "float"):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise BadRequest(f"{where}: '{name}' must be a number, got {_kind(value)}")
-        if not math.isfinite(value):
-            raise BadRequest(f"{where}: '{name}' must be finite")
-        return float(value)
-    if kind in ("long", "integer"):
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise BadRequest(f"{where}: '{name}' must be an integer, got {_kind(value)}")
-        return value
-    if kind == "boolean":
-        if not isinstance(value, bool):
-            raise BadRequest(f"{where}: '{name}' must be true or false, got {_kind(value)}")
-        return value
-    if not isinstance(value, str):
-        raise BadRequest(f"{where}: '{name}' must be a string, got {_kind(value)}")
-    return value
+def _missing(name: str, required: bool, where: str) -> None:
+    if required:
+        raise BadRequest(f"{where}: '{name}' is required and missing or null")
 
 
-def _kind(value: Any) -> str:
-    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
-    names.update({list: "a list", dict: "an object", type(None): "null"})
-    return names.get(type(value), type(value).__name__)
+# -- calling the model -----------------------------------------------------------------------------
 
 
 def _tolist(values: Any) -> list[Any]:
@@ -148,6 +219,128 @@ def _tolist(values: Any) -> list[Any]:
     if hasattr(values, "tolist"):
         return values.tolist()
     return list(values)
+
+
+def _is_sklearn(obj: Any, module: str, name: str) -> bool:
+    """isinstance without importing scikit-learn for models that do not use it."""
+    cls = getattr(sys.modules.get(module), name, None)
+    return cls is not None and isinstance(obj, cls)
+
+
+# Classifiers whose predict() is the class of highest predict_proba() (their own code, or an argmax
+# of a score that predict_proba maps monotonically; a tie is asked again with predict, see
+# Scorer._labels). Not e.g. SVC (Platt scaling) or threshold-tuned classifiers.
+ARGMAX_CLASSIFIERS = {
+    "sklearn.linear_model._logistic": ("LogisticRegression", "LogisticRegressionCV"),
+    "sklearn.tree._classes": ("DecisionTreeClassifier", "ExtraTreeClassifier"),
+    "sklearn.ensemble._forest": ("RandomForestClassifier", "ExtraTreesClassifier"),
+    "sklearn.ensemble._hist_gradient_boosting.gradient_boosting": ("HistGradientBoostingClassifier",),
+}
+
+
+def _argmax_classifier(model: Any) -> bool:
+    names = ARGMAX_CLASSIFIERS.get(type(model).__module__, ())
+    return type(model).__name__ in names and getattr(model, "n_outputs_", 1) == 1
+
+
+class Scorer:
+    """Calls the model on validated rows; the options say how, and are chosen by `Scorer.fastest`.
+
+    - array: an array instead of a DataFrame (scikit-learn checks an array several times faster);
+    - shortcuts: a Pipeline's transformers run once for predict and predict_proba, not twice, and
+      an argmax classifier's labels come from its probabilities instead of a second model call;
+    - sklearn's per-call checks that validation already made (finite numbers) are skipped.
+    """
+
+    def __init__(self, model: Any, schema: Schema, *, array: bool = False, shortcuts: bool = False) -> None:
+        self.model = model
+        self.schema = schema
+        self.array = array
+        self.head, self.final = _split_pipeline(model) if shortcuts else (None, model)
+        has_proba = hasattr(model, "predict_proba") and hasattr(model, "classes_")
+        self.classes: np.ndarray[Any, Any] | None = np.asarray(model.classes_) if has_proba else None
+        self.from_proba = shortcuts and _argmax_classifier(self.final)
+        self.options = f"{'array' if array else 'DataFrame'} input{', shortcuts' if shortcuts else ''}"
+
+    @classmethod
+    def fastest(cls, model: Any, schema: Schema, probe: list[list[Any]]) -> Scorer:
+        """The fastest options that answer the probe rows exactly as the model does on a DataFrame."""
+        reference = cls(model, schema)
+        candidates = [cls(model, schema, shortcuts=True)]
+        if schema.array_dtype is not None and _names_match(model, schema.names):
+            candidates.insert(0, cls(model, schema, array=True, shortcuts=True))
+        # as one batch and row by row: sklearn itself may differ in the last bit between the two
+        batches = [probe, *([row] for row in probe)] if probe else []
+        try:
+            expected = [reference.score(rows) for rows in batches]
+        except BadRequest:  # the model refuses its own examples: keep to the plain way
+            batches = []
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", FEATURE_NAMES_WARNING, UserWarning)
+            agreeing = (c for c in candidates if batches and _same_answers(c, batches, expected))
+            chosen = next(agreeing, reference)
+        if chosen.array:
+            warnings.filterwarnings("ignore", FEATURE_NAMES_WARNING, UserWarning)
+        return chosen
+
+    def score(self, rows: list[list[Any]], probabilities: bool = True) -> tuple[list[Any], Any]:
+        """(labels, probabilities or None) for validated rows; BadRequest(422) if the model refuses."""
+        try:
+            with self._checks_done():
+                inputs = self.schema.array(rows) if self.array else self.schema.frame(rows)
+                if self.head is not None:
+                    inputs = self.head.transform(inputs)
+                probas = None
+                if probabilities and self.classes is not None:
+                    probas = self.final.predict_proba(inputs)
+                return self._labels(inputs, probas), probas
+        except Exception as exc:  # e.g. a category the encoder never saw: the input's fault
+            log.warning("model refused input: %s", exc)
+            raise BadRequest(f"the model could not score this input: {exc}", 422) from None
+
+    def _labels(self, inputs: Any, probas: Any) -> list[Any]:
+        if probas is None or not self.from_proba or self.classes is None:
+            return _tolist(self.final.predict(inputs))
+        best = probas.argmax(axis=1)
+        top = probas[np.arange(len(best)), best]
+        if np.count_nonzero(probas == top[:, None]) > len(best):  # a tie: let the model decide
+            return _tolist(self.final.predict(inputs))
+        return self.classes.take(best).tolist()
+
+    def _checks_done(self) -> contextlib.AbstractContextManager[Any]:
+        """Skip sklearn's finiteness check: validation refused NaN and inf in required columns."""
+        sklearn = sys.modules.get("sklearn")
+        if sklearn is None or not self.schema.all_required:
+            return contextlib.nullcontext()
+        return sklearn.config_context(assume_finite=True, skip_parameter_validation=True)
+
+
+def _split_pipeline(model: Any) -> tuple[Any, Any]:
+    """(the transformers, the final estimator) of a scikit-learn Pipeline, else (None, model)."""
+    if not _is_sklearn(model, "sklearn.pipeline", "Pipeline") or len(model.steps) < 2:
+        return None, model
+    final = model.steps[-1][1]
+    if not hasattr(final, "predict"):  # "passthrough" or a transformer: nothing to split
+        return None, model
+    return model[:-1], final
+
+
+def _names_match(model: Any, names: list[str]) -> bool:
+    """An array is matched to columns by position: the model's fitted names must be in that order."""
+    fitted = getattr(model, "feature_names_in_", None)
+    return fitted is None or list(fitted) == names
+
+
+def _same_answers(scorer: Scorer, batches: list[list[list[Any]]], expected: list[Any]) -> bool:
+    """Bit-for-bit the labels and probabilities the reference gave for the same batches."""
+    for rows, (labels, probas) in zip(batches, expected):
+        try:
+            got_labels, got_probas = scorer.score(rows)
+        except BadRequest:
+            return False
+        if got_labels != labels or not (probas is None or np.array_equal(got_probas, probas)):
+            return False
+    return True
 
 
 def load_model(loader: dict[str, Any], model_dir: Path) -> Any:
@@ -171,6 +364,9 @@ def load_model(loader: dict[str, Any], model_dir: Path) -> Any:
         return pickle.load(fh)
 
 
+# -- the HTTP contract -----------------------------------------------------------------------------
+
+
 class ModelService:
     """The model behind the HTTP contract. Build it once per process with `from_artifact`."""
 
@@ -180,23 +376,32 @@ class ModelService:
         self.version: str = meta["version"]
         self.schema = Schema(meta["columns"])
         self.model = model
-        has_proba = hasattr(model, "predict_proba") and hasattr(model, "classes_")
-        self.classes: list[Any] | None = _tolist(model.classes_) if has_proba else None
+        self.scorer = Scorer.fastest(model, self.schema, self._probe(manifest))
+        self.classes = None if self.scorer.classes is None else self.scorer.classes.tolist()
         self.routes: dict[tuple[str, str], Callable[[Any], dict[str, Any]]] = {
             ("POST", "/predict"): self.predict,
             ("POST", "/predict_batch"): self.predict_batch,
             ("POST", "/invocations"): self.invocations,
         }
+        self.paths = {path for _, path in self.routes} | {"/health", "/ping"}
+        # /health never changes: serialize it once
+        self.health_body = dumps(self.health())
 
     @classmethod
     def from_artifact(cls, root: Path = ROOT) -> ModelService:
         manifest = json.loads((root / "deployctl.json").read_text())
         model = load_model(manifest["model"]["loader"], root / "model")
-        service = cls(manifest, model)
-        rows = [case["row"] for case in manifest.get("smoke_cases", [])]
-        if rows:  # warm up: the first request should not pay for lazy initialisation
-            service.predict_batch({"instances": rows})
+        service = cls(manifest, model)  # also warms the model up on the smoke-test rows
+        log.info("model loaded", extra={"fields": {"scoring": service.scorer.options}})
         return service
+
+    def _probe(self, manifest: dict[str, Any]) -> list[list[Any]]:
+        """The smoke-test rows (real input examples) that pass validation."""
+        rows = []
+        for case in manifest.get("smoke_cases", []):
+            with contextlib.suppress(BadRequest):
+                rows.append(self.schema.row(case["row"], "smoke case"))
+        return rows
 
     # -- endpoints: each takes the parsed JSON body and returns the JSON answer -------------------
 
@@ -204,10 +409,9 @@ class ModelService:
         return {"status": "healthy", "model_name": self.name, "model_version": self.version}
 
     def predict(self, body: Any) -> dict[str, Any]:
-        if not isinstance(body, dict) or "features" not in body:
+        if type(body) is not dict or "features" not in body:
             raise BadRequest('expected an object {"features": [...]} or {"features": {...}}')
-        frame = self.schema.frame([self.schema.row(body["features"], "features")])
-        labels, probas = self._score(frame)
+        labels, probas = self.scorer.score([self.schema.row(body["features"], "features")])
         answer: dict[str, Any] = {"prediction": labels[0]}
         if probas is not None:
             answer.update(self._probability(probas[0]))
@@ -215,21 +419,20 @@ class ModelService:
         return answer
 
     def predict_batch(self, body: Any) -> dict[str, Any]:
-        items = body.get("instances") if isinstance(body, dict) else body
+        items = body.get("instances") if type(body) is dict else body
         if items is None:
             raise BadRequest('expected {"instances": [[...], ...]} or a list of objects')
-        frame = self.schema.frame(self.schema.rows(items, "instances"))
-        labels, probas = self._score(frame)
+        labels, probas = self.scorer.score(self.schema.rows(items, "instances"))
         answer: dict[str, Any] = {"predictions": labels}
         if probas is not None:
-            answer["probabilities"] = [next(iter(self._probability(p).values())) for p in probas]
+            answer["probabilities"] = self._probabilities(probas)
         answer["model_version"] = self.version
         return answer
 
     def invocations(self, body: Any) -> dict[str, Any]:
         """MLflow's scoring protocol, answered as `mlflow models serve` answers it."""
         rows = self.schema.rows(_mlflow_rows(body), "input", strict=False)
-        labels, _ = self._score(self.schema.frame(rows), probabilities=False)
+        labels, _ = self.scorer.score(rows, probabilities=False)
         return {"predictions": labels}
 
     # -- plumbing ---------------------------------------------------------------------------------
@@ -241,11 +444,10 @@ class ModelService:
         path = path.rstrip("/") or "/"
         try:
             if path in ("/health", "/ping") and method in ("GET", "HEAD"):
-                return 200, dumps(self.health())
+                return 200, self.health_body
             endpoint = self.routes.get((method, path))
             if endpoint is None:
-                known = any(p == path for _, p in self.routes)
-                raise BadRequest(f"{method} {path} is not served", 405 if known else 404)
+                raise BadRequest(f"{method} {path} is not served", 405 if path in self.paths else 404)
             return 200, dumps(endpoint(self.parse(body, content_type)))
         except BadRequest as exc:
             return exc.status, error_body(exc, path)
@@ -253,7 +455,7 @@ class ModelService:
     @staticmethod
     def parse(body: bytes, content_type: str | None = None) -> Any:
         if len(body) > MAX_BODY_BYTES:
-            raise BadRequest(f"body of {len(body)} bytes is over the limit of {MAX_BODY_BYTES}", 413)
+            raise BadRequest.too_large()
         if content_type and "json" not in content_type.lower():
             raise BadRequest(f"content type '{content_type}' is not supported; send application/json", 415)
         if not body:
@@ -263,23 +465,20 @@ class ModelService:
         except (JSONDecodeError, ValueError, UnicodeDecodeError) as exc:
             raise BadRequest(f"the body is not valid JSON: {exc}") from None
 
-    def _score(self, frame: pd.DataFrame, probabilities: bool = True) -> tuple[list[Any], Any]:
-        try:
-            labels = _tolist(self.model.predict(frame))
-            probas = None
-            if probabilities and self.classes is not None:
-                probas = self.model.predict_proba(frame)
-        except Exception as exc:  # e.g. a category the encoder never saw: the input's fault
-            log.warning("model refused input: %s", exc)
-            raise BadRequest(f"the model could not score this input: {exc}", 422) from None
-        return labels, probas
-
     def _probability(self, row: Any) -> dict[str, Any]:
         """P(classes_[1]) for a binary classifier, {class: p} for a multi-class one."""
         assert self.classes is not None
         if len(self.classes) == 2:
             return {"probability": float(row[1])}
         return {"probabilities": {str(c): float(p) for c, p in zip(self.classes, row)}}
+
+    def _probabilities(self, probas: Any) -> list[Any]:
+        """Per row: P(classes_[1]) for a binary classifier, {class: p} for a multi-class one."""
+        assert self.classes is not None
+        if len(self.classes) == 2:
+            return probas[:, 1].tolist()
+        keys = [str(c) for c in self.classes]
+        return [dict(zip(keys, row)) for row in probas.tolist()]
 
 
 def _mlflow_rows(body: Any) -> Any:
@@ -313,6 +512,9 @@ def error_body(exc: BadRequest, path: str = "") -> bytes:
     if path == "/invocations":  # MLflow clients read error_code and message
         body.update(error_code="BAD_REQUEST", message=exc.message)
     return dumps(body)
+
+
+# -- logging ---------------------------------------------------------------------------------------
 
 
 class JsonFormatter(logging.Formatter):

@@ -1,0 +1,450 @@
+"""Latency and throughput of deployctl's fastapi and flask services against `mlflow models serve`.
+
+One command, on one machine, in one run:
+
+    python bench/run.py [--duration 8] [--workers N] [--fraud] [--workdir bench/.work]
+
+1. builds (or reuses) a sqlite MLflow registry in the work dir holding a binary logistic regression
+   (and, with --fraud, the demo's scaling + one-hot + logistic-regression pipeline);
+2. generates and builds the fastapi and flask artifacts with the deployctl CLI, timing both steps;
+3. starts each generated service, `mlflow models serve --env-manager local` and a bare ASGI app
+   (bench/floor.py: the HTTP floor), all with the same worker count, one after the other;
+4. checks every server's answers against scikit-learn in-process (bit for bit), then loads each
+   with wrk (bench/post.lua posts the JSON): 1 connection for latency, 16 for throughput;
+5. fails on any socket error or non-2xx answer, prints a table with ratios against MLflow and
+   writes it to bench/results.md with the date, the machine's size and the versions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+BATCH_ROWS = 100
+FEATURES = [f"x{i}" for i in range(8)]
+PACKAGES = ("fastapi", "uvicorn", "uvloop", "httptools", "flask", "gunicorn", "orjson", "scikit-learn",
+            "numpy", "pandas")  # fmt: skip
+
+
+# -- the registry and the artifacts -------------------------------------------------------------
+
+
+def ensure_registry(workdir: Path, fraud: bool) -> tuple[str, dict[str, str]]:
+    """(tracking URI, {label: model URI}); models are trained and registered once per work dir."""
+    tracking_uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    record = workdir / "models.json"
+    models = json.loads(record.read_text()) if record.is_file() else {}
+    if "logreg" not in models:
+        models["logreg"] = register_logreg(tracking_uri)
+    if fraud and "fraud" not in models:
+        from deployctl.demo import train_and_register
+
+        models["fraud"] = f"models:/fraud_detector/{train_and_register(tracking_uri)}"
+    record.write_text(json.dumps(models))
+    return tracking_uri, models
+
+
+def register_logreg(tracking_uri: str) -> str:
+    """A binary logistic regression on 8 numeric columns, fitted on a DataFrame (so it has names)."""
+    import warnings
+
+    import mlflow
+    import numpy as np
+    import pandas as pd
+    from mlflow.models import infer_signature
+    from sklearn.linear_model import LogisticRegression
+
+    warnings.filterwarnings("ignore")  # MLflow's hints are not for the benchmark's reader
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(rng.normal(size=(2000, len(FEATURES))), columns=FEATURES)
+    y = (X.x0 + 0.5 * X.x1 - X.x2 + rng.normal(0, 0.5, len(X)) > 0).astype(int)
+    model = LogisticRegression().fit(X, y)
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_experiment("bench")
+    with mlflow.start_run():
+        info = mlflow.sklearn.log_model(
+            model,
+            name="model",
+            signature=infer_signature(X, model.predict(X)),
+            input_example=X.head(5),
+            registered_model_name="bench_logreg",
+        )
+    return f"models:/bench_logreg/{info.registered_model_version}"
+
+
+def deployctl(*args: str, env: dict[str, str]) -> float:
+    """Run the deployctl CLI; return its wall time in seconds."""
+    started = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "-m", "deployctl", *args], env=env, capture_output=True, text=True, cwd=REPO
+    )
+    if result.returncode != 0:
+        sys.exit(f"deployctl {' '.join(args)} failed:\n{result.stdout}{result.stderr}")
+    return time.perf_counter() - started
+
+
+def make_artifact(uri: str, target: str, out: Path, tracking_uri: str) -> dict[str, float]:
+    """generate (always: the templates under test may have changed) and build; their wall times."""
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri}
+    generate = deployctl("generate", "-m", uri, "-t", target, "-o", str(out), "--force", env=env)
+    return {"generate": generate, "build": deployctl("build", str(out), env=env)}
+
+
+# -- servers ---------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Server:
+    name: str
+    command: list[str]
+    cwd: Path
+    env: dict[str, str] = field(default_factory=dict)
+    port: int = field(default_factory=free_port)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @contextmanager
+    def running(self, logs: Path) -> Iterator[Server]:
+        """Started in its own process group, so stopping it also stops its workers."""
+        env = {**os.environ, **self.env, "PORT": str(self.port), "HOST": "127.0.0.1"}
+        command = [c.replace("{port}", str(self.port)) for c in self.command]
+        with open(logs / f"{self.name.replace(' ', '_')}.log", "wb") as log:
+            proc = subprocess.Popen(
+                command, cwd=self.cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+            try:
+                wait_ready(self, proc)
+                yield self
+            finally:
+                stop(proc)
+
+
+def wait_ready(server: Server, proc: subprocess.Popen[bytes], timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            sys.exit(f"{server.name} exited ({proc.returncode}) before answering; see its log")
+        try:
+            with urllib.request.urlopen(f"{server.url}/health", timeout=2):
+                return
+        except (OSError, urllib.error.URLError):
+            time.sleep(0.2)
+    sys.exit(f"{server.name} did not answer /health in {timeout:.0f} s")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+    except ProcessLookupError:
+        return
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def servers(artifacts: dict[str, Path], uri: str, tracking_uri: str, workers: int) -> list[Server]:
+    ours = {"WORKERS": str(workers)}
+    fastapi_python = str(artifacts["fastapi"] / ".venv" / "bin" / "python")
+    mlflow_env = {"MLFLOW_TRACKING_URI": tracking_uri}
+    mlflow = [sys.executable, "-m", "mlflow", "models", "serve", "-m", uri, "--env-manager", "local"]
+    flask_python = str(artifacts["flask"] / ".venv" / "bin" / "python")
+    floor = ["-m", "uvicorn", "floor:app", "--app-dir", str(BENCH), "--port", "{port}"]
+    quiet = ["--no-access-log", "--log-level", "warning"]
+    return [
+        Server("deployctl fastapi", [fastapi_python, "-m", "app"], artifacts["fastapi"], ours),
+        Server("deployctl flask", [flask_python, "-m", "app"], artifacts["flask"], ours),
+        Server("mlflow models serve", [*mlflow, "-p", "{port}", "-w", str(workers)], REPO, mlflow_env),
+        Server("bare ASGI (floor)", [fastapi_python, *floor, "--workers", str(workers), *quiet], BENCH),
+    ]
+
+
+# -- requests and answers --------------------------------------------------------------------------
+
+
+@dataclass
+class Request:
+    label: str
+    path: str
+    body: dict[str, Any]
+    rows: int
+
+
+def bench_rows(n: int, seed: int = 1) -> list[dict[str, float]]:
+    import numpy as np
+
+    values = np.random.default_rng(seed).normal(size=(n, len(FEATURES))).round(6)
+    return [dict(zip(FEATURES, row)) for row in values.tolist()]
+
+
+def requests_for(rows: list[dict[str, Any]]) -> dict[str, Request]:
+    one, names = rows[0], list(rows[0])
+    split = {"columns": names, "data": [list(r.values()) for r in rows]}
+    return {
+        "predict": Request("/predict, 1 row", "/predict", {"features": list(one.values())}, 1),
+        "invocations": Request(
+            "/invocations, 1 row",
+            "/invocations",
+            {"dataframe_split": {"columns": names, "data": [list(one.values())]}},
+            1,
+        ),
+        "batch": Request(
+            f"/predict_batch, {len(rows)} rows", "/predict_batch", {"instances": rows}, len(rows)
+        ),
+        "invocations_batch": Request(
+            f"/invocations, {len(rows)} rows", "/invocations", {"dataframe_split": split}, len(rows)
+        ),
+    }
+
+
+def post(url: str, body: dict[str, Any]) -> Any:
+    request = urllib.request.Request(
+        url, json.dumps(body).encode(), {"content-type": "application/json"}, method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+@cache
+def load_model(model_dir: Path) -> Any:
+    import mlflow.sklearn
+
+    return mlflow.sklearn.load_model(str(model_dir))
+
+
+def in_process(artifact: Path, rows: list[dict[str, Any]]) -> tuple[list[Any], list[float]]:
+    """What scikit-learn answers for these rows in this process, loaded by MLflow, on a DataFrame."""
+    import pandas as pd
+
+    model = load_model(artifact / "model")
+    frame = pd.DataFrame(rows)
+    return model.predict(frame).tolist(), model.predict_proba(frame)[:, 1].tolist()
+
+
+def check_answers(server: Server, requests: dict[str, Request], artifact: Path) -> None:
+    """Exact equality with sklearn in-process: labels and probabilities, one row and a batch."""
+    batch = requests["batch"].body["instances"]
+    labels, probas = in_process(artifact, batch)
+    one_label, one_proba = in_process(artifact, batch[:1])
+    got = {}
+    if server.name.startswith("deployctl"):
+        got["predict"] = post(server.url + "/predict", requests["predict"].body)
+        got["batch"] = post(server.url + "/predict_batch", requests["batch"].body)
+        want = {
+            "predict": {"prediction": one_label[0], "probability": one_proba[0]},
+            "batch": {"predictions": labels, "probabilities": probas},
+        }
+        for key, expected in want.items():
+            answer = {k: got[key][k] for k in expected}
+            if answer != expected:
+                sys.exit(f"{server.name} {key} answered {answer}, sklearn in-process {expected}")
+    answer = post(server.url + "/invocations", requests["invocations_batch"].body)
+    if answer != {"predictions": labels}:
+        sys.exit(f"{server.name} /invocations answered {answer}, sklearn in-process {labels}")
+
+
+# -- load ------------------------------------------------------------------------------------------
+
+
+def wrk(url: str, body_file: Path, connections: int, seconds: int) -> dict[str, Any]:
+    threads = min(connections, os.cpu_count() or 1)
+    script = str(BENCH / "post.lua")
+    command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script, url]
+    result = subprocess.run(
+        command, capture_output=True, text=True, env={**os.environ, "BODY_FILE": str(body_file)}
+    )
+    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    if result.returncode != 0 or not lines:
+        sys.exit(f"wrk failed on {url}:\n{result.stdout}{result.stderr}")
+    figures: dict[str, Any] = json.loads(lines[-1])
+    bad = {k: v for k, v in figures["errors"].items() if v}
+    if bad:
+        sys.exit(f"{url}: errors under load {bad} (status counts answers >= 400)\n{result.stdout}")
+    figures["rps"] = figures["requests"] / (figures["duration_us"] / 1e6)
+    return figures
+
+
+def load(server: Server, request: Request, workdir: Path, seconds: int) -> dict[str, Any]:
+    """1 connection (latency), then 16 connections (throughput), after a short warm-up."""
+    body_file = workdir / f"{request.path.strip('/')}_{request.rows}.json"
+    body_file.write_text(json.dumps(request.body))
+    url = server.url + request.path
+    wrk(url, body_file, 16, min(2, seconds))
+    single, many = wrk(url, body_file, 1, seconds), wrk(url, body_file, 16, seconds)
+    return {
+        "server": server.name,
+        "request": request.label,
+        "rows": request.rows,
+        "p50_ms": single["p50_us"] / 1000,
+        "p99_ms": single["p99_us"] / 1000,
+        "rps": many["rps"],
+        "p99_16_ms": many["p99_us"] / 1000,
+        "requests": single["requests"] + many["requests"],
+    }
+
+
+def plan(name: str) -> list[str]:
+    """Which requests each server gets: MLflow has only /invocations; the floor answers anything."""
+    if name.startswith("deployctl"):
+        return ["predict", "invocations", "batch", "invocations_batch"]
+    if name.startswith("mlflow"):
+        return ["invocations", "invocations_batch"]
+    return ["predict"]
+
+
+def run_model(label: str, uri: str, tracking_uri: str, args: argparse.Namespace) -> dict[str, Any]:
+    workdir: Path = args.workdir
+    artifacts = {t: workdir / f"{label}-{t}" for t in ("fastapi", "flask")}
+    timings = {t: make_artifact(uri, t, path, tracking_uri) for t, path in artifacts.items()}
+    rows = bench_rows(BATCH_ROWS) if label == "logreg" else fraud_rows(BATCH_ROWS)
+    requests = requests_for(rows)
+    results = []
+    for server in servers(artifacts, uri, tracking_uri, args.workers):
+        if args.only and not any(o in server.name for o in args.only):
+            continue
+        with server.running(workdir):
+            print(f"  {server.name}", file=sys.stderr)
+            if not server.name.startswith("bare"):
+                check_answers(server, requests, artifacts["fastapi"])
+            results += [load(server, requests[key], workdir, args.duration) for key in plan(server.name)]
+    return {"model": uri, "timings": timings, "results": results, "lock": artifacts["fastapi"]}
+
+
+def fraud_rows(n: int) -> list[dict[str, Any]]:
+    from deployctl.demo import synthetic_transactions
+
+    frame, _ = synthetic_transactions(n, seed=3)
+    return json.loads(frame.to_json(orient="records"))
+
+
+# -- report ----------------------------------------------------------------------------------------
+
+
+def table(results: list[dict[str, Any]]) -> list[str]:
+    """Markdown rows; ratios against MLflow's answer to the same number of rows."""
+    mlflow = {r["rows"]: r for r in results if r["server"].startswith("mlflow")}
+    lines = [
+        "| server | request | p50 ms (1 conn) | p99 ms (1 conn) | req/s (16 conns) | rows/s (16 conns) "
+        "| p99 ms (16 conns) | p50 vs mlflow | req/s vs mlflow |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for r in results:
+        base = mlflow.get(r["rows"])
+        p50_ratio = f"1/{base['p50_ms'] / r['p50_ms']:.1f}" if base else "-"
+        rps_ratio = f"{r['rps'] / base['rps']:.1f}x" if base else "-"
+        lines.append(
+            f"| {r['server']} | {r['request']} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {r['rps']:,.0f} "
+            f"| {r['rps'] * r['rows']:,.0f} | {r['p99_16_ms']:.2f} | {p50_ratio} | {rps_ratio} |"
+        )
+    return lines
+
+
+def versions(artifact: Path) -> str:
+    lock = (artifact / "requirements.lock").read_text().splitlines()
+    pins = [line for line in lock if line.split("==")[0].lower() in PACKAGES]
+    import mlflow
+
+    return ", ".join([f"Python {platform.python_version()}", f"mlflow=={mlflow.__version__}", *pins])
+
+
+def machine() -> str:
+    meminfo = Path("/proc/meminfo")
+    total = [line for line in meminfo.read_text().splitlines() if line.startswith("MemTotal")]
+    memory = f", {int(total[0].split()[1]) / 1024**2:.0f} GiB RAM" if total else ""
+    return (
+        f"{os.cpu_count()} CPU cores{memory}, {platform.system()} {platform.machine()}, "
+        f"load average before the run {os.getloadavg()[0]:.2f}"
+    )
+
+
+def cli_times() -> dict[str, float]:
+    """Best of 5 wall times of the CLI commands that must not import MLflow."""
+    times = {}
+    for args in (["--help"], ["targets"]):
+        runs = []
+        for _ in range(5):
+            started = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "deployctl", *args], capture_output=True, check=True)
+            runs.append(time.perf_counter() - started)
+        times[f"deployctl {' '.join(args)}"] = min(runs)
+    return times
+
+
+def report(runs: list[dict[str, Any]], args: argparse.Namespace, header: str) -> str:
+    lines = [
+        "# Serving benchmark",
+        "",
+        "Written by `python bench/run.py`; see the docstring there for what it does.",
+        "",
+        header,
+        f"Each figure: one wrk run of {args.duration:g} s (after a 2 s warm-up); every server with "
+        f"{args.workers} worker processes; wrk on the same machine. 0 socket errors, 0 non-2xx answers.",
+        "",
+    ]
+    for run in runs:
+        lines += [f"## {run['model']}", "", *table(run["results"]), ""]
+        steps = [
+            f"{t}: generate {v['generate']:.1f} s, build {v['build']:.1f} s"
+            for t, v in run["timings"].items()
+        ]
+        lines += [f"Wall time of the deployctl CLI: {', '.join(steps)}.", ""]
+    lines += ["CLI start-up: " + ", ".join(f"`{k}` {v:.2f} s" for k, v in cli_times().items()), ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--duration", type=int, default=8, help="seconds per wrk run (default 8)")
+    cores = os.cpu_count() or 1
+    parser.add_argument("--workers", type=int, default=cores, help="per server (default: cores)")
+    parser.add_argument("--fraud", action="store_true", help="also the demo's fraud pipeline")
+    parser.add_argument("--only", nargs="*", help="servers whose name contains one of these")
+    parser.add_argument("--workdir", type=Path, default=BENCH / ".work")
+    parser.add_argument("--out", type=Path, default=BENCH / "results.md")
+    args = parser.parse_args()
+    args.workdir = args.workdir.resolve()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    header = f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; {machine()}."
+    tracking_uri, models = ensure_registry(args.workdir, args.fraud)
+    runs = []
+    for label, uri in models.items():
+        if label == "fraud" and not args.fraud:
+            continue
+        print(f"{uri}:", file=sys.stderr)
+        runs.append(run_model(label, uri, tracking_uri, args))
+    header += f"\nVersions: {versions(runs[0]['lock'])}."
+    text = report(runs, args, header)
+    print(text)
+    args.out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
