@@ -57,7 +57,7 @@ class Artifact:
                 f"{file} is not a valid deployctl manifest ({exc}).",
                 "Regenerate the artifact with `deployctl generate ... --force`.",
             ) from None
-        return cls(path, manifest)
+        return cls(path.resolve(), manifest)  # absolute: servers run with the artifact as cwd
 
     @property
     def target(self) -> str:

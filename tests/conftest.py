@@ -7,6 +7,7 @@ The registry is built once per session in a temp dir:
   house_price      regressor (ridge), numeric columns, one of them an integer
   churn_logreg     plain binary logistic regression on numbers
   unsigned_model   logged without a signature or example
+  doubler          a custom mlflow.pyfunc.PythonModel (no native flavor)
 """
 
 from __future__ import annotations

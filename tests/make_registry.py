@@ -75,6 +75,26 @@ def main(tracking_uri: str) -> None:
     log(LogisticRegression().fit(churn, churn.x0 + churn.x1 > 0), churn, "churn_logreg")
 
     log(LogisticRegression().fit(churn, churn.x0 > 0), churn, "unsigned_model", signed=False)
+    log_pyfunc()
+
+
+class Doubler(mlflow.pyfunc.PythonModel):
+    """A custom pyfunc model: no native flavor, so it is served through MLflow's pyfunc loader."""
+
+    def predict(self, context: object, model_input: pd.DataFrame, params: object = None) -> np.ndarray:
+        return (model_input["a"] * 2 + model_input["b"]).to_numpy()
+
+
+def log_pyfunc() -> None:
+    X = pd.DataFrame({"a": [1.0, 2.5, -3.0], "b": [3, 4, 5]})
+    with mlflow.start_run():
+        mlflow.pyfunc.log_model(
+            name="model",
+            python_model=Doubler(),
+            registered_model_name="doubler",
+            signature=infer_signature(X, Doubler().predict(None, X)),
+            input_example=X,
+        )
 
 
 if __name__ == "__main__":

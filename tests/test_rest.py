@@ -99,13 +99,15 @@ def in_process(artifact: Path, rows: list[dict]) -> tuple[list, list]:
         ("models:/iris_species/1", "flask"),
         ("models:/house_price/1", "fastapi"),
         ("models:/churn_logreg/1", "flask"),
+        ("models:/doubler/1", "fastapi"),
     ],
 )
 def test_smoke_test_passes_for_every_model_kind(
     build_artifact: Callable[..., Path], uri: str, target: str
 ) -> None:
     artifact = build_artifact(uri, target)
-    result = run_cli("smoke-test", str(artifact), "--json")
+    # a relative path, as a user types it
+    result = run_cli("smoke-test", artifact.name, "--json", cwd=artifact.parent)
     assert result.code == 0, result.output
     report = json.loads(result.stdout)
     assert report["ok"] and report["target"] == target
