@@ -1,0 +1,397 @@
+"""Unit tests of the serving runtime (templates/runtime/app/runtime.py), imported as the plain module
+every artifact carries, around real scikit-learn models fitted here. Fast: no MLflow, no server.
+
+Every answer is checked against what the model itself gives in this process on a DataFrame, bit for
+bit: the runtime may call the model another way (an array, a Pipeline split), never differently.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import sklearn
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+RUNTIME_FILE = Path(__file__).resolve().parent.parent / "templates" / "runtime" / "app" / "runtime.py"
+
+
+def _import_runtime() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("artifact_runtime", RUNTIME_FILE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+runtime = _import_runtime()
+# The runtime silences this once per process when it scores through an array (the names were
+# checked); pytest restores the warning filters around each test, so it is silenced here again.
+pytestmark = pytest.mark.filterwarnings(f"ignore:{runtime.FEATURE_NAMES_WARNING}")
+RNG = np.random.default_rng(0)
+NUMBERS = [f"x{i}" for i in range(4)]
+
+
+def columns(types: dict[str, str], optional: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    return [{"name": n, "type": t, "required": n not in optional} for n, t in types.items()]
+
+
+def make_service(model: Any, cols: list[dict[str, Any]], examples: pd.DataFrame) -> Any:
+    """A ModelService as an artifact would build it: the manifest's smoke cases are real rows."""
+    rows = json.loads(examples.head(5).to_json(orient="records"))
+    manifest = {
+        "model": {"name": "m", "version": "7", "columns": cols},
+        "smoke_cases": [{"row": row} for row in rows],
+    }
+    return runtime.ModelService(manifest, model)
+
+
+def call(service: Any, path: str, body: Any, method: str = "POST") -> tuple[int, Any]:
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    status, payload = service.handle(method, path, raw, "application/json")
+    return status, json.loads(payload)
+
+
+def numeric_frame(n: int = 60) -> pd.DataFrame:
+    return pd.DataFrame(RNG.normal(size=(n, len(NUMBERS))), columns=NUMBERS)
+
+
+# -- models ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def binary() -> tuple[Any, pd.DataFrame]:
+    X = numeric_frame()
+    return make_service(
+        LogisticRegression().fit(X, X.x0 + X.x1 > 0), columns(dict.fromkeys(NUMBERS, "double")), X
+    ), X
+
+
+@pytest.fixture(scope="module")
+def multiclass() -> tuple[Any, pd.DataFrame]:
+    X = numeric_frame(90)
+    species = np.array(["setosa", "versicolor", "virginica"])[
+        (X.x0 > 0).astype(int) + (X.x1 > 0.5).astype(int)
+    ]
+    forest = RandomForestClassifier(n_estimators=4, random_state=0).fit(X, species)
+    return make_service(forest, columns(dict.fromkeys(NUMBERS, "double")), X), X
+
+
+@pytest.fixture(scope="module")
+def regressor() -> tuple[Any, pd.DataFrame]:
+    X = pd.DataFrame({"area": RNG.uniform(30, 200, 50), "rooms": RNG.integers(1, 7, 50)})
+    model = Ridge().fit(X, 3000 * X.area + 10000 * X.rooms)
+    return make_service(model, columns({"area": "double", "rooms": "long"}), X), X
+
+
+@pytest.fixture(scope="module")
+def pipeline() -> tuple[Any, pd.DataFrame]:
+    """Scaling + one-hot by column name + logistic regression: needs a DataFrame."""
+    n = 80
+    X = pd.DataFrame(
+        {
+            "amount": RNG.lognormal(3, 1, n).round(2),
+            "category": RNG.choice(["food", "travel", "games"], n),
+            "foreign": RNG.random(n) < 0.3,
+            "age_days": RNG.integers(1, 3000, n),
+        }
+    )
+    features = ColumnTransformer(
+        [
+            ("numbers", StandardScaler(), ["amount", "age_days"]),
+            ("flags", "passthrough", ["foreign"]),
+            ("category", OneHotEncoder(), ["category"]),
+        ]
+    )
+    model = Pipeline([("features", features), ("classifier", LogisticRegression())])
+    model.fit(X, (X.amount > 30) & (X.category != "food"))
+    types = {"amount": "double", "category": "string", "foreign": "boolean", "age_days": "long"}
+    return make_service(model, columns(types), X), X
+
+
+# -- predictions equal the model's own, in this process --------------------------------------------
+
+
+def test_binary_classifier_answers_as_sklearn(binary: tuple[Any, pd.DataFrame]) -> None:
+    service, X = binary
+    rows = X.iloc[10:14]
+    assert service.scorer.array, "a numeric model fitted on a DataFrame should be scored through an array"
+    for i in range(len(rows)):
+        one = rows.iloc[[i]]
+        status, answer = call(service, "/predict", {"features": one.iloc[0].tolist()})
+        assert status == 200
+        assert answer == {
+            "prediction": service.model.predict(one).tolist()[0],
+            "probability": service.model.predict_proba(one)[0, 1],
+            "model_version": "7",
+        }
+    status, answer = call(service, "/predict_batch", {"instances": rows.to_dict(orient="records")})
+    assert status == 200
+    assert answer["predictions"] == service.model.predict(rows).tolist()
+    assert answer["probabilities"] == service.model.predict_proba(rows)[:, 1].tolist()
+
+
+def test_multiclass_with_string_labels_answers_as_sklearn(multiclass: tuple[Any, pd.DataFrame]) -> None:
+    service, X = multiclass
+    rows = X.iloc[20:26]
+    proba = service.model.predict_proba(rows)
+    status, answer = call(service, "/predict_batch", rows.values.tolist())
+    assert status == 200
+    assert answer["predictions"] == service.model.predict(rows).tolist()
+    assert answer["probabilities"] == [dict(zip(service.model.classes_, p)) for p in proba.tolist()]
+    status, answer = call(service, "/predict", {"features": rows.iloc[0].to_dict()})
+    assert answer["prediction"] in {"setosa", "versicolor", "virginica"}
+    assert answer["probabilities"] == dict(zip(service.model.classes_, proba[0].tolist()))
+
+
+def test_regressor_answers_as_sklearn_without_probabilities(regressor: tuple[Any, pd.DataFrame]) -> None:
+    service, _ = regressor
+    status, answer = call(service, "/predict", {"features": {"area": 80.5, "rooms": 3}})
+    want = service.model.predict(pd.DataFrame({"area": [80.5], "rooms": [3]}))[0]
+    assert (status, answer) == (200, {"prediction": want, "model_version": "7"})
+    status, answer = call(service, "/predict_batch", {"instances": [[80.5, 3], [120.0, 5]]})
+    assert set(answer) == {"predictions", "model_version"}
+
+
+def test_pipeline_with_a_string_column_answers_as_sklearn(pipeline: tuple[Any, pd.DataFrame]) -> None:
+    service, X = pipeline
+    rows = X.iloc[30:36]
+    assert not service.scorer.array, "a ColumnTransformer selecting by name needs a DataFrame"
+    records = json.loads(rows.to_json(orient="records"))
+    status, answer = call(service, "/predict_batch", {"instances": records})
+    assert status == 200
+    assert answer["predictions"] == service.model.predict(rows).tolist()
+    assert answer["probabilities"] == service.model.predict_proba(rows)[:, 1].tolist()
+
+
+def test_unseen_category_is_the_inputs_fault_not_a_crash(pipeline: tuple[Any, pd.DataFrame]) -> None:
+    service, X = pipeline
+    row = {**json.loads(X.iloc[[0]].to_json(orient="records"))[0], "category": "casino"}
+    status, answer = call(service, "/predict", {"features": row})
+    assert status == 422 and "could not score" in answer["error"]
+
+
+def test_columns_in_another_order_than_fitted_are_never_fed_by_position() -> None:
+    """An array would give the model the columns in the wrong order, and sklearn would only warn.
+    On a DataFrame sklearn refuses the order, in this process as in the service: a 422."""
+    X = numeric_frame()
+    model = LogisticRegression().fit(X, X.x0 > 0)
+    reordered = list(reversed(NUMBERS))
+    service = make_service(model, columns(dict.fromkeys(reordered, "double")), X[reordered])
+    assert not service.scorer.array
+    with pytest.raises(ValueError, match="same order"):
+        model.predict_proba(X[reordered])
+    status, answer = call(service, "/predict", {"features": X.iloc[3].to_dict()})
+    assert status == 422 and "same order" in answer["error"]
+
+
+def test_threshold_classifier_labels_come_from_its_predict() -> None:
+    """Its labels are not the most probable class: the runtime must not derive them from proba."""
+    from sklearn.model_selection import FixedThresholdClassifier
+
+    X = numeric_frame(200)
+    model = FixedThresholdClassifier(LogisticRegression(), threshold=0.9).fit(X, X.x0 > 0)
+    service = make_service(model, columns(dict.fromkeys(NUMBERS, "double")), X)
+    status, answer = call(service, "/predict_batch", X.values.tolist())
+    assert status == 200 and answer["predictions"] == model.predict(X).tolist()
+    assert answer["predictions"] != (model.predict_proba(X)[:, 1] > 0.5).tolist()
+
+
+def test_optional_column_left_out_is_nan_for_the_model() -> None:
+    X = numeric_frame(200)
+    X.loc[::7, "x2"] = np.nan
+    model = Pipeline([("impute", SimpleImputer()), ("classify", LogisticRegression())]).fit(X, X.x0 > 0)
+    service = make_service(model, columns(dict.fromkeys(NUMBERS, "double"), optional=("x2",)), X)
+    assert service.scorer.array, "NaN fits in a float array"
+    status, answer = call(service, "/predict", {"features": {"x0": 0.3, "x1": -1.0, "x3": 2.0}})
+    frame = pd.DataFrame([{"x0": 0.3, "x1": -1.0, "x2": np.nan, "x3": 2.0}])
+    assert status == 200 and answer["probability"] == model.predict_proba(frame)[0, 1]
+    status, answer = call(service, "/predict", {"features": [0.3, -1.0, None, 2.0]})
+    assert status == 200 and answer["probability"] == model.predict_proba(frame)[0, 1]
+
+
+def test_scoring_leaves_sklearns_configuration_as_it_was(binary: tuple[Any, pd.DataFrame]) -> None:
+    service, _ = binary
+    before = sklearn.get_config()
+    call(service, "/predict", {"features": [0.0, 1.0, 2.0, 3.0]})
+    assert sklearn.get_config() == before
+
+
+# -- /invocations: MLflow's scoring protocol -------------------------------------------------------
+
+
+def test_invocations_accepts_every_mlflow_input_format(pipeline: tuple[Any, pd.DataFrame]) -> None:
+    service, X = pipeline
+    rows = X.iloc[:3]
+    records = json.loads(rows.to_json(orient="records"))
+    names = list(X.columns)
+    want = {"predictions": service.model.predict(rows).tolist()}
+    bodies = [
+        {"dataframe_split": {"columns": names, "data": [[r[c] for c in names] for r in records]}},
+        {"dataframe_split": {"data": [[r[c] for c in names] for r in records]}},
+        {"dataframe_records": records},
+        {"instances": records},
+        {"inputs": {c: [r[c] for r in records] for c in names}},
+        {"inputs": [[r[c] for c in names] for r in records]},
+    ]
+    for body in bodies:
+        assert call(service, "/invocations", body) == (200, want), body
+
+
+@pytest.mark.parametrize(
+    ("body", "phrase"),
+    [
+        ({"foo": 1}, "exactly one of the keys"),
+        ({"instances": [], "inputs": []}, "exactly one of the keys"),
+        ([1, 2], "a JSON object"),
+        ({"dataframe_split": {"columns": NUMBERS, "data": [[1.0]]}}, "one value per column"),
+        ({"inputs": {"x0": [1.0, 2.0], "x1": [1.0]}}, "same length"),
+    ],
+)
+def test_invocations_refuses_bad_bodies_as_mlflow_clients_expect(
+    binary: tuple[Any, pd.DataFrame], body: Any, phrase: str
+) -> None:
+    status, answer = call(binary[0], "/invocations", body)
+    assert status == 400 and phrase in answer["error"]
+    assert answer["error_code"] == "BAD_REQUEST" and answer["message"] == answer["error"]
+
+
+def test_invocations_ignores_extra_columns_as_mlflow_does(binary: tuple[Any, pd.DataFrame]) -> None:
+    service, X = binary
+    record = {**X.iloc[0].to_dict(), "customer_id": 12}
+    status, answer = call(service, "/invocations", {"dataframe_records": [record]})
+    assert (status, answer) == (200, {"predictions": service.model.predict(X.iloc[[0]]).tolist()})
+
+
+# -- validation: every bad input is a 4xx JSON error -----------------------------------------------
+
+PIPELINE_ROW = {"amount": 12.5, "category": "food", "foreign": False, "age_days": 40}
+
+
+@pytest.mark.parametrize(
+    ("features", "phrase"),
+    [
+        ({**PIPELINE_ROW, "amount": "high"}, "'amount' must be a number, got a string"),
+        ({**PIPELINE_ROW, "amount": True}, "'amount' must be a number, got a boolean"),
+        ({**PIPELINE_ROW, "age_days": 3.5}, "'age_days' must be an integer"),
+        ({**PIPELINE_ROW, "age_days": 2**70}, "out of range"),
+        ({**PIPELINE_ROW, "foreign": "yes"}, "'foreign' must be true or false"),
+        ({**PIPELINE_ROW, "category": 3}, "'category' must be a string, got an integer"),
+        ({k: v for k, v in PIPELINE_ROW.items() if k != "amount"}, "'amount' is required"),
+        ({**PIPELINE_ROW, "amount": None}, "'amount' is required"),
+        ({**PIPELINE_ROW, "amout": 1.0}, "unknown field(s) ['amout']"),
+        ([12.5, "food", False], "expected 4 values in signature order"),
+        ("12.5,food", "expected a list or an object, got a string"),
+    ],
+)
+def test_bad_features_get_a_400_that_says_what_was_wrong(
+    pipeline: tuple[Any, pd.DataFrame], features: Any, phrase: str
+) -> None:
+    status, answer = call(pipeline[0], "/predict", {"features": features})
+    assert status == 400 and phrase in answer["error"], answer
+
+
+def test_integral_floats_are_accepted_for_integer_columns(pipeline: tuple[Any, pd.DataFrame]) -> None:
+    service, _ = pipeline
+    as_int = call(service, "/predict", {"features": PIPELINE_ROW})
+    as_float = call(service, "/predict", {"features": {**PIPELINE_ROW, "age_days": 40.0}})
+    assert as_int == as_float and as_int[0] == 200
+
+
+def test_non_finite_numbers_are_refused(binary: tuple[Any, pd.DataFrame]) -> None:
+    """orjson refuses NaN and Infinity in the body; the check holds for any parser."""
+    service, _ = binary
+    status, _ = call(service, "/predict", b'{"features": [NaN, 1.0, 2.0, 3.0]}')
+    assert status == 400
+    with pytest.raises(runtime.BadRequest, match="must be finite"):
+        service.schema.row([float("inf"), 1.0, 2.0, 3.0], "features")
+    with pytest.raises(runtime.BadRequest, match="must be a number"):  # float() would overflow
+        service.schema.row([10**400, 1.0, 2.0, 3.0], "features")
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "phrase"),
+    [
+        ({"instances": [[1.0, 2.0, 3.0, 4.0], [1.0, 2.0]]}, 400, "instances[1]: expected 4 values"),
+        ({"instances": []}, 400, "non-empty"),
+        ({"instances": "rows"}, 400, "non-empty list"),
+        ({"rows": []}, 400, '{"instances"'),
+    ],
+)
+def test_bad_batches_get_a_400(binary: tuple[Any, pd.DataFrame], body: Any, status: int, phrase: str) -> None:
+    got, answer = call(binary[0], "/predict_batch", body)
+    assert got == status and phrase in answer["error"]
+
+
+def test_a_batch_over_the_row_limit_is_refused(binary: tuple[Any, pd.DataFrame]) -> None:
+    rows = [[0.0] * 4] * (runtime.MAX_BATCH_ROWS + 1)
+    status, answer = call(binary[0], "/predict_batch", {"instances": rows})
+    assert status == 413 and "over the limit" in answer["error"]
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "status", "phrase"),
+    [
+        (b"{not json", "application/json", 400, "not valid JSON"),
+        (b"", "application/json", 400, "empty"),
+        (b"\xff\xfe", "application/json", 400, "not valid JSON"),
+        (b"[]", "application/json", 400, "features"),
+        (b'{"features": [1, 2, 3, 4]}', "text/csv", 415, "application/json"),
+        (b" " * (runtime.MAX_BODY_BYTES + 1), "application/json", 413, "over the limit"),
+    ],
+)
+def test_bad_bodies_get_a_4xx_json_error(
+    binary: tuple[Any, pd.DataFrame], body: bytes, content_type: str, status: int, phrase: str
+) -> None:
+    got, payload = binary[0].handle("POST", "/predict", body, content_type)
+    assert got == status and phrase in json.loads(payload)["error"]
+
+
+def test_a_missing_content_type_is_read_as_json(binary: tuple[Any, pd.DataFrame]) -> None:
+    assert binary[0].handle("POST", "/predict", b'{"features": [1, 2, 3, 4]}', None)[0] == 200
+
+
+# -- routing ---------------------------------------------------------------------------------------
+
+
+def test_health_names_the_model(binary: tuple[Any, pd.DataFrame]) -> None:
+    service, _ = binary
+    want = {"status": "healthy", "model_name": "m", "model_version": "7"}
+    for method, path in [("GET", "/health"), ("HEAD", "/health"), ("GET", "/health/"), ("GET", "/ping")]:
+        assert call(service, path, b"", method) == (200, want)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("GET", "/predict", 405),
+        ("PUT", "/predict_batch", 405),
+        ("DELETE", "/invocations", 405),
+        ("POST", "/health", 405),
+        ("GET", "/nope", 404),
+        ("POST", "/", 404),
+    ],
+)
+def test_unknown_routes_and_methods(
+    binary: tuple[Any, pd.DataFrame], method: str, path: str, status: int
+) -> None:
+    got, answer = call(binary[0], path, b"{}", method)
+    assert got == status and f"{method} {path}" in answer["error"]
+
+
+def test_a_trailing_slash_is_the_same_route(binary: tuple[Any, pd.DataFrame]) -> None:
+    body = {"features": [0.1, 0.2, 0.3, 0.4]}
+    assert call(binary[0], "/predict/", body) == call(binary[0], "/predict", body)
