@@ -18,8 +18,15 @@ from typing import Any
 from deployctl.errors import DeployctlError, ModelNotFound, RegistryUnreachable, UsageError
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
-# MLflow's signature types and the Python types a JSON value of each may have.
-COLUMN_TYPES = ("double", "float", "long", "integer", "boolean", "string")
+# The MLflow signature column types deployctl serves, and the numpy dtype each becomes.
+COLUMN_DTYPES = {
+    "double": "float64",
+    "float": "float32",
+    "long": "int64",
+    "integer": "int32",
+    "boolean": "bool",
+    "string": "object",
+}
 NATIVE_FLAVORS = ("sklearn",)
 
 
@@ -236,10 +243,10 @@ def _columns(mlmodel: Any, uri: str) -> list[Column]:
     for spec in inputs:
         if "name" not in spec:
             raise DeployctlError(f"The model at {uri} has unnamed signature columns.", fix)
-        if spec["type"] not in COLUMN_TYPES:
+        if spec["type"] not in COLUMN_DTYPES:
             raise DeployctlError(
                 f"Column '{spec['name']}' has type '{spec['type']}', which deployctl cannot serve.",
-                f"Supported column types: {', '.join(COLUMN_TYPES)}.",
+                f"Supported column types: {', '.join(COLUMN_DTYPES)}.",
             )
         columns.append(Column(spec["name"], spec["type"], bool(spec.get("required", True))))
     return columns

@@ -17,7 +17,7 @@ import pytest
 from deployctl.expect import Expectations
 from deployctl.generate import template_context
 from deployctl.model import Column, ResolvedModel
-from deployctl.render import render_layers
+from deployctl.render import render_layers, templates_root
 from deployctl.targets import get as get_target
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -61,24 +61,41 @@ def fixed_context(target_name: str) -> dict:
     return context
 
 
+def rendered_from_templates(layers: tuple[str, ...]) -> set[Path]:
+    """Outputs of .j2 templates; other files are verbatim copies and need no golden file."""
+    root = templates_root()
+    return {
+        p.relative_to(root / layer).with_suffix("") for layer in layers for p in (root / layer).rglob("*.j2")
+    }
+
+
 @pytest.mark.parametrize("target", ["fastapi", "flask"])
 def test_rendered_files_match_the_golden_files(
     target: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    written = render_layers(get_target(target).layers, fixed_context(target), tmp_path)
+    layers = get_target(target).layers
+    render_layers(layers, fixed_context(target), tmp_path)
+    rendered = rendered_from_templates(layers)
     golden = GOLDEN / target
     if request.config.getoption("--update-golden"):
         import shutil
 
         shutil.rmtree(golden, ignore_errors=True)
-        shutil.copytree(tmp_path, golden)
-    for file in written:
-        rel = file.relative_to(tmp_path)
+        for rel in rendered:
+            (golden / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(tmp_path / rel, golden / rel)
+    for rel in rendered:
         assert (golden / rel).is_file(), f"{rel} has no golden file; run with --update-golden"
-        assert file.read_text() == (golden / rel).read_text(), f"{rel} differs from its golden file"
-    assert sorted(p.relative_to(golden) for p in golden.rglob("*") if p.is_file()) == sorted(
-        p.relative_to(tmp_path) for p in written
-    )
+        assert (tmp_path / rel).read_text() == (golden / rel).read_text(), (
+            f"{rel} differs from its golden file"
+        )
+    assert {p.relative_to(golden) for p in golden.rglob("*") if p.is_file()} == rendered
+
+
+def test_verbatim_files_are_copied_unchanged(tmp_path: Path) -> None:
+    render_layers(get_target("fastapi").layers, fixed_context("fastapi"), tmp_path)
+    source = templates_root() / "runtime" / "app" / "runtime.py"
+    assert (tmp_path / "app" / "runtime.py").read_bytes() == source.read_bytes()
 
 
 @pytest.mark.parametrize("target", ["fastapi", "flask"])
