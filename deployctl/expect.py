@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from deployctl.errors import DeployctlError
-from deployctl.model import Column, ResolvedModel
+from deployctl.model import COLUMN_DTYPES, Column, ResolvedModel
 
 MAX_CASES = 5
 PLACEHOLDER = {"double": 0.0, "float": 0.0, "long": 0, "integer": 0, "boolean": False, "string": ""}
@@ -68,16 +68,8 @@ def _load(model: ResolvedModel) -> Any:
 def _frame(rows: list[dict[str, Any]], columns: list[Column]) -> Any:
     import pandas as pd
 
-    dtypes = {
-        "double": "float64",
-        "float": "float32",
-        "long": "int64",
-        "integer": "int32",
-        "boolean": "bool",
-        "string": "object",
-    }
     frame = pd.DataFrame(rows, columns=[c.name for c in columns])
-    return frame.astype({c.name: dtypes[c.type] for c in columns if frame[c.name].notna().all()})
+    return frame.astype({c.name: COLUMN_DTYPES[c.type] for c in columns if frame[c.name].notna().all()})
 
 
 def _plain(values: Any) -> list[Any]:
