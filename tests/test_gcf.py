@@ -1,0 +1,193 @@
+"""gcf end to end: generate and build through the real CLI, then run the real functions-framework
+(`deployctl serve`) and drive it over HTTP with good and bad requests; smoke-test exits 0."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import Registry, run_cli
+
+from deployctl.manifest import Artifact
+from deployctl.process import free_port
+from deployctl.targets import gcf
+
+pytestmark = pytest.mark.slow
+FRAUD = "models:/fraud_detector@production"
+HOUSE = "models:/house_price/1"
+ROW = {"amount": 950.0, "hour": 3, "merchant_category": "gaming", "is_foreign": True, "account_age_days": 12}
+
+
+@pytest.fixture(scope="module")
+def built(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], tuple[Path, str]]:
+    """generate + build through the CLI once per model: (artifact, output of both commands)."""
+    cache: dict[str, tuple[Path, str]] = {}
+
+    def make(uri: str) -> tuple[Path, str]:
+        if uri not in cache:
+            out = tmp_path_factory.mktemp("gcf") / "fn"
+            generated = run_cli("generate", "-m", uri, "-t", "gcf", "-o", str(out), env=registry.env())
+            assert generated.code == 0, generated.output
+            build = run_cli("build", str(out))
+            assert build.code == 0, build.output
+            cache[uri] = (out, generated.output + build.output)
+        return cache[uri]
+
+    return make
+
+
+@pytest.fixture(scope="module")
+def fraud_url(built: Callable[[str], tuple[Path, str]]) -> Iterator[str]:
+    """`deployctl serve`: the real functions-framework, until SIGTERM."""
+    artifact, _ = built(FRAUD)
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "deployctl", "serve", str(artifact), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        try:
+            if httpx.get(f"{url}/health").status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.1)
+        assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+    yield url
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(30)
+
+
+def test_generate_writes_the_function_source_and_prints_the_deploy_command(
+    built: Callable[[str], tuple[Path, str]],
+) -> None:
+    artifact, output = built(FRAUD)
+    main = (artifact / "main.py").read_text()
+    assert "@functions_framework.http\ndef handle(" in main and "import deployctl" not in main
+    requirements = (artifact / "requirements.txt").read_text().splitlines()
+    assert gcf.FUNCTIONS_FRAMEWORK in requirements
+    assert all("==" in line for line in requirements if line and not line.startswith("#"))
+    ignored = (artifact / ".gcloudignore").read_text()
+    assert ".venv/" in ignored and "dist/" in ignored
+    command = "gcloud functions deploy fraud-detector --gen2 --runtime=python311 --region=us-central1"
+    assert command in " ".join(output.split())  # the terminal may wrap it
+    assert "--entry-point=handle --trigger-http --memory=1Gi --timeout=60s" in " ".join(output.split())
+    assert "--source=. --entry-point=handle" in (artifact / "README.md").read_text()
+
+
+def test_build_makes_a_venv_with_the_real_functions_framework_and_measures_the_upload(
+    built: Callable[[str], tuple[Path, str]],
+) -> None:
+    artifact, output = built(FRAUD)
+    assert (artifact / ".venv" / "bin" / "functions-framework").is_file()
+    assert "functions-framework==3.10.2" in (artifact / "requirements.lock").read_text().lower()
+    assert "limit 100 MB zipped" in " ".join(output.split())
+    uploaded = {p.relative_to(artifact).as_posix() for p in gcf.uploaded_files(artifact)}
+    assert {"main.py", "app/runtime.py", "requirements.txt", "deployctl.json", "model/MLmodel"} <= uploaded
+    assert not [p for p in uploaded if p.startswith((".venv/", "dist/")) or p == "requirements.lock"]
+
+
+@pytest.mark.parametrize("uri", [FRAUD, HOUSE])
+def test_cli_smoke_test_passes_on_the_real_functions_framework(
+    built: Callable[[str], tuple[Path, str]], uri: str
+) -> None:
+    artifact, _ = built(uri)
+    result = run_cli("smoke-test", str(artifact), "--json")
+    assert result.code == 0, result.output
+    checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
+    assert checks["upload within Cloud Functions limits"]["ok"]
+    assert checks["POST /invocations dataframe_split"]["ok"]
+
+
+def test_the_function_answers_as_the_model_did_in_process(
+    built: Callable[[str], tuple[Path, str]], fraud_url: str
+) -> None:
+    cases = Artifact.open(built(FRAUD)[0]).smoke_cases
+    names = list(cases[0]["row"])
+    for case in cases:
+        for features in (case["row"], [case["row"][n] for n in names]):
+            answer = httpx.post(f"{fraud_url}/predict", json={"features": features}).json()
+            assert answer["prediction"] == case["prediction"]
+            assert answer["probability"] == pytest.approx(case["probabilities"]["1"], rel=1e-9)
+    rows = [c["row"] for c in cases]
+    batch = httpx.post(f"{fraud_url}/predict_batch", json={"instances": rows}).json()
+    assert batch["predictions"] == [c["prediction"] for c in cases]
+    invocations = httpx.post(f"{fraud_url}/invocations", json={"dataframe_records": rows}).json()
+    assert invocations == {"predictions": [c["prediction"] for c in cases]}
+    health = httpx.get(f"{fraud_url}/health").json()
+    assert health == {"status": "healthy", "model_name": "fraud_detector", "model_version": "1"}
+
+
+def test_post_to_the_bare_url_predicts(fraud_url: str) -> None:
+    bare = httpx.post(f"{fraud_url}/", json={"features": ROW})
+    assert bare.status_code == 200
+    assert bare.json() == httpx.post(f"{fraud_url}/predict", json={"features": ROW}).json()
+
+
+BAD = [
+    ("POST", "/predict", b"{not json", {}, 400, "not valid JSON"),
+    ("POST", "/predict", b'{"features": "oops"}', {}, 400, "expected a list or an object"),
+    ("POST", "/predict", json.dumps({"features": [1, 2]}).encode(), {}, 400, "expected 5 values"),
+    (
+        "POST",
+        "/predict",
+        json.dumps({"features": {k: v for k, v in ROW.items() if k != "hour"}}).encode(),
+        {},
+        400,
+        "'hour' is required",
+    ),
+    ("POST", "/predict", b"x", {"content-type": "text/plain"}, 415, "application/json"),
+    ("POST", "/predict", b'{"features": [' + b"1," * 600_000 + b"1]}", {}, 413, "over the limit"),
+    ("GET", "/predict", b"", {}, 405, "GET /predict"),
+    ("POST", "/nope", b"{}", {}, 404, "/nope"),
+    ("POST", "/invocations", b'{"foo": 1}', {}, 400, "exactly one of the keys"),
+]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "headers", "status", "message"), BAD, ids=[f"{b[4]}-{b[5]}" for b in BAD]
+)
+def test_bad_requests_get_4xx_json_and_the_function_stays_up(
+    fraud_url: str, method: str, path: str, body: bytes, headers: dict[str, str], status: int, message: str
+) -> None:
+    response = httpx.request(
+        method, f"{fraud_url}{path}", content=body, headers={"content-type": "application/json", **headers}
+    )
+    assert response.status_code == status, response.text
+    assert message in response.json()["error"]
+    assert httpx.get(f"{fraud_url}/health").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--region", "Mars"], "a region like us-central1"),
+        (["--memory", "1TB"], "like 512Mi or 2Gi"),
+        (["--timeout", "0"], "between 1 and 3600"),
+        (["--runtime", "python27"], "must be one of"),
+    ],
+)
+def test_bad_options_are_usage_errors(
+    registry: Registry, tmp_path: Path, options: list[str], message: str
+) -> None:
+    result = run_cli(
+        "generate", "-m", FRAUD, "-t", "gcf", "-o", str(tmp_path / "x"), *options, env=registry.env()
+    )
+    assert result.code == 2 and message in result.output and "Traceback" not in result.output
+
+
+def test_gcloudignore_patterns_decide_the_upload(tmp_path: Path) -> None:
+    for rel in ("main.py", "big/model.bin", "keep/a.txt", "x/__pycache__/m.pyc"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("x")
+    (tmp_path / ".gcloudignore").write_text("# comment\n.gcloudignore\nbig/\n*.pyc\n")
+    names = [p.relative_to(tmp_path).as_posix() for p in gcf.uploaded_files(tmp_path)]
+    assert names == ["keep/a.txt", "main.py"]
