@@ -159,11 +159,7 @@ def adapt_dockerfile(dockerfile: Path, base: docker_engine.BaseImage, wheels_url
 
 
 def has_pip(image: str) -> bool:
-    try:
-        docker_engine.client().containers.run(image, ["pip", "--version"], entrypoint=[], remove=True)
-        return True
-    except Exception:
-        return False
+    return docker_engine.run_once(image, ["sh", "-c", "command -v pip"])[0] == 0
 
 
 class serve_directory:

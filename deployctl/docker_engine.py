@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -30,6 +31,7 @@ START_HINT = (
     "or point DOCKER_HOST at one, then check it with `docker info`."
 )
 MANAGED_LABEL = "io.deployctl.managed"
+ANSI = re.compile(r"\x1b\[[0-9;]*m")  # the engine colours a step's stderr
 
 
 @cache
@@ -109,23 +111,39 @@ def ensure_image(ref: str) -> None:
         ) from None
 
 
+def run_once(image: str, command: list[str]) -> tuple[int, str]:
+    """Run `command` in a throwaway container without network: (exit code, output).
+
+    Created, started and removed step by step, so a command that cannot even start (a missing
+    executable) leaves no container behind either.
+    """
+    engine = client()
+    with engine_errors(f"run {image}"):
+        container = engine.containers.create(image, command, entrypoint=[], network_disabled=True)
+        try:
+            container.start()
+            code = int(container.wait(timeout=120)["StatusCode"])
+            return code, container.logs().decode(errors="replace")
+        finally:
+            container.remove(force=True)
+
+
 def probe_base_image(ref: str) -> BaseImage:
     """Run the base image's python3 once to learn its version, CPU and C library."""
-    import docker.errors
-
     ensure_image(ref)
-    with engine_errors(f"run {ref}"):
-        try:
-            raw = client().containers.run(
-                ref, ["python3", "-c", PROBE], entrypoint=[], remove=True, network_disabled=True
-            )
-        except (docker.errors.ContainerError, docker.errors.APIError) as exc:
-            raise BuildFailed(
-                f"Base image {ref} cannot run `python3`: {_first_line(exc)}",
-                "Use a base image with python3 and its venv module (such as python:3.11-slim); "
-                "pass it with --base-image when generating.",
-            ) from None
-    facts = json.loads(raw.decode().strip().splitlines()[-1])
+    try:
+        code, raw = run_once(ref, ["python3", "-c", PROBE])
+    except EngineUnavailable:
+        raise
+    except DeployctlError as exc:  # the engine could not even start python3
+        code, raw = -1, exc.message
+    if code != 0:
+        raise BuildFailed(
+            f"Base image {ref} cannot run `python3`: {raw.strip()[-300:]}",
+            "Use a base image with python3 and its venv module (such as python:3.11-slim); "
+            "pass it with --base-image when generating.",
+        )
+    facts = json.loads(raw.strip().splitlines()[-1])
     machine = facts["machine"]
     libc, libc_version = facts["libc"]
     if libc == "glibc":
@@ -179,9 +197,9 @@ def build_image(
                 if line.startswith("Step "):
                     step = " ".join(line.split())
                     tail.clear()  # on failure, show the failing step's own output
-                    console.print(f"[dim]{_shorten(step)}[/]", highlight=False)
+                    console.print(f"[dim]{_shorten(step)}[/]", highlight=False, no_wrap=True, overflow="crop")
                 elif line.strip() and not line.startswith((" ---> ", "Removing intermediate")):
-                    tail.append(line.rstrip())
+                    tail.append(ANSI.sub("", line).rstrip())
                     status.update(f"Building {tag}: {_shorten(line.strip())}")
     return image_id or engine.images.get(tag).id
 

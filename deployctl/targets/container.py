@@ -189,12 +189,17 @@ class DockerTarget(FastAPITarget):
     def serve(self, artifact: Artifact, port: int, console: Console) -> None:
         """Foreground: the container's logs stream here; Ctrl-C or SIGTERM stops and removes it."""
 
+        echoes: list[threading.Thread] = []
+
         def start() -> ContainerService:
             service = self.start(artifact, port)
-            threading.Thread(target=_echo, args=(service, console), daemon=True).start()
+            echoes.append(threading.Thread(target=_echo, args=(service, console), daemon=True))
+            echoes[0].start()
             return service
 
         run_until_signalled(start, console)
+        for echo in echoes:  # the server's shutdown lines, printed before we return
+            echo.join(timeout=5)
 
     def next_steps(self, artifact: Artifact) -> list[str]:
         return [*super().next_steps(artifact), f"deployctl serve {artifact.path} --port 8000"]
