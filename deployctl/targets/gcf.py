@@ -14,6 +14,7 @@ import re
 import sys
 import tempfile
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -36,7 +37,7 @@ REGION = re.compile(r"^[a-z]+(-[a-z]+)+[0-9]$")
 MEMORY = re.compile(r"^[0-9]+(Mi|Gi|MB|GB)$")
 
 
-def _matches(pattern: re.Pattern[str], what: str) -> Any:
+def _matches(pattern: re.Pattern[str], what: str) -> Callable[[str], str | None]:
     return lambda v: None if pattern.match(v) else f"is not {what}"
 
 
