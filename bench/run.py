@@ -124,6 +124,7 @@ class Server:
     cwd: Path
     env: dict[str, str] = field(default_factory=dict)
     port: int = field(default_factory=free_port)
+    pid: int = 0
 
     @property
     def url(self) -> str:
@@ -140,6 +141,7 @@ class Server:
             )
             try:
                 wait_ready(self, proc)
+                self.pid = proc.pid
                 yield self
             finally:
                 stop(proc)
@@ -296,7 +298,10 @@ def load(server: Server, request: Request, workdir: Path, seconds: int) -> dict[
     body_file.write_text(json.dumps(request.body))
     url = server.url + request.path
     wrk(url, body_file, 16, min(2, seconds))
-    single, many = wrk(url, body_file, 1, seconds), wrk(url, body_file, 16, seconds)
+    single = wrk(url, body_file, 1, seconds)
+    cpu_before = group_cpu_seconds(server.pid)
+    many = wrk(url, body_file, 16, seconds)
+    cpu = group_cpu_seconds(server.pid) - cpu_before
     return {
         "server": server.name,
         "request": request.label,
@@ -305,8 +310,25 @@ def load(server: Server, request: Request, workdir: Path, seconds: int) -> dict[
         "p99_ms": single["p99_us"] / 1000,
         "rps": many["rps"],
         "p99_16_ms": many["p99_us"] / 1000,
+        "cpu_us": cpu / many["requests"] * 1e6,
         "requests": single["requests"] + many["requests"],
     }
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """CPU time (user + system) used so far by every process of a server's process group.
+
+    CPU per request does not depend on what else runs on the machine, as throughput does.
+    """
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process has gone
+            continue
+        if int(fields[2]) == pgid:  # fields after the name: state, ppid, pgrp, ..., utime, stime
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def plan(name: str) -> list[str]:
