@@ -256,9 +256,9 @@ def schema_check(rel: Path, doc: dict[str, Any], version: str) -> Check:
         kubernetes_validate.validate(doc, version, strict=True)
     except kubernetes_validate.ValidationError as exc:
         path = ".".join(str(p) for p in exc.path) or "(top level)"
-        return Check(name, False, f"{rel}: {what}: {path}: {exc.message}")
+        return Check(name, False, f"{path}: {exc.message}")  # the name already says file and object
     except (kubernetes_validate.SchemaNotFoundError, VersionNotSupportedError) as exc:
-        return Check(name, False, f"{rel}: {what}: {exc.message}")
+        return Check(name, False, str(exc.message))
     return Check(name, True, "valid (strict)")
 
 
