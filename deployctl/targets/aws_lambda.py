@@ -70,7 +70,13 @@ class LambdaTarget(Target):
     layers = ("runtime", "lambda")
     server_requirements = (ORJSON,)
     options: ClassVar[tuple[Option, ...]] = (
-        Option("runtime", "python3.12", "Lambda Python runtime.", choices=tuple(RUNTIMES)),
+        Option(
+            "runtime",
+            "python3.12",
+            "Lambda runtime: python3.12/3.13 (Amazon Linux 2023) or python3.11 (Amazon Linux 2, "
+            "only for pins with manylinux2014 wheels).",
+            choices=tuple(RUNTIMES),
+        ),
         Option(
             "memory",
             1024,
@@ -86,7 +92,10 @@ class LambdaTarget(Target):
             check=_range(1, 900),
         ),
         Option(
-            "model_source", "bundled", "Where the model comes from at cold start.", choices=("bundled", "s3")
+            "model_source",
+            "bundled",
+            "bundled (in the zip) or s3 (downloaded at cold start).",
+            choices=("bundled", "s3"),
         ),
         Option("s3_bucket", "", "Bucket holding the model tarball (with --model-source s3)."),
         Option("s3_key", "", "Key of the model tarball (default: <name>/<version>/model.tar.gz)."),
