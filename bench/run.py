@@ -2,7 +2,7 @@
 
 One command, on one machine, in one run:
 
-    python bench/run.py [--duration 8] [--workers N] [--fraud] [--workdir bench/.work]
+    python bench/run.py [--duration 5] [--rounds 3] [--workers N] [--fraud] [--only NAME...]
 
 1. builds (or reuses) a sqlite MLflow registry in the work dir holding a binary logistic regression
    (and, with --fraud, the demo's scaling + one-hot + logistic-regression pipeline);
@@ -23,13 +23,14 @@ import os
 import platform
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import cache
@@ -292,27 +293,28 @@ def wrk(url: str, body_file: Path, connections: int, seconds: int) -> dict[str, 
     return figures
 
 
-def load(server: Server, request: Request, workdir: Path, seconds: int) -> dict[str, Any]:
-    """1 connection (latency), then 16 connections (throughput), after a short warm-up."""
+def load(server: Server, request: Request, workdir: Path, seconds: int, warm_up: bool) -> dict[str, Any]:
+    """1 connection (latency), then 16 connections (throughput); the first time after a warm-up."""
     body_file = workdir / f"{request.path.strip('/')}_{request.rows}.json"
     body_file.write_text(json.dumps(request.body))
     url = server.url + request.path
-    wrk(url, body_file, 16, min(2, seconds))
+    if warm_up:
+        wrk(url, body_file, 16, 2)
     single = wrk(url, body_file, 1, seconds)
     cpu_before = group_cpu_seconds(server.pid)
     many = wrk(url, body_file, 16, seconds)
     cpu = group_cpu_seconds(server.pid) - cpu_before
     return {
-        "server": server.name,
-        "request": request.label,
-        "rows": request.rows,
         "p50_ms": single["p50_us"] / 1000,
         "p99_ms": single["p99_us"] / 1000,
         "rps": many["rps"],
         "p99_16_ms": many["p99_us"] / 1000,
         "cpu_us": cpu / many["requests"] * 1e6,
-        "requests": single["requests"] + many["requests"],
     }
+
+
+def median_of(runs: list[dict[str, float]]) -> dict[str, float]:
+    return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
 
 
 def group_cpu_seconds(pgid: int) -> float:
@@ -333,29 +335,44 @@ def group_cpu_seconds(pgid: int) -> float:
 
 def plan(name: str) -> list[str]:
     """Which requests each server gets: MLflow has only /invocations; the floor answers anything."""
+    if name == "deployctl fastapi":
+        return ["predict", "invocations", "batch"]
     if name.startswith("deployctl"):
-        return ["predict", "invocations", "batch", "invocations_batch"]
+        return ["predict", "batch"]
     if name.startswith("mlflow"):
         return ["invocations", "invocations_batch"]
     return ["predict"]
 
 
 def run_model(label: str, uri: str, tracking_uri: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Every server up at once; rounds go through every (server, request) in turn, so a burst of
+    load from elsewhere on the machine hits them all alike; each figure is the median of the rounds."""
     workdir: Path = args.workdir
     artifacts = {t: workdir / f"{label}-{t}" for t in ("fastapi", "flask")}
     timings = {t: make_artifact(uri, t, path, tracking_uri) for t, path in artifacts.items()}
     rows = bench_rows(BATCH_ROWS) if label == "logreg" else fraud_rows(BATCH_ROWS)
     requests = requests_for(rows)
-    results = []
-    for server in servers(artifacts, uri, tracking_uri, args.workers):
-        if args.only and not any(o in server.name for o in args.only):
-            continue
-        with server.running(workdir):
-            print(f"  {server.name}", file=sys.stderr)
+    chosen = [s for s in servers(artifacts, uri, tracking_uri, args.workers) if selected(s, args.only)]
+    with ExitStack() as stack:
+        for server in chosen:
+            stack.enter_context(server.running(workdir))
             if not server.name.startswith("bare"):
                 check_answers(server, requests, artifacts["fastapi"])
-            results += [load(server, requests[key], workdir, args.duration) for key in plan(server.name)]
+        scenarios = [(server, requests[key]) for server in chosen for key in plan(server.name)]
+        rounds: list[list[dict[str, float]]] = [[] for _ in scenarios]
+        for i in range(args.rounds):
+            print(f"  round {i + 1}/{args.rounds}", file=sys.stderr)
+            for runs, (server, request) in zip(rounds, scenarios):
+                runs.append(load(server, request, workdir, args.duration, warm_up=i == 0))
+    results = [
+        {"server": server.name, "request": request.label, "rows": request.rows, **median_of(runs)}
+        for runs, (server, request) in zip(rounds, scenarios)
+    ]
     return {"model": uri, "timings": timings, "results": results, "lock": artifacts["fastapi"]}
+
+
+def selected(server: Server, only: list[str] | None) -> bool:
+    return not only or any(name in server.name for name in only)
 
 
 def fraud_rows(n: int) -> list[dict[str, Any]]:
@@ -372,17 +389,18 @@ def table(results: list[dict[str, Any]]) -> list[str]:
     """Markdown rows; ratios against MLflow's answer to the same number of rows."""
     mlflow = {r["rows"]: r for r in results if r["server"].startswith("mlflow")}
     lines = [
-        "| server | request | p50 ms (1 conn) | p99 ms (1 conn) | req/s (16 conns) | rows/s (16 conns) "
-        "| p99 ms (16 conns) | p50 vs mlflow | req/s vs mlflow |",
-        "|---|---|--:|--:|--:|--:|--:|--:|--:|",
+        "| server | request | p50 ms, 1 conn | p99 ms, 1 conn | req/s, 16 conns | rows/s, 16 conns "
+        "| p99 ms, 16 conns | server CPU µs/req | p50 vs mlflow | req/s vs mlflow |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for r in results:
         base = mlflow.get(r["rows"])
-        p50_ratio = f"1/{base['p50_ms'] / r['p50_ms']:.1f}" if base else "-"
+        p50_ratio = f"1/{base['p50_ms'] / r['p50_ms']:.0f}" if base else "-"
         rps_ratio = f"{r['rps'] / base['rps']:.1f}x" if base else "-"
         lines.append(
-            f"| {r['server']} | {r['request']} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | {r['rps']:,.0f} "
-            f"| {r['rps'] * r['rows']:,.0f} | {r['p99_16_ms']:.2f} | {p50_ratio} | {rps_ratio} |"
+            f"| {r['server']} | {r['request']} | {r['p50_ms']:.3f} | {r['p99_ms']:.2f} | {r['rps']:,.0f} "
+            f"| {r['rps'] * r['rows']:,.0f} | {r['p99_16_ms']:.1f} | {r['cpu_us']:,.0f} | {p50_ratio} "
+            f"| {rps_ratio} |"
         )
     return lines
 
@@ -425,8 +443,13 @@ def report(runs: list[dict[str, Any]], args: argparse.Namespace, header: str) ->
         "Written by `python bench/run.py`; see the docstring there for what it does.",
         "",
         header,
-        f"Each figure: one wrk run of {args.duration:g} s (after a 2 s warm-up); every server with "
-        f"{args.workers} worker processes; wrk on the same machine. 0 socket errors, 0 non-2xx answers.",
+        f"Each figure: the median of {args.rounds} rounds of wrk runs of {args.duration} s (1 connection, "
+        f"then 16), the servers taking turns; every server with {args.workers} worker processes; "
+        "wrk on the same machine. No socket errors, no non-2xx answers (the run stops on any). "
+        "Every server's answers were first checked equal, bit for bit, to scikit-learn's in-process "
+        "(MLflow's loader, a DataFrame) for one row and for the batch. Server CPU µs/req: CPU time "
+        "of all its processes during the 16-connection run over the requests served (the figure "
+        "least disturbed by other load on the machine).",
         "",
     ]
     for run in runs:
@@ -444,7 +467,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--duration", type=int, default=8, help="seconds per wrk run (default 8)")
+    parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run (default 5)")
+    parser.add_argument("--rounds", type=int, default=3, help="figures are medians of rounds (default 3)")
     cores = os.cpu_count() or 1
     parser.add_argument("--workers", type=int, default=cores, help="per server (default: cores)")
     parser.add_argument("--fraud", action="store_true", help="also the demo's fraud pipeline")
