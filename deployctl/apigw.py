@@ -224,30 +224,32 @@ def worker_main(package: str, handler_spec: str, runtime_paths: list[str], list_
     except BaseException as exc:  # report any init failure, as Lambda's Runtime.ImportModuleError
         proto.write(json.dumps({**_error(exc), "ready": False}) + "\n")
         return 1
-    init_ms = (time.perf_counter() - started) * 1000
-    info: dict[str, Any] = {"ready": True, "init_ms": round(init_ms, 1), "python": sys.version.split()[0]}
-    info["rss_mb"] = _rss_mb()
+    info: dict[str, Any] = {"ready": True, "init_ms": round((time.perf_counter() - started) * 1000, 1)}
+    info.update(python=sys.version.split()[0], rss_mb=_rss_mb())
     if list_modules:  # what the init imported: the build precompiles exactly these
         info["modules"] = sorted(
             {f for m in list(sys.modules.values()) if (f := getattr(m, "__file__", None))}
         )
     proto.write(json.dumps(info) + "\n")
-    arn = f"arn:aws:lambda:{os.environ.get('AWS_REGION')}:{ACCOUNT}:function:" + os.environ.get(
-        "AWS_LAMBDA_FUNCTION_NAME", "function"
-    )
+    _answer_events(function, proto)
+    return 0
+
+
+def _answer_events(function: Any, proto: IO[str]) -> None:
+    """One JSON request per stdin line -> one JSON reply per line, until stdin closes."""
+    region, name = os.environ.get("AWS_REGION"), os.environ.get("AWS_LAMBDA_FUNCTION_NAME", "function")
+    arn = f"arn:aws:lambda:{region}:{ACCOUNT}:function:{name}"
     for line in sys.stdin:
         request = json.loads(line)
         context = LambdaContext(request["request_id"], request["deadline_ms"], arn)
         started = time.perf_counter()
         try:
-            reply: dict[str, Any] = {"ok": True, "result": function(request["event"], context)}
-            text = json.dumps(reply)  # Lambda serializes the result as JSON too
-        except Exception as exc:
+            text = json.dumps({"ok": True, "result": function(request["event"], context)})
+        except Exception as exc:  # raised, or a result that JSON cannot carry (Runtime.MarshalError)
             text = json.dumps(_error(exc))
         reply = json.loads(text)
         reply.update(ms=round((time.perf_counter() - started) * 1000, 2), rss_mb=_rss_mb())
         proto.write(json.dumps(reply) + "\n")
-    return 0
 
 
 # -- invoker: drives a worker from another process -------------------------------------------------
