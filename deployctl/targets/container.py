@@ -172,12 +172,11 @@ class DockerTarget(FastAPITarget):
     # -- run --------------------------------------------------------------------------------------
 
     def run_spec(self, artifact: Artifact) -> RunSpec:
-        """The container as `docker run` should start it: the image's own user, hardened."""
+        """The container as `docker run` should start it: the image's own user and env, hardened."""
         options = artifact.options
         return RunSpec(
             image=image_ref(artifact),
             container_port=PORT,
-            env={"WORKERS": str(options.get("workers", 1))},
             mem_limit=memory_bytes(options.get("memory", "1Gi")),
             nano_cpus=int(cpu_cores(options.get("cpu", "1")) * 1e9),
         )
@@ -188,7 +187,6 @@ class DockerTarget(FastAPITarget):
 
     def serve(self, artifact: Artifact, port: int, console: Console) -> None:
         """Foreground: the container's logs stream here; Ctrl-C or SIGTERM stops and removes it."""
-
         echoes: list[threading.Thread] = []
 
         def start() -> ContainerService:
