@@ -112,7 +112,10 @@ def generate(
         help="Folder of template overrides, laid out like deployctl's templates/.",
     ),
 ) -> None:
-    """Generate the deployment artifact for a model and a target. Target options follow as --<option> VALUE."""
+    """Generate the deployment artifact for a model and a target.
+
+    Target options follow as --<option> VALUE (see `deployctl targets`).
+    """
     from deployctl.generate import generate as run_generate
 
     with err.status(f"Generating {target} artifact for {model}"):
@@ -201,7 +204,8 @@ def smoke_test(
     if failed:
         raise SmokeTestFailed(
             f"{len(failed)} of {len(checks)} checks failed; first: {failed[0].name}: {failed[0].detail}",
-            "The artifact does not serve the model as recorded at generate time.",
+            "Fix what the failing check names, then `deployctl build` and smoke-test again. A "
+            "mismatch in answers means the artifact does not serve the model as recorded.",
         )
     err.print(f"[green]Smoke test passed[/]: {len(checks)} checks")
 

@@ -100,7 +100,7 @@ def manifest_model(model: ResolvedModel, expectations: Expectations) -> dict[str
         "version": model.version,
         "run_id": model.run_id,
         "source": model.source,
-        "tracking_uri": model.tracking_uri,
+        "tracking_uri": redact(model.tracking_uri),
         "flavor": model.flavor,
         "loader": model.loader,
         "mlflow_version": model.mlflow_version,
@@ -144,3 +144,10 @@ def identifier(name: str) -> str:
     if not ident or ident[0].isdigit() or keyword.iskeyword(ident):
         ident = "f_" + ident
     return ident
+
+
+def redact(uri: str | None) -> str | None:
+    """Credentials in a tracking URI must not end up in an artifact (or an image built from it)."""
+    if uri is None:
+        return None
+    return re.sub(r"(?<=://)[^/@]+@", "***@", uri)

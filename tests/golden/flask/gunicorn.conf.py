@@ -3,7 +3,9 @@
 import os
 
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"
-workers = int(os.environ.get("WORKERS") or os.cpu_count() or 1)
+# unset or 0: one per core this process may run on (a container's cpuset), not all the host's
+cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+workers = int(os.environ.get("WORKERS") or 0) or cores
 preload_app = True  # load the model once, before forking: workers share its memory
 graceful_timeout = int(os.environ.get("GRACEFUL_TIMEOUT", "20"))
 timeout = int(os.environ.get("TIMEOUT", "30"))

@@ -1,15 +1,21 @@
-"""Start the production server: uvicorn with $WORKERS worker processes (default: one per core)."""
+"""Start the production server: uvicorn with $WORKERS worker processes (unset or 0: one per core)."""
 
 import os
 
 import uvicorn
+
+
+def cores() -> int:
+    """The cores this process may run on (a container's cpuset, taskset), not all the host's."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
 
 if __name__ == "__main__":
     uvicorn.run(
         "app.server:app",
         host=os.environ.get("HOST", "0.0.0.0"),
         port=int(os.environ.get("PORT", "8000")),
-        workers=int(os.environ.get("WORKERS") or os.cpu_count() or 1),
+        workers=int(os.environ.get("WORKERS") or 0) or cores(),
         access_log=False,  # app.runtime logs each request as one JSON line
         timeout_graceful_shutdown=int(os.environ.get("GRACEFUL_TIMEOUT", "20")),
         log_level=os.environ.get("LOG_LEVEL", "info").lower(),

@@ -1,4 +1,4 @@
-"""Start the production server: gunicorn with $WORKERS worker processes (default: one per core)."""
+"""Start the production server: gunicorn with $WORKERS worker processes (unset or 0: one per core)."""
 
 import os
 import sys
