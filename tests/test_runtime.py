@@ -7,6 +7,7 @@ bit: the runtime may call the model another way (an array, a Pipeline split), ne
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import json
 import sys
@@ -395,3 +396,142 @@ def test_unknown_routes_and_methods(
 def test_a_trailing_slash_is_the_same_route(binary: tuple[Any, pd.DataFrame]) -> None:
     body = {"features": [0.1, 0.2, 0.3, 0.4]}
     assert call(binary[0], "/predict/", body) == call(binary[0], "/predict", body)
+
+
+# -- the ASGI front of the fastapi target (templates/fastapi/app/asgi.py) --------------------------
+
+
+def _import_asgi() -> ModuleType:
+    """asgi.py imports `app.runtime`, as in an artifact: lend it the runtime under test."""
+    package = ModuleType("app")
+    package.__path__ = []
+    lent = {"app": package, "app.runtime": runtime}
+    saved = {name: sys.modules.get(name) for name in lent}
+    sys.modules.update(lent)
+    try:
+        path = RUNTIME_FILE.parent.parent.parent / "fastapi" / "app" / "asgi.py"
+        spec = importlib.util.spec_from_file_location("app.asgi", path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    finally:  # leave no `app` package behind for other tests
+        for name, previous in saved.items():
+            if previous is None:
+                del sys.modules[name]
+            else:
+                sys.modules[name] = previous
+
+
+asgi = _import_asgi()
+
+
+def asgi_request(
+    app: Any, method: str, path: str, chunks: list[bytes], headers: dict[str, str]
+) -> tuple[int, Any]:
+    """Drive an ASGI app with one HTTP request whose body arrives in `chunks`."""
+    messages = [
+        {"type": "http.request", "body": chunk, "more_body": i < len(chunks) - 1}
+        for i, chunk in enumerate(chunks)
+    ]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": method,
+        "path": path,
+        "headers": [(k.encode(), v.encode()) for k, v in headers.items()],
+    }
+    asyncio.run(app(scope, receive, send))
+    return sent[0]["status"], json.loads(sent[1]["body"])
+
+
+class Fallback:
+    """Stands in for the FastAPI app behind the front: records what reached it."""
+
+    def __init__(self) -> None:
+        self.paths: list[str] = []
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        self.paths.append(scope["path"])
+        await send({"type": "http.response.start", "status": 404, "headers": []})
+        await send({"type": "http.response.body", "body": b'{"error": "fallback"}'})
+
+
+def test_asgi_front_answers_model_routes_and_passes_on_the_rest(binary: tuple[Any, pd.DataFrame]) -> None:
+    service, X = binary
+    fallback = Fallback()
+    app = asgi.ModelRoutes(service, fallback)
+    body = json.dumps({"features": X.iloc[0].tolist()}).encode()
+    json_type = {"content-type": "application/json"}
+    status, answer = asgi_request(app, "POST", "/predict", [body[:7], body[7:]], json_type)
+    assert (status, answer) == call(service, "/predict", body)
+    assert asgi_request(app, "GET", "/health/", [b""], {})[0] == 200
+    assert asgi_request(app, "GET", "/predict", [b""], {})[0] == 405
+    assert asgi_request(app, "GET", "/docs", [b""], {}) == (404, {"error": "fallback"})
+    assert fallback.paths == ["/docs"]
+
+
+def test_asgi_front_refuses_an_oversized_body_before_reading_it(binary: tuple[Any, pd.DataFrame]) -> None:
+    app = asgi.ModelRoutes(binary[0], Fallback())
+    declared = {"content-type": "application/json", "content-length": str(runtime.MAX_BODY_BYTES + 1)}
+    status, answer = asgi_request(app, "POST", "/predict", [b"{}"], declared)
+    assert status == 413 and "over the limit" in answer["error"]
+    chunk = b" " * (runtime.MAX_BODY_BYTES // 2 + 1)
+    status, _ = asgi_request(app, "POST", "/invocations", [chunk, chunk, chunk], {})
+    assert status == 413
+
+
+class CountingScorer:
+    """The service's scorer, counting the model calls."""
+
+    def __init__(self, scorer: Any) -> None:
+        self.scorer, self.calls = scorer, 0
+
+    def score(self, rows: list[list[Any]], probabilities: bool = True) -> Any:
+        self.calls += 1
+        return self.scorer.score(rows, probabilities)
+
+
+def score_together(service: Any, bodies: list[Any]) -> tuple[list[Any], int]:
+    """Score requests that arrive together through a MicroBatcher: (answers or errors, model calls)."""
+    scorer = CountingScorer(service.scorer)
+    batcher = asgi.MicroBatcher(scorer, enabled=True)
+    calls = [service.prepare("POST", "/predict", json.dumps(b).encode(), None) for b in bodies]
+
+    async def all_at_once() -> list[Any]:
+        return await asyncio.gather(*(batcher.score(c) for c in calls), return_exceptions=True)
+
+    results = asyncio.run(all_at_once())
+    answers = [
+        r if isinstance(r, Exception) else json.loads(service.respond(c, r)) for c, r in zip(calls, results)
+    ]
+    return answers, scorer.calls
+
+
+def test_requests_arriving_together_are_scored_in_one_call(binary: tuple[Any, pd.DataFrame]) -> None:
+    service, X = binary
+    assert service.scorer.agrees_in_batches(service.probe)
+    bodies = [{"features": X.iloc[i].tolist()} for i in range(12)]
+    answers, model_calls = score_together(service, bodies)
+    assert model_calls == 1
+    for body, answer in zip(bodies, answers):
+        alone = call(service, "/predict", body)[1]
+        assert answer["prediction"] == alone["prediction"]
+        assert answer["probability"] == pytest.approx(alone["probability"], rel=1e-12, abs=1e-15)
+
+
+def test_one_bad_request_in_a_batch_fails_alone(pipeline: tuple[Any, pd.DataFrame]) -> None:
+    service, X = pipeline
+    good = json.loads(X.iloc[:3].to_json(orient="records"))
+    bodies = [{"features": good[0]}, {"features": {**good[1], "category": "casino"}}, {"features": good[2]}]
+    answers, _ = score_together(service, bodies)
+    assert isinstance(answers[1], runtime.BadRequest) and answers[1].status == 422
+    for i in (0, 2):
+        assert answers[i] == call(service, "/predict", bodies[i])[1]

@@ -8,11 +8,23 @@ while /docs, /openapi.json and unknown paths are FastAPI's, as before.
 
 from __future__ import annotations
 
+import asyncio
+import os
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from app.runtime import MAX_BODY_BYTES, BadRequest, ModelService, error_body, log_request
+from app.runtime import (
+    MAX_BODY_BYTES,
+    BadRequest,
+    Call,
+    ModelService,
+    Scored,
+    Scorer,
+    error_body,
+    log,
+    log_request,
+)
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -20,6 +32,65 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 JSON = b"application/json"
+# Requests with more rows than this already amortize the model's per-call cost: scored alone.
+SMALL_REQUEST_ROWS = 16
+
+
+class MicroBatcher:
+    """Scores the rows of small requests that arrive together in one model call.
+
+    Rows wait for one turn of the event loop, no timer: until the requests already received have
+    been read. A request alone is scored at once (no added latency); under load, the requests that
+    came in while the model was busy are scored together. That spreads the model's per-call cost
+    (scikit-learn's input checks: ~0.1 ms, most of a small request's) over the batch, and halves
+    the CPU time per request at 16 connections.
+
+    Used only when rows scored together get the labels they get alone and the probabilities
+    within 1e-12 (checked at load on the smoke-test rows): BLAS may sum a batch in another order
+    than a single row, so a probability can differ in its last bit with the traffic around it.
+    MICRO_BATCH=0 turns it off, for answers that are bit for bit those of each request alone.
+    """
+
+    def __init__(self, scorer: Scorer, enabled: bool) -> None:
+        self.scorer = scorer
+        self.enabled = enabled
+        self.pending: list[tuple[Call, asyncio.Future[Scored]]] = []
+
+    async def score(self, call: Call) -> Scored:
+        if not self.enabled or len(call.rows) > SMALL_REQUEST_ROWS:
+            return self.scorer.score(call.rows, call.probabilities)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Scored] = loop.create_future()
+        self.pending.append((call, future))
+        if len(self.pending) == 1:  # the first of a batch: score once the loop has read the rest
+            loop.call_soon(self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        batch, self.pending = self.pending, []
+        rows = [row for call, _ in batch for row in call.rows]
+        try:
+            labels, probas = self.scorer.score(rows, any(call.probabilities for call, _ in batch))
+        except BadRequest:  # one request's input the model refuses: only that one fails
+            for call, future in batch:
+                _settle(future, lambda call=call: self.scorer.score(call.rows, call.probabilities))
+            return
+        start = 0
+        for call, future in batch:
+            end = start + len(call.rows)
+            part = (labels[start:end], None if probas is None else probas[start:end])
+            _settle(future, lambda part=part: part)
+            start = end
+
+
+def _settle(future: asyncio.Future[Scored], scored: Callable[[], Scored]) -> None:
+    """Give a waiting request its answer or its error (unless its client has gone)."""
+    if future.done():
+        return
+    try:
+        future.set_result(scored())
+    except BadRequest as exc:
+        future.set_exception(exc)
 
 
 class ModelRoutes:
@@ -29,13 +100,17 @@ class ModelRoutes:
         self.service = service
         self.fallback = fallback
         self.paths = service.paths | {path + "/" for path in service.paths}
+        wanted = os.environ.get("MICRO_BATCH", "1") != "0"
+        agrees = wanted and service.scorer.agrees_in_batches(service.probe)
+        self.batcher = MicroBatcher(service.scorer, wanted and agrees)
+        log.info("micro-batching", extra={"fields": {"wanted": wanted, "enabled": self.batcher.enabled}})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] not in self.paths:
             await self.fallback(scope, receive, send)
             return
         started = time.perf_counter()
-        status, payload = await answer(self.service, scope, receive)
+        status, payload = await self.answer(scope, receive)
         await send(
             {
                 "type": "http.response.start",
@@ -46,14 +121,16 @@ class ModelRoutes:
         await send({"type": "http.response.body", "body": payload})
         log_request(scope["method"], scope["path"], status, started)
 
-
-async def answer(service: ModelService, scope: Scope, receive: Receive) -> tuple[int, bytes]:
-    """(status, JSON body) for one request to one of the runtime's paths."""
-    try:
-        body, content_type = await read_request(scope, receive)
-    except BadRequest as exc:
-        return exc.status, error_body(exc, scope["path"].rstrip("/"))
-    return service.handle(scope["method"], scope["path"], body, content_type)
+    async def answer(self, scope: Scope, receive: Receive) -> tuple[int, bytes]:
+        """(status, JSON body) for one request to one of the runtime's paths."""
+        try:
+            body, content_type = await read_request(scope, receive)
+            call = self.service.prepare(scope["method"], scope["path"], body, content_type)
+            if isinstance(call, bytes):
+                return 200, call
+            return 200, self.service.respond(call, await self.batcher.score(call))
+        except BadRequest as exc:
+            return exc.status, error_body(exc, scope["path"].rstrip("/"))
 
 
 async def read_request(scope: Scope, receive: Receive) -> tuple[bytes, str | None]:

@@ -22,6 +22,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -298,6 +299,18 @@ class Scorer:
             log.warning("model refused input: %s", exc)
             raise BadRequest(f"the model could not score this input: {exc}", 422) from None
 
+    def agrees_in_batches(self, rows: list[list[Any]]) -> bool:
+        """Whether rows scored together get the labels they get one by one, and the same numbers
+        within 1e-12 relative (BLAS may sum a batch in another order: the last bit can differ)."""
+        try:
+            labels, probas = self.score(rows)
+            alone = [self.score([row]) for row in rows]
+        except BadRequest:
+            return False
+        if len(rows) < 2 or not _close(labels, [label for one, _ in alone for label in one]):
+            return False
+        return probas is None or _close(probas, np.concatenate([one for _, one in alone]))
+
     def _labels(self, inputs: Any, probas: Any) -> list[Any]:
         if probas is None or not self.from_proba or self.classes is None:
             return _tolist(self.final.predict(inputs))
@@ -313,6 +326,16 @@ class Scorer:
         if sklearn is None or not self.schema.all_required:
             return contextlib.nullcontext()
         return sklearn.config_context(assume_finite=True, skip_parameter_validation=True)
+
+
+def _close(a: Any, b: Any) -> bool:
+    """Equal, or for numbers equal within 1e-12 relative (1e-15 absolute for probabilities ~0)."""
+    if isinstance(a, list) and a == b:
+        return True
+    try:
+        return bool(np.allclose(np.asarray(a, float), np.asarray(b, float), rtol=1e-12, atol=1e-15))
+    except (TypeError, ValueError):  # string labels that differ
+        return False
 
 
 def _split_pipeline(model: Any) -> tuple[Any, Any]:
@@ -367,8 +390,25 @@ def load_model(loader: dict[str, Any], model_dir: Path) -> Any:
 # -- the HTTP contract -----------------------------------------------------------------------------
 
 
+Scored = tuple[list[Any], Any]  # (labels, probabilities or None)
+
+
+@dataclass
+class Call:
+    """A validated request: the rows to score and how the model's output becomes the answer."""
+
+    rows: list[list[Any]]
+    probabilities: bool
+    answer: Callable[[list[Any], Any], dict[str, Any]]
+
+
 class ModelService:
-    """The model behind the HTTP contract. Build it once per process with `from_artifact`."""
+    """The model behind the HTTP contract. Build it once per process with `from_artifact`.
+
+    A request goes route -> parse -> validate (`prepare`, giving a Call) -> score -> answer
+    (`respond`); `handle` does it all at once. The ASGI adapter scores the Calls of concurrent
+    requests together (app/asgi.py), which is why the steps are apart.
+    """
 
     def __init__(self, manifest: dict[str, Any], model: Any) -> None:
         meta = manifest["model"]
@@ -376,9 +416,10 @@ class ModelService:
         self.version: str = meta["version"]
         self.schema = Schema(meta["columns"])
         self.model = model
-        self.scorer = Scorer.fastest(model, self.schema, self._probe(manifest))
+        self.probe = self._probe(manifest)
+        self.scorer = Scorer.fastest(model, self.schema, self.probe)
         self.classes = None if self.scorer.classes is None else self.scorer.classes.tolist()
-        self.routes: dict[tuple[str, str], Callable[[Any], dict[str, Any]]] = {
+        self.routes: dict[tuple[str, str], Callable[[Any], Call]] = {
             ("POST", "/predict"): self.predict,
             ("POST", "/predict_batch"): self.predict_batch,
             ("POST", "/invocations"): self.invocations,
@@ -403,37 +444,40 @@ class ModelService:
                 rows.append(self.schema.row(case["row"], "smoke case"))
         return rows
 
-    # -- endpoints: each takes the parsed JSON body and returns the JSON answer -------------------
+    # -- endpoints: each takes the parsed JSON body and returns the Call that answers it ----------
 
     def health(self) -> dict[str, Any]:
         return {"status": "healthy", "model_name": self.name, "model_version": self.version}
 
-    def predict(self, body: Any) -> dict[str, Any]:
+    def predict(self, body: Any) -> Call:
         if type(body) is not dict or "features" not in body:
             raise BadRequest('expected an object {"features": [...]} or {"features": {...}}')
-        labels, probas = self.scorer.score([self.schema.row(body["features"], "features")])
+        return Call([self.schema.row(body["features"], "features")], True, self._one_answer)
+
+    def predict_batch(self, body: Any) -> Call:
+        items = body.get("instances") if type(body) is dict else body
+        if items is None:
+            raise BadRequest('expected {"instances": [[...], ...]} or a list of objects')
+        return Call(self.schema.rows(items, "instances"), True, self._batch_answer)
+
+    def invocations(self, body: Any) -> Call:
+        """MLflow's scoring protocol, answered as `mlflow models serve` answers it."""
+        rows = self.schema.rows(_mlflow_rows(body), "input", strict=False)
+        return Call(rows, False, lambda labels, _: {"predictions": labels})
+
+    def _one_answer(self, labels: list[Any], probas: Any) -> dict[str, Any]:
         answer: dict[str, Any] = {"prediction": labels[0]}
         if probas is not None:
             answer.update(self._probability(probas[0]))
         answer["model_version"] = self.version
         return answer
 
-    def predict_batch(self, body: Any) -> dict[str, Any]:
-        items = body.get("instances") if type(body) is dict else body
-        if items is None:
-            raise BadRequest('expected {"instances": [[...], ...]} or a list of objects')
-        labels, probas = self.scorer.score(self.schema.rows(items, "instances"))
+    def _batch_answer(self, labels: list[Any], probas: Any) -> dict[str, Any]:
         answer: dict[str, Any] = {"predictions": labels}
         if probas is not None:
             answer["probabilities"] = self._probabilities(probas)
         answer["model_version"] = self.version
         return answer
-
-    def invocations(self, body: Any) -> dict[str, Any]:
-        """MLflow's scoring protocol, answered as `mlflow models serve` answers it."""
-        rows = self.schema.rows(_mlflow_rows(body), "input", strict=False)
-        labels, _ = self.scorer.score(rows, probabilities=False)
-        return {"predictions": labels}
 
     # -- plumbing ---------------------------------------------------------------------------------
 
@@ -441,16 +485,27 @@ class ModelService:
         self, method: str, path: str, body: bytes, content_type: str | None = None
     ) -> tuple[int, bytes]:
         """Answer one HTTP request: (status, JSON bytes). Never raises for bad input."""
-        path = path.rstrip("/") or "/"
         try:
-            if path in ("/health", "/ping") and method in ("GET", "HEAD"):
-                return 200, self.health_body
-            endpoint = self.routes.get((method, path))
-            if endpoint is None:
-                raise BadRequest(f"{method} {path} is not served", 405 if path in self.paths else 404)
-            return 200, dumps(endpoint(self.parse(body, content_type)))
+            call = self.prepare(method, path, body, content_type)
+            if isinstance(call, bytes):
+                return 200, call
+            return 200, self.respond(call, self.scorer.score(call.rows, call.probabilities))
         except BadRequest as exc:
-            return exc.status, error_body(exc, path)
+            return exc.status, error_body(exc, path.rstrip("/"))
+
+    def prepare(self, method: str, path: str, body: bytes, content_type: str | None) -> Call | bytes:
+        """Route, parse and validate one request: the Call to score, or the answer (/health)."""
+        path = path.rstrip("/") or "/"
+        if path in ("/health", "/ping") and method in ("GET", "HEAD"):
+            return self.health_body
+        endpoint = self.routes.get((method, path))
+        if endpoint is None:
+            raise BadRequest(f"{method} {path} is not served", 405 if path in self.paths else 404)
+        return endpoint(self.parse(body, content_type))
+
+    @staticmethod
+    def respond(call: Call, scored: Scored) -> bytes:
+        return dumps(call.answer(*scored))
 
     @staticmethod
     def parse(body: bytes, content_type: str | None = None) -> Any:
