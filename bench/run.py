@@ -409,7 +409,7 @@ def table(results: list[dict[str, Any]]) -> list[str]:
     ]
     for r in results:
         same = [m for m in mlflow if m["rows"] == r["rows"]]  # ratios against MLflow's best figure
-        p50_ratio = f"1/{min(m['p50_ms'] for m in same) / r['p50_ms']:.0f}" if same else "-"
+        p50_ratio = _fraction(r["p50_ms"] / min(m["p50_ms"] for m in same)) if same else "-"
         rps_ratio = f"{r['rps'] / max(m['rps'] for m in same):.1f}x" if same else "-"
         lines.append(
             f"| {r['server']} | {r['request']} | {r['p50_ms']:.3f} | {r['p99_ms']:.2f} | {r['rps']:,.0f} "
@@ -417,6 +417,11 @@ def table(results: list[dict[str, Any]]) -> list[str]:
             f"| {rps_ratio} |"
         )
     return lines
+
+
+def _fraction(ratio: float) -> str:
+    """A latency ratio: 1/15 when 15 times shorter, 9.0x when 9 times longer."""
+    return f"1/{1 / ratio:.0f}" if ratio <= 1 else f"{ratio:.1f}x"
 
 
 def versions(artifact: Path) -> str:
