@@ -15,7 +15,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
-from app.asgi import ModelRoutes, answer
+from app.asgi import ModelRoutes
 from app.runtime import BadRequest, ModelService, configure_logging, error_body
 
 Value = Union[bool, float, int, str]
@@ -105,7 +105,7 @@ api.openapi = _openapi  # type: ignore[method-assign]
 
 async def _answer(request: Request) -> Response:
     """The runtime's answer; only reached when `api` is served without ModelRoutes in front."""
-    status, payload = await answer(service, request.scope, request.receive)
+    status, payload = await app.answer(request.scope, request.receive)
     return Response(payload, status, media_type="application/json")
 
 
