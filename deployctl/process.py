@@ -14,8 +14,17 @@ from pathlib import Path
 
 from rich.console import Console
 
-from deployctl.errors import SmokeTestFailed
+from deployctl.errors import BuildFailed, SmokeTestFailed
 from deployctl.targets.base import RunningService
+
+
+def run_or_fail(cmd: list[str], what: str, hint: str, lines: int = 15) -> str:
+    """Run a build step; on failure raise BuildFailed with the step's last output lines."""
+    result = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    if result.returncode != 0:
+        tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-lines:])
+        raise BuildFailed(f"Could not {what} (exit {result.returncode}). Last lines:\n{tail}", hint)
+    return result.stdout
 
 
 def free_port() -> int:

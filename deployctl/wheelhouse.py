@@ -8,13 +8,12 @@ requirements.txt and the platform, so a rebuild with unchanged requirements down
 from __future__ import annotations
 
 import hashlib
-import subprocess
 import sys
 from pathlib import Path
 
 from rich.console import Console
 
-from deployctl.errors import BuildFailed
+from deployctl.process import run_or_fail
 
 
 def manylinux_platforms(machine: str = "x86_64", glibc_minor: int = 28) -> tuple[str, ...]:
@@ -83,13 +82,12 @@ def download(
         str(dest),
     ]
     with console.status(f"Downloading wheels for CPython {python_version} on {platforms[0]}"):
-        result = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
-    if result.returncode != 0:
-        tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-12:])
-        raise BuildFailed(
-            f"Could not download wheels for {requirements_txt} (pip exit {result.returncode}):\n{tail}",
+        run_or_fail(
+            cmd,
+            f"download wheels for {requirements_txt}",
             "Every requirement needs a binary wheel for the target platform; pin a version that "
             "ships one, or check that the package index is reachable.",
+            lines=12,
         )
     stamp.write_text(key)
     return sorted(dest.glob("*.whl"))

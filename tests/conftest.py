@@ -22,6 +22,14 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUIRE_DOCKER = os.environ.get("DEPLOYCTL_REQUIRE_DOCKER") == "1"
+# A transaction the fraud model of make_registry.py scores as likely fraud.
+FRAUD_ROW = {
+    "amount": 950.0,
+    "hour": 3,
+    "merchant_category": "gaming",
+    "is_foreign": True,
+    "account_age_days": 12,
+}
 
 
 @dataclass

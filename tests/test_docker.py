@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import Registry, Result, run_cli
+from conftest import FRAUD_ROW, Registry, Result, run_cli
 
 from deployctl.manifest import Artifact
 from deployctl.process import free_port, get
@@ -28,13 +28,6 @@ from deployctl.targets import get as get_target
 
 FRAUD = "models:/fraud_detector@production"
 IRIS = "models:/iris_species/1"
-FRAUD_ROW = {
-    "amount": 950.0,
-    "hour": 3,
-    "merchant_category": "gaming",
-    "is_foreign": True,
-    "account_age_days": 12,
-}
 NO_ENGINE = {**os.environ, "DOCKER_HOST": "unix:///nonexistent.sock"}
 
 

@@ -14,18 +14,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import Registry, run_cli
+from conftest import FRAUD_ROW, Registry, run_cli
 
 from deployctl.process import free_port
 
 pytestmark = pytest.mark.slow
-FRAUD_ROW = {
-    "amount": 950.0,
-    "hour": 3,
-    "merchant_category": "gaming",
-    "is_foreign": True,
-    "account_age_days": 12,
-}
 FRAUD_COLUMNS = list(FRAUD_ROW)
 
 

@@ -13,9 +13,8 @@ from typing import Any, ClassVar
 from rich.console import Console
 
 from deployctl import requirements
-from deployctl.errors import BuildFailed
 from deployctl.manifest import Artifact, sha256
-from deployctl.process import ProcessService
+from deployctl.process import ProcessService, run_or_fail
 from deployctl.targets.base import Option, Target, require_built
 
 
@@ -91,14 +90,12 @@ def create_venv(venv: Path, requirements_txt: Path, console: Console) -> None:
 
 
 def _run(cmd: list[str], what: str) -> None:
-    result = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
-    if result.returncode != 0:
-        tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
-        raise BuildFailed(
-            f"Could not {what} (exit {result.returncode}). Last lines:\n{tail}",
-            "Check that the pinned versions in requirements.txt exist for this Python "
-            f"({sys.version.split()[0]}) and that the package index is reachable.",
-        )
+    run_or_fail(
+        cmd,
+        what,
+        "Check that the pinned versions in requirements.txt exist for this Python "
+        f"({sys.version.split()[0]}) and that the package index is reachable.",
+    )
 
 
 class FastAPITarget(VenvServiceTarget):
