@@ -1,6 +1,8 @@
 """Start the production server: uvicorn with $WORKERS worker processes (unset or 0: one per core)."""
 
 import os
+import signal
+import sys
 
 import uvicorn
 
@@ -10,7 +12,14 @@ def cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def exit_on_sigterm(signum: int, frame: object) -> None:
+    sys.exit(128 + signum)
+
+
 if __name__ == "__main__":
+    # As PID 1 in a container, a process ignores SIGTERM it has no handler for; uvicorn installs
+    # its own only after the model has loaded, so a stop during a slow load would hang till SIGKILL.
+    signal.signal(signal.SIGTERM, exit_on_sigterm)
     uvicorn.run(
         "app.server:app",
         host=os.environ.get("HOST", "0.0.0.0"),
