@@ -273,8 +273,9 @@ def test_serve_stops_cleanly_on_sigterm(build_artifact: Callable[..., Path], tar
     proc, url = serve(build_artifact("models:/house_price/1", target))
     assert httpx.post(f"{url}/predict", json={"features": [80.0, 3, 10.0]}).status_code == 200
     proc.send_signal(signal.SIGTERM)
-    # uvicorn re-raises the signal after its graceful shutdown, gunicorn exits 0: both are clean
-    assert proc.wait(20) in (0, -signal.SIGTERM)
+    # gunicorn exits 0; uvicorn re-raises the signal after its graceful shutdown, which the app's
+    # own handler (there for SIGTERM during model load) turns into exit 128 + 15: all clean
+    assert proc.wait(20) in (0, 128 + signal.SIGTERM)
     assert proc.stdout is not None and "Shutting down" in proc.stdout.read().decode()
 
 
