@@ -63,7 +63,7 @@ def generate(
         "name": service_name,
         "options": options,
         "python_version": platform.python_version(),
-        "model": manifest_model(model, expectations),
+        "model": context["model"],
         "smoke_cases": expectations.cases,
         "files": file_hashes(out, files),
     }

@@ -71,15 +71,23 @@ class ProcessService:
         Path(self.log_file.name).unlink(missing_ok=True)
 
 
-def get(base_url: str, path: str, timeout: float = 2.0) -> tuple[int, bytes]:
+def request(
+    base_url: str, method: str, path: str, body: bytes | None = None, timeout: float = 2.0
+) -> tuple[int, bytes]:
+    """One HTTP request on a fresh connection (JSON content type when there is a body)."""
     host, port = base_url.removeprefix("http://").split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
     try:
-        conn.request("GET", path)
+        headers = {"content-type": "application/json"} if body is not None else {}
+        conn.request(method, path, body=body, headers=headers)
         response = conn.getresponse()
         return response.status, response.read()
     finally:
         conn.close()
+
+
+def get(base_url: str, path: str, timeout: float = 2.0) -> tuple[int, bytes]:
+    return request(base_url, "GET", path, timeout=timeout)
 
 
 def wait_healthy(service: RunningService, timeout: float, path: str = "/health") -> float:

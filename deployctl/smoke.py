@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.client
 import json
 import time
 from collections.abc import Callable
@@ -10,9 +9,9 @@ from typing import Any
 
 from deployctl.expect import same_prediction
 from deployctl.manifest import Artifact
-from deployctl.process import free_port, wait_healthy
+from deployctl.process import free_port, request, wait_healthy
 from deployctl.targets import get as get_target
-from deployctl.targets.base import Check, RunningService
+from deployctl.targets.base import Check
 
 
 def run(artifact: Artifact, timeout: float = 120.0) -> list[Check]:
@@ -37,27 +36,23 @@ class Client:
     """A tiny HTTP client: keeps the smoke test free of extra dependencies."""
 
     def __init__(self, base_url: str) -> None:
-        host, port = base_url.removeprefix("http://").split(":")
-        self.host, self.port = host, int(port)
+        self.base_url = base_url
 
     def call(
         self, method: str, path: str, body: Any = None, raw: bytes | None = None
     ) -> tuple[int, Any, float]:
+        """(status, the answer parsed as JSON or its first 200 characters, milliseconds)."""
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
         started = time.perf_counter()
-        try:
-            headers = {"content-type": "application/json"} if data is not None else {}
-            conn.request(method, path, body=data, headers=headers)
-            response = conn.getresponse()
-            payload = response.read()
-        finally:
-            conn.close()
+        status, payload = self.send(method, path, data)
         ms = (time.perf_counter() - started) * 1000
         try:
-            return response.status, json.loads(payload), ms
+            return status, json.loads(payload), ms
         except ValueError:
-            return response.status, payload.decode(errors="replace")[:200], ms
+            return status, payload.decode(errors="replace")[:200], ms
+
+    def send(self, method: str, path: str, data: bytes | None) -> tuple[int, bytes]:
+        return request(self.base_url, method, path, data, timeout=30)
 
 
 def http_checks(artifact: Artifact, client: Client) -> list[Check]:
@@ -183,7 +178,3 @@ def _predictions(body: Any, cases: list[dict[str, Any]]) -> str | None:
         return f"predictions {got} != recorded {want}"
     ok = all(same_prediction(w, g) for w, g in zip(want, got))
     return None if ok else f"predictions {got} != recorded {want}"
-
-
-def start_service(artifact: Artifact, port: int) -> RunningService:
-    return get_target(artifact.target).start(artifact, port)

@@ -517,20 +517,12 @@ class EventClient(Client):
     def __init__(self, invoker: apigw.Invoker, payload: str) -> None:  # no socket: no super().__init__
         self.invoker, self.payload = invoker, payload
 
-    def call(
-        self, method: str, path: str, body: Any = None, raw: bytes | None = None
-    ) -> tuple[int, Any, float]:
-        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else b"")
+    def send(self, method: str, path: str, data: bytes | None) -> tuple[int, bytes]:
         headers = {"Content-Type": "application/json"} if data else {}
         make = apigw.v1_event if self.payload == "1.0" else apigw.v2_event
-        started = time.perf_counter()
-        reply = self.invoker.invoke(make(method, path, data, headers))
-        ms = (time.perf_counter() - started) * 1000
+        reply = self.invoker.invoke(make(method, path, data or b"", headers))
         status, _, payload = apigw.http_response(reply, self.payload)
-        try:
-            return status, json.loads(payload), ms
-        except ValueError:
-            return status, payload.decode(errors="replace")[:200], ms
+        return status, payload
 
 
 def event_checks(artifact: Artifact, invoker: apigw.Invoker) -> list[Check]:

@@ -468,7 +468,9 @@ class ModelService:
     def _one_answer(self, labels: list[Any], probas: Any) -> dict[str, Any]:
         answer: dict[str, Any] = {"prediction": labels[0]}
         if probas is not None:
-            answer.update(self._probability(probas[0]))
+            assert self.classes is not None
+            key = "probability" if len(self.classes) == 2 else "probabilities"
+            answer[key] = self._probabilities(probas[:1])[0]
         answer["model_version"] = self.version
         return answer
 
@@ -519,13 +521,6 @@ class ModelService:
             return loads(body)
         except (JSONDecodeError, ValueError, UnicodeDecodeError) as exc:
             raise BadRequest(f"the body is not valid JSON: {exc}") from None
-
-    def _probability(self, row: Any) -> dict[str, Any]:
-        """P(classes_[1]) for a binary classifier, {class: p} for a multi-class one."""
-        assert self.classes is not None
-        if len(self.classes) == 2:
-            return {"probability": float(row[1])}
-        return {"probabilities": {str(c): float(p) for c, p in zip(self.classes, row)}}
 
     def _probabilities(self, probas: Any) -> list[Any]:
         """Per row: P(classes_[1]) for a binary classifier, {class: p} for a multi-class one."""
