@@ -35,18 +35,25 @@ MODEL = typer.Option(
     help="models:/name@alias, models:/name/<version|Stage|latest>, runs:/<id>/<path>, or a model dir.",
 )
 TRACKING = typer.Option(None, "--tracking-uri", help="Else $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db.")
-ARTIFACT = typer.Argument(..., help="An artifact dir written by `deployctl generate`.", show_default=False)
+ARTIFACT = typer.Argument(
+    ..., metavar="ARTIFACT_DIR", help="An artifact dir written by `deployctl generate`.", show_default=False
+)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        out.print(__version__)
+        raise typer.Exit()
 
 
 @app.callback()
 def main_options(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors too."),
-    version: bool = typer.Option(False, "--version", help="Print the version and exit."),
+    version: bool = typer.Option(
+        False, "--version", help="Print the version and exit.", is_eager=True, callback=_print_version
+    ),
 ) -> None:
     state["debug"] = debug
-    if version:
-        out.print(__version__)
-        raise typer.Exit()
 
 
 @app.command()
@@ -244,9 +251,10 @@ def _next_steps(artifact: Any) -> None:
 
 
 def main() -> None:
+    """Usage mistakes are Typer's to report (usage line, error, exit 2): it runs in standalone mode,
+    so this works whichever Click it uses (Typer 0.29 vendors its own). Our errors come out here."""
     try:
-        code = app(standalone_mode=False)
-        sys.exit(code if isinstance(code, int) else 0)
+        app()
     except DeployctlError as exc:
         if state["debug"]:
             err.print_exception()
@@ -254,15 +262,3 @@ def main() -> None:
         if exc.hint:
             err.print(f"[yellow]Hint:[/] {exc.hint}", highlight=False)
         sys.exit(exc.exit_code)
-    except typer.Abort:
-        err.print("Aborted.")
-        sys.exit(130)
-    except SystemExit:
-        raise
-    except Exception as exc:  # click usage errors are ClickException subclasses
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
