@@ -1,0 +1,323 @@
+"""The gunicorn worker this service runs: gthread, with every request read in full before a thread runs it.
+
+gunicorn's own worker types leave a slow client in charge: a sync worker reads a request in its only
+process, a gthread worker in one of its threads, so a few clients sending their headers a byte at a
+time take every worker (the arbiter then kills them for being silent). Here the main thread of each
+worker process reads the bytes of every connection without blocking, on one selector (as waitress's
+channels do), and gives a connection to a thread only once its request is complete. Threads then only
+parse from memory, run the app and write the answer; slow or idle clients cost a socket, not a
+thread. The model is still loaded once, before the fork (`preload_app`), and shared by the workers.
+
+- A request must arrive within REQUEST_TIMEOUT seconds (default 30), else 408 and the connection
+  is closed. Requests announcing `Expect: 100-continue`, or a body over MAX_BODY_BYTES, go to a
+  thread once their headers are in: the first waits for gunicorn's 100 Continue, the second is
+  refused (413) from its Content-Length without reading the body.
+- Errors found by the HTTP layer itself (a garbage request line, bad headers or Content-Length,
+  oversized headers, a body that cannot be framed) are answered, like every other error of the
+  service, as JSON: {"error": "..."} with a 4xx status, and the connection is closed.
+- SIGTERM drains: the worker accepts the connections already waiting in the listen backlog, closes
+  its listening socket, answers every request it has or is receiving (`Connection: close`), waits
+  for kept-alive connections to send one more request or time out (KEEPALIVE seconds), then exits.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import selectors
+import socket
+import time
+from collections import OrderedDict
+from functools import partial
+from typing import Any
+
+from gunicorn import http, util
+from gunicorn.http import errors
+from gunicorn.workers.gthread import TConn, ThreadWorker
+
+REQUEST_TIMEOUT = float(os.environ.get("REQUEST_TIMEOUT", "30"))
+MAX_BODY_BYTES = int(os.environ.get("MAX_BODY_BYTES", 1024 * 1024))
+HEAD_END = b"\r\n\r\n"
+CONTENT_LENGTH = re.compile(rb"\r\ncontent-length[ \t]*:[ \t]*([0-9]{1,18})[ \t]*(?=\r\n)", re.IGNORECASE)
+TRANSFER_ENCODING = re.compile(rb"\r\ntransfer-encoding[ \t]*:([^\r]*)(?=\r\n)", re.IGNORECASE)
+CHUNK_SIZE = re.compile(rb"[0-9a-fA-F]{1,16}")
+REASONS = {
+    400: "Bad Request",
+    403: "Forbidden",
+    408: "Request Timeout",
+    414: "URI Too Long",
+    417: "Expectation Failed",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+}
+
+
+class Conn(TConn):
+    """A connection and the bytes of its next request received so far."""
+
+    def __init__(self, cfg: Any, sock: socket.socket, client: Any, server: Any) -> None:
+        super().__init__(cfg, sock, client, server)
+        self.received = bytearray()
+        self.deadline = 0.0
+
+    def close(self, graceful: bool = False) -> None:
+        """Close without lingering: gunicorn's graceful close waits up to 2 s for the client's FIN
+        on the thread that calls it, here the one that serves every connection of the process."""
+        if graceful:
+            try:
+                self.sock.shutdown(socket.SHUT_WR)
+                # Unread bytes make the kernel answer with a reset, which can cost the client the
+                # answer it has not read yet: drain what has arrived, without waiting for more.
+                self.sock.setblocking(False)
+                for _ in range(16):
+                    if not self.sock.recv(4096):
+                        break
+            except OSError:
+                pass
+        util.close(self.sock)
+
+
+class BufferedWorker(ThreadWorker):
+    """gunicorn's gthread worker, with requests read in full by the main thread (see the module doc)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.receiving: OrderedDict[Conn, None] = OrderedDict()  # in order of deadline
+
+    def load_wsgi(self) -> None:
+        """The app, with its `Connection: close` honoured (gunicorn drops hop-by-hop headers): the
+        adapter says so when it answers without having read a body it cannot frame."""
+        super().load_wsgi()
+        app = self.wsgi
+
+        def closing(environ: dict[str, Any], start_response: Any) -> Any:
+            def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+                if ("Connection", "close") in headers:
+                    start_response.__self__.force_close()  # gunicorn's Response
+                return start_response(status, headers, exc_info)
+
+            return app(environ, start)
+
+        self.wsgi = closing
+
+    # -- reading requests on the main thread ---------------------------------------------------
+
+    def accept(self, listener: Any) -> None:
+        if self.cfg.is_ssl:  # TLS is read by the thread that runs the handshake: gunicorn's way
+            super().accept(listener)
+            return
+        try:
+            sock, addr = listener.accept()
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
+                raise
+            return
+        self.nr_conns += 1
+        self.receive(Conn(self.cfg, sock, addr, listener.getsockname()))
+
+    def on_client_socket_readable(self, conn: Any, client: Any) -> None:
+        """A kept-alive connection sends its next request."""
+        if not isinstance(conn, Conn):
+            super().on_client_socket_readable(conn, client)
+            return
+        self.poller.unregister(client)
+        self.keepalived_conns.remove(conn)
+        self.receive(conn)
+
+    def receive(self, conn: Conn) -> None:
+        """Wait for the whole request on the selector; bytes a client sent ahead come first."""
+        if conn.parser is not None:
+            conn.received += conn.parser.unreader.take_buffered()
+        conn.sock.setblocking(False)
+        conn.deadline = time.monotonic() + (REQUEST_TIMEOUT if self.alive else self.cfg.keepalive)
+        self.receiving[conn] = None
+        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_bytes, conn))
+        if conn.received and self.complete(conn.received):
+            self.hand_over(conn)
+
+    def on_bytes(self, conn: Conn, sock: Any) -> None:
+        try:
+            data = sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:  # the client has gone
+            self.forget(conn)
+            self.nr_conns -= 1
+            conn.close()
+            return
+        conn.received += data
+        if self.complete(conn.received):
+            self.hand_over(conn)
+
+    def complete(self, received: bytearray) -> bool:
+        """Whether a thread can now run the request without waiting for the client.
+
+        True too when what came is malformed or over a limit: gunicorn's parser, on the thread,
+        then refuses it with the right status. It is the only parser of record; this only decides
+        when to hand over."""
+        end = received.find(HEAD_END)
+        if end < 0:
+            cfg = self.cfg
+            head_limit = cfg.limit_request_line + cfg.limit_request_fields * (cfg.limit_request_field_size + 2)
+            return len(received) > head_limit + 4
+        head = bytes(received[: end + 2])
+        body = len(received) - end - 4
+        lowered = head.lower()
+        if b"\r\nexpect:" in lowered:  # the client waits for 100 Continue before its body
+            return True
+        codings = TRANSFER_ENCODING.findall(head)
+        if codings:  # a chunked body ends with its last chunk; without chunked there is no body
+            if not any(b"chunked" in coding.lower() for coding in codings):
+                return True
+            return body > MAX_BODY_BYTES or chunked_body_complete(received, end + 4) is not False
+        lengths = CONTENT_LENGTH.findall(head)
+        if len(lengths) != 1:  # no body, or lengths the parser refuses
+            return True
+        wanted = int(lengths[0])
+        return wanted > MAX_BODY_BYTES or body >= wanted
+
+    def hand_over(self, conn: Conn) -> None:
+        """The request is in: a thread parses it from memory and runs the app."""
+        self.forget(conn)
+        if conn.parser is None:
+            conn.parser = http.get_parser(self.cfg, conn.sock, conn.client)
+        conn.parser.unreader.unread(bytes(conn.received))
+        conn.received = bytearray()
+        conn.data_ready = True
+        self.enqueue_req(conn)
+
+    def forget(self, conn: Conn) -> None:
+        self.poller.unregister(conn.sock)
+        del self.receiving[conn]
+
+    def murder_pending(self) -> None:
+        """Also close the connections whose request did not arrive in time (408 if it had begun)."""
+        super().murder_pending()
+        now = time.monotonic()
+        while self.receiving:
+            conn = next(iter(self.receiving))
+            if conn.deadline > now:
+                break
+            self.forget(conn)
+            self.nr_conns -= 1
+            if conn.received:
+                message = f"the request did not arrive within {REQUEST_TIMEOUT:g} s"
+                write_json_error(conn.sock, 408, message)
+            conn.close()
+
+    # -- draining on SIGTERM ---------------------------------------------------------------------
+
+    def set_accept_enabled(self, enabled: bool) -> None:
+        stopping = not enabled and not self.alive
+        if stopping and self._accepting:
+            self.accept_backlog()
+        super().set_accept_enabled(enabled)
+        if stopping:
+            for listener in self.sockets:  # from now on a new connection is refused, not reset
+                listener.close()
+            for conn in self.receiving:  # a request still to come has the keep-alive time to finish
+                conn.deadline = min(conn.deadline, time.monotonic() + self.cfg.keepalive)
+
+    def accept_backlog(self) -> None:
+        """Take the connections the kernel has accepted for us: closing the listener would reset them."""
+        for listener in self.sockets:
+            while self.nr_conns < self.worker_connections:
+                try:
+                    sock, addr = listener.accept()
+                except OSError:
+                    break
+                self.nr_conns += 1
+                self.receive(Conn(self.cfg, sock, addr, listener.getsockname()))
+
+    def finish_request(self, conn: Any, fs: Any) -> None:
+        """While stopping, gunicorn closes a connection as soon as its answer is out, even one whose
+        answer said keep-alive: the client may have sent its next request already, and a close then
+        resets it. Such a connection is kept until that request (answered with `Connection: close`)
+        or the keep-alive timeout."""
+        if self.alive or not isinstance(conn, Conn) or fs.cancelled() or fs.exception() or fs.result() is not True:
+            super().finish_request(conn, fs)
+            return
+        conn.sock.setblocking(False)
+        conn.set_timeout()
+        self.keepalived_conns.append(conn)
+        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_client_socket_readable, conn))
+
+    def _keepalive_after(self, conn: Any, keepalive: bool) -> bool:
+        """A body the app left unread and that cannot be framed: close, quietly (it was answered)."""
+        try:
+            return bool(super()._keepalive_after(conn, keepalive))
+        except (OSError, errors.ParseException):
+            return False
+
+    # -- errors of the HTTP layer, as JSON -------------------------------------------------------
+
+    def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
+        status, message = http_error(exc)
+        if status >= 500:
+            self.log.exception("Error handling request %s", getattr(req, "uri", "(no URI read)"))
+        else:
+            self.log.warning("Invalid request from ip=%s: %s", (addr or ("",))[0], message)
+        write_json_error(client, status, message)
+
+
+def chunked_body_complete(received: bytearray, start: int) -> bool | None:
+    """True when the chunked body from `start` is complete, False when more is to come, None when
+    it is malformed (then the parser on the thread says how)."""
+    pos = start
+    while True:
+        eol = received.find(b"\r\n", pos)
+        if eol < 0:
+            return None if len(received) - pos > 1024 else False  # a size line that never ends
+        size_text = bytes(received[pos:eol]).split(b";", 1)[0].strip(b" \t")
+        if not CHUNK_SIZE.fullmatch(size_text):
+            return None
+        size = int(size_text, 16)
+        if size == 0:  # the last chunk, then trailer lines up to an empty one
+            return received.startswith(b"\r\n", eol + 2) or received.find(HEAD_END, eol) >= 0
+        pos = eol + 2 + size + 2
+        if pos > len(received):
+            return False
+        if received[pos - 2 : pos] != b"\r\n":
+            return None
+
+
+def http_error(exc: BaseException) -> tuple[int, str]:
+    """(status, message) for what gunicorn's parser or the socket raised on a request."""
+    if isinstance(exc, errors.LimitRequestHeaders):
+        return 431, f"the request headers are over the limit: {exc}"
+    if isinstance(exc, errors.LimitRequestLine):
+        return 414, f"the request line is over the limit: {exc}"
+    if isinstance(exc, errors.ExpectationFailed):
+        return 417, str(exc)
+    if isinstance(exc, errors.ForbiddenProxyRequest):
+        return 403, "request forbidden"
+    if isinstance(exc, errors.InvalidRequestLine):
+        return 400, f"invalid request line: {exc}"
+    if isinstance(exc, errors.InvalidRequestMethod):
+        return 400, f"invalid method: {exc}"
+    if isinstance(exc, errors.InvalidHTTPVersion):
+        return 400, f"invalid HTTP version: {exc}"
+    if isinstance(exc, errors.InvalidHeader):
+        return 400, f"invalid header: {exc}"
+    # An unsupported transfer coding is gunicorn's 501: here a client error like any other framing.
+    if isinstance(exc, (errors.ParseException, errors.InvalidChunkSize, errors.ChunkMissingTerminator)):
+        return 400, f"malformed request: {type(exc).__name__}: {exc}"
+    if isinstance(exc, errors.InvalidChunkExtension):
+        return 400, f"malformed request: {exc}"
+    return 500, "internal server error"
+
+
+def write_json_error(sock: Any, status: int, message: str) -> None:
+    body = json.dumps({"error": message}).encode()
+    head = (
+        f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}\r\nConnection: close\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    try:
+        util.write_nonblock(sock, head.encode("latin-1") + body)
+    except OSError:
+        pass  # the client has gone
