@@ -22,6 +22,7 @@ thread. The model is still loaded once, before the fork (`preload_app`), and sha
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -162,8 +163,8 @@ class BufferedWorker(ThreadWorker):
         end = received.find(HEAD_END)
         if end < 0:
             cfg = self.cfg
-            head_limit = cfg.limit_request_line + cfg.limit_request_fields * (cfg.limit_request_field_size + 2)
-            return len(received) > head_limit + 4
+            fields = cfg.limit_request_fields * (cfg.limit_request_field_size + 2)
+            return len(received) > cfg.limit_request_line + fields + 4
         head = bytes(received[: end + 2])
         body = len(received) - end - 4
         lowered = head.lower()
@@ -238,7 +239,8 @@ class BufferedWorker(ThreadWorker):
         answer said keep-alive: the client may have sent its next request already, and a close then
         resets it. Such a connection is kept until that request (answered with `Connection: close`)
         or the keep-alive timeout."""
-        if self.alive or not isinstance(conn, Conn) or fs.cancelled() or fs.exception() or fs.result() is not True:
+        kept_alive = not fs.cancelled() and fs.exception() is None and fs.result() is True
+        if self.alive or not isinstance(conn, Conn) or not kept_alive:
             super().finish_request(conn, fs)
             return
         conn.sock.setblocking(False)
@@ -317,7 +319,5 @@ def write_json_error(sock: Any, status: int, message: str) -> None:
         f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}\r\nConnection: close\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
     )
-    try:
+    with contextlib.suppress(OSError):  # the client has gone
         util.write_nonblock(sock, head.encode("latin-1") + body)
-    except OSError:
-        pass  # the client has gone
