@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -21,10 +22,12 @@ from app.runtime import (
     ModelService,
     Scored,
     Scorer,
+    dumps,
     error_body,
     log,
     log_request,
 )
+from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -34,6 +37,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 JSON = b"application/json"
 # Requests with more rows than this already amortize the model's per-call cost: scored alone.
 SMALL_REQUEST_ROWS = 16
+# The request line and headers together; httptools sets no limit of its own (h11's is 16 KiB).
+MAX_HEADER_BYTES = int(os.environ.get("MAX_HEADER_BYTES", 64 * 1024))
 
 
 class MicroBatcher:
@@ -154,3 +159,57 @@ async def read_request(scope: Scope, receive: Receive) -> tuple[bytes, str | Non
         chunks.append(chunk)
         more = message.get("more_body", False)
     return chunks[0] if len(chunks) == 1 else b"".join(chunks), content_type
+
+
+class HeadersTooLarge(Exception):
+    """The request line and headers are over MAX_HEADER_BYTES."""
+
+
+class JsonErrorsProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
+    """uvicorn's HTTP protocol (httptools, else h11), answering what it refuses itself as JSON.
+
+    uvicorn answers a request it cannot parse (a garbage request line, a bad Content-Length, a
+    malformed chunk, headers over the limit) with a plain-text 400 before any app sees it. Here it
+    is {"error": "<what the parser found>"} like every other error of the service, 431 for headers
+    over MAX_HEADER_BYTES, and the connection is closed as before. Run with
+    `uvicorn.run(..., http="app.asgi:JsonErrorsProtocol")`.
+    """
+
+    head_bytes = 0
+
+    def on_message_begin(self) -> None:
+        self.head_bytes = 0
+        super().on_message_begin()
+
+    def on_url(self, url: bytes) -> None:
+        self._count(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count(len(name) + len(value) + 4)
+        super().on_header(name, value)
+
+    def _count(self, size: int) -> None:
+        self.head_bytes += size
+        if self.head_bytes > MAX_HEADER_BYTES:
+            raise HeadersTooLarge(
+                f"the request line and headers are over the limit of {MAX_HEADER_BYTES} bytes"
+            )
+
+    def send_400_response(self, msg: str) -> None:
+        """Called by uvicorn inside its `except` for the parser's error, which says what was wrong."""
+        error = sys.exc_info()[1]
+        cause = error.__cause__ or error.__context__ if error is not None else None
+        if isinstance(cause, HeadersTooLarge):
+            status, reason, message = 431, b"Request Header Fields Too Large", str(cause)
+        else:
+            detail = f"{type(error).__name__}: {error}" if error is not None else msg
+            status, reason, message = 400, b"Bad Request", f"invalid HTTP request: {detail}"
+        body = dumps({"error": message})
+        head = b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n" % (
+            status,
+            reason,
+            len(body),
+        )
+        self.transport.write(head + b"connection: close\r\n\r\n" + body)
+        self.transport.close()
