@@ -1,0 +1,291 @@
+"""The HTTP layer under clients that misbehave, on real servers and raw sockets.
+
+- Every error the server itself finds (bad framing, garbage request line, bad Content-Length,
+  oversized headers, a method no route takes, a declared body over the limit) is a JSON 4xx, on
+  flask (gunicorn), fastapi (uvicorn) and gcf (functions-framework), and the service answers after.
+- flask: 200 clients trickling their headers a byte every 5 s do not keep /health from answering
+  within 1 s; SIGTERM under load answers every request whose bytes were sent, then exits 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from conftest import Registry, run_cli
+
+from deployctl.process import free_port
+
+pytestmark = pytest.mark.slow
+MODEL = "models:/churn_logreg/1"
+HOST = "127.0.0.1"
+
+
+@pytest.fixture(scope="module")
+def built(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """generate + build through the CLI, once per target."""
+    cache: dict[str, Path] = {}
+
+    def make(target: str) -> Path:
+        if target not in cache:
+            out = tmp_path_factory.mktemp(target) / "artifact"
+            result = run_cli("generate", "-m", MODEL, "-t", target, "-o", str(out), env=registry.env())
+            assert result.code == 0, result.output
+            result = run_cli("build", str(out))
+            assert result.code == 0, result.output
+            cache[target] = out
+        return cache[target]
+
+    return make
+
+
+def start(artifact: Path, target: str, workers: int = 1) -> tuple[subprocess.Popen[bytes], int]:
+    """The artifact's own server, as its README runs it; (process, port) once /health answers."""
+    port = free_port()
+    if target == "gcf":
+        framework = str(artifact / ".venv" / "bin" / "functions-framework")
+        cmd = [framework, "--target", "handle", "--host", HOST, "--port", str(port)]
+    else:
+        cmd = [str(artifact / ".venv" / "bin" / "python"), "-m", "app"]
+    env = {**os.environ, "PORT": str(port), "HOST": HOST, "WORKERS": str(workers), "ACCESS_LOG": "0"}
+    log = artifact.parent / f"server-{port}.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, cwd=artifact, env=env, stdout=out, stderr=out, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, log.read_text()
+        try:
+            if exchange(port, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")[0] == 200:
+                return proc, port
+        except OSError:
+            time.sleep(0.1)
+    stop(proc)
+    raise AssertionError(f"{target} did not answer /health")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes] | None:
+    """One complete response (status, headers, body), or None if the connection ended before it."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return None
+        data += chunk
+    head, body = data.split(b"\r\n\r\n", 1)
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.lower().split(": ", 1) for line in lines[1:])
+    length = int(headers.get("content-length", "0"))
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return None
+        body += chunk
+    return int(lines[0].split()[1]), headers, body
+
+
+def exchange(port: int, request: bytes, timeout: float = 10) -> tuple[int, dict[str, str], bytes]:
+    with socket.create_connection((HOST, port), timeout=timeout) as sock:
+        sock.sendall(request)
+        response = read_response(sock)
+    assert response is not None, f"the connection closed without an answer to {request[:60]!r}"
+    return response
+
+
+def healthy(port: int) -> bool:
+    return exchange(port, b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")[0] == 200
+
+
+@pytest.fixture(scope="module", params=["flask", "fastapi"])
+def server(request: pytest.FixtureRequest, built: Callable[[str], Path]) -> Iterator[int]:
+    proc, port = start(built(request.param), request.param)
+    yield port
+    stop(proc)
+
+
+BODY = b'{"features": [1, 2, 3]}'
+EDGES = [
+    (
+        "malformed chunk",
+        b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\nzz\r\n",
+        {400},
+    ),
+    ("bad content-length", b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n{}", {400}),
+    (
+        "two content-lengths",
+        b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}",
+        {400},
+    ),
+    ("garbage request line", b"\x16\x03\x01\x02\x00 garbage\r\n\r\n", {400}),
+    ("wrong method", b"GET /predict HTTP/1.1\r\nHost: x\r\n\r\n", {405}),
+    ("unknown method", b"TRACE /predict HTTP/1.1\r\nHost: x\r\n\r\n", {405}),
+    ("unknown path", b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n", {404}),
+    ("oversized header", b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n", {431}),
+    (
+        "declared body over the limit",
+        b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 50000000\r\n\r\n{",
+        {413},
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "request_bytes", "statuses"), EDGES, ids=[e[0] for e in EDGES])
+def test_http_layer_errors_are_json_4xx_and_the_service_stays_up(
+    server: int, name: str, request_bytes: bytes, statuses: set[int]
+) -> None:
+    status, headers, body = exchange(server, request_bytes)
+    assert status in statuses, (status, body)
+    assert headers["content-type"].startswith("application/json"), (headers, body)
+    assert json.loads(body)["error"]
+    assert healthy(server)
+
+
+def test_a_good_chunked_request_is_answered(server: int) -> None:
+    request = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    request += b"Transfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n" % (len(BODY), BODY)
+    status, _, body = exchange(server, request)
+    # churn_logreg takes other columns: what matters is that the body was read and judged (400)
+    assert status in (200, 400) and json.loads(body), body
+    assert b"could not be read" not in body
+
+
+def test_flask_serves_health_within_1s_while_200_clients_trickle_their_headers(
+    built: Callable[[str], Path],
+) -> None:
+    proc, port = start(built("flask"), "flask", workers=2)
+    slow: list[socket.socket] = []
+    stop_trickle = threading.Event()
+
+    def trickle() -> None:
+        while not stop_trickle.wait(5):
+            for sock in slow:
+                with contextlib.suppress(OSError):
+                    sock.send(b"a")
+
+    try:
+        for _ in range(200):
+            sock = socket.create_connection((HOST, port))
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            slow.append(sock)
+        threading.Thread(target=trickle, daemon=True).start()
+        took = []
+        for _ in range(8):  # over 7 s: through a trickle round, and past gunicorn's 5 s data wait
+            started = time.monotonic()
+            assert exchange(port, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n", timeout=5)[0] == 200
+            took.append(time.monotonic() - started)
+            time.sleep(1)
+        assert max(took) < 1, took
+        assert proc.poll() is None
+    finally:
+        stop_trickle.set()
+        for sock in slow:
+            sock.close()
+        stop(proc)
+
+
+def test_flask_drains_on_sigterm_under_load(built: Callable[[str], Path]) -> None:
+    """16 keep-alive clients post in a loop; SIGTERM to the server (as an orchestrator sends it to
+    PID 1). A request is lost if its bytes were all sent and no complete answer came back."""
+    proc, port = start(built("flask"), "flask", workers=2)
+    request = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    request += b"Content-Length: %d\r\n\r\n%s" % (len(BODY), BODY)
+    counts = {"answered": 0, "lost": 0, "answered after SIGTERM": 0}
+    lock = threading.Lock()
+    signalled = threading.Event()
+
+    def client() -> None:
+        sock: socket.socket | None = None
+        while True:
+            if sock is None:
+                try:
+                    sock = socket.create_connection((HOST, port), timeout=30)
+                except OSError:  # refused: the server has stopped listening
+                    return
+            try:
+                sock.sendall(request)
+            except OSError:  # not all sent: not a request the server received
+                sock.close()
+                sock = None
+                continue
+            try:
+                response = read_response(sock)
+            except OSError:
+                response = None
+            with lock:
+                if response is None:
+                    counts["lost"] += 1
+                else:
+                    counts["answered"] += 1
+                    counts["answered after SIGTERM"] += signalled.is_set()
+            if response is None or response[1].get("connection") == "close":
+                sock.close()
+                sock = None
+
+    threads = [threading.Thread(target=client) for _ in range(16)]
+    try:
+        for thread in threads:
+            thread.start()
+        time.sleep(2)
+        started = time.monotonic()
+        signalled.set()
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(30)
+        took = time.monotonic() - started
+        for thread in threads:
+            thread.join(10)
+    finally:
+        stop(proc)
+    assert code == 0 and took < 30, (code, took)
+    assert counts["lost"] == 0, counts
+    assert counts["answered"] > 100 and counts["answered after SIGTERM"] > 0, counts
+
+
+GCF_EDGES = [
+    (
+        "malformed chunk",
+        b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\nzz\r\n",
+        400,
+    ),
+    ("wrong method", b"GET /predict HTTP/1.1\r\nHost: x\r\n\r\n", 405),
+    ("framework's own path", b"GET /favicon.ico HTTP/1.1\r\nHost: x\r\n\r\n", 404),
+    ("unknown path", b"POST /nope HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}", 404),
+]
+
+
+@pytest.fixture(scope="module")
+def gcf_port(built: Callable[[str], Path]) -> Iterator[int]:
+    proc, port = start(built("gcf"), "gcf")
+    yield port
+    stop(proc)
+
+
+@pytest.mark.parametrize(("name", "request_bytes", "status"), GCF_EDGES, ids=[e[0] for e in GCF_EDGES])
+def test_gcf_errors_are_json_4xx_on_the_real_functions_framework(
+    gcf_port: int, name: str, request_bytes: bytes, status: int
+) -> None:
+    got, headers, body = exchange(gcf_port, request_bytes)
+    assert got == status, body
+    assert headers["content-type"].startswith("application/json"), (headers, body)
+    assert json.loads(body)["error"]
+    assert healthy(gcf_port)
