@@ -195,12 +195,17 @@ def servers(artifacts: dict[str, Path], uri: str, tracking_uri: str, workers: in
         "{port}",
     ]
     floor = [fastapi[0], "-m", "uvicorn", "floor:app", "--app-dir", str(BENCH), "--port", "{port}"]
+    # the same flask artifact on gunicorn's sync workers, as it shipped before app/worker.py (the
+    # command line overrides gunicorn.conf.py): one connection at a time per process, no keep-alive
+    gunicorn = str(artifacts["flask"] / ".venv" / "bin" / "gunicorn")
+    flask_sync = [gunicorn, "--config", "gunicorn.conf.py", "--worker-class", "sync", "app.server:app"]
     quiet = ["--no-access-log", "--log-level", "warning"]
     unbatched = {**ours, "MICRO_BATCH": "0"}
     return [
         Server("deployctl fastapi", fastapi, artifacts["fastapi"], ours, ("predict", "invocations", "batch")),
         Server("deployctl fastapi, MICRO_BATCH=0", fastapi, artifacts["fastapi"], unbatched, ("predict",)),
         Server("deployctl flask", flask, artifacts["flask"], ours, ("predict", "batch")),
+        Server("deployctl flask, gunicorn sync (before)", flask_sync, artifacts["flask"], ours, ("predict",)),
         Server("mlflow models serve", mlflow, REPO, mlflow_env, ("invocations",)),
         Server(
             f"mlflow models serve -w {workers}",

@@ -62,6 +62,7 @@ class Conn(TConn):
         super().__init__(cfg, sock, client, server)
         self.received = bytearray()
         self.deadline = 0.0
+        self.watched = False  # registered on the worker's selector
 
     def close(self, graceful: bool = False) -> None:
         """Close without lingering: gunicorn's graceful close waits up to 2 s for the client's FIN
@@ -134,24 +135,28 @@ class BufferedWorker(ThreadWorker):
         conn.sock.setblocking(False)
         conn.deadline = time.monotonic() + (REQUEST_TIMEOUT if self.alive else self.cfg.keepalive)
         self.receiving[conn] = None
-        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_bytes, conn))
-        if conn.received and self.complete(conn.received):
-            self.hand_over(conn)
+        # Most requests are in already (a kept-alive connection is here because it is readable):
+        # read now; the selector watches only for the rest.
+        self.on_bytes(conn, conn.sock)
+        if conn in self.receiving and not conn.watched:
+            self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_bytes, conn))
+            conn.watched = True
 
     def on_bytes(self, conn: Conn, sock: Any) -> None:
         try:
             data = sock.recv(65536)
         except (BlockingIOError, InterruptedError):
-            return
+            data = None
         except OSError:
             data = b""
-        if not data:  # the client has gone
+        if data == b"":  # the client has gone
             self.forget(conn)
             self.nr_conns -= 1
             conn.close()
             return
-        conn.received += data
-        if self.complete(conn.received):
+        if data:
+            conn.received += data
+        if conn.received and self.complete(conn.received):
             self.hand_over(conn)
 
     def complete(self, received: bytearray) -> bool:
@@ -192,7 +197,9 @@ class BufferedWorker(ThreadWorker):
         self.enqueue_req(conn)
 
     def forget(self, conn: Conn) -> None:
-        self.poller.unregister(conn.sock)
+        if conn.watched:
+            self.poller.unregister(conn.sock)
+            conn.watched = False
         del self.receiving[conn]
 
     def murder_pending(self) -> None:
