@@ -26,6 +26,7 @@ if __name__ == "__main__":
         port=int(os.environ.get("PORT", "8000")),
         workers=int(os.environ.get("WORKERS") or 0) or cores(),
         access_log=False,  # app.runtime logs each request as one JSON line
+        http="app.asgi:JsonErrorsProtocol",  # uvicorn's own 400s, and 431, as JSON like every other error
         timeout_graceful_shutdown=int(os.environ.get("GRACEFUL_TIMEOUT", "20")),
         log_level=os.environ.get("LOG_LEVEL", "info").lower(),
     )

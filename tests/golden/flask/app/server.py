@@ -8,8 +8,9 @@ from __future__ import annotations
 import time
 
 from flask import Flask, Response, request
+from werkzeug.exceptions import HTTPException
 
-from app.runtime import MAX_BODY_BYTES, ModelService, configure_logging, log_request
+from app.runtime import MAX_BODY_BYTES, BadRequest, ModelService, configure_logging, error_body, log_request
 
 configure_logging()
 service = ModelService.from_artifact()
@@ -20,8 +21,32 @@ app = Flask(__name__)
 @app.route("/<path:path>", methods=["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"])
 def handle(path: str) -> Response:
     started = time.perf_counter()
-    # Read one byte past the limit so an oversized body is refused without buffering all of it.
-    body = request.stream.read(MAX_BODY_BYTES + 1)
-    status, payload = service.handle(request.method, "/" + path, body, request.content_type)
+    headers: dict[str, str] = {}
+    try:
+        body = read_body()
+    except BadRequest as exc:
+        status, payload = exc.status, error_body(exc, "/" + path.rstrip("/"))
+        headers["Connection"] = "close"  # the body is left unread, or cannot be framed
+    else:
+        status, payload = service.handle(request.method, "/" + path, body, request.content_type)
     log_request(request.method, "/" + path, status, started)
-    return Response(payload, status, mimetype="application/json")
+    return Response(payload, status, headers, mimetype="application/json")
+
+
+def read_body() -> bytes:
+    """The body; over MAX_BODY_BYTES refused from its Content-Length alone, else after reading one
+    byte past the limit, so an oversized body is never buffered in full."""
+    if (request.content_length or 0) > MAX_BODY_BYTES:
+        raise BadRequest.too_large()
+    try:
+        return request.stream.read(MAX_BODY_BYTES + 1)
+    except Exception as exc:  # the server refuses the framing: a chunk size that is no number, ...
+        raise BadRequest(f"the request body could not be read: {type(exc).__name__}: {exc}") from None
+
+
+@app.errorhandler(HTTPException)
+def http_error(exc: HTTPException) -> Response:
+    """Flask's own refusals (e.g. a method no route takes) answer JSON like every other error."""
+    status = exc.code or 400
+    body = error_body(BadRequest(f"{request.method} {request.path}: {exc.description}", status))
+    return Response(body, status, mimetype="application/json")
