@@ -247,8 +247,13 @@ def _from_local_dir(uri: str, local_dir: Path, dest: Path) -> ResolvedModel:
 
 def _download(uri: str, tracking_uri: str, dest: Path) -> Path:
     """Download into a scratch folder next to `dest`, then copy it over without following links."""
+    import mlflow
     import mlflow.artifacts
 
+    # download_artifacts takes a tracking URI, but MLflow looks models:/ URIs up with a client built
+    # from the global URIs (else $MLFLOW_*_URI or ./mlflow.db, which it would create): set them.
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
     scratch = dest.parent / f".{dest.name}-download"
     scratch.mkdir(parents=True, exist_ok=True)
     path = Path(mlflow.artifacts.download_artifacts(uri, dst_path=str(scratch), tracking_uri=tracking_uri))
