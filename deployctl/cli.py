@@ -82,7 +82,7 @@ def inspect(
     from deployctl.model import resolve
     from deployctl.redact import redact
 
-    with tempfile.TemporaryDirectory() as tmp, err.status(f"Resolving {redact(model)}"):
+    with tempfile.TemporaryDirectory() as tmp, err.status(f"Resolving {escape(redact(model) or '')}"):
         resolved = resolve(model, tracking_uri, Path(tmp) / "model")
     data = resolved.describe()  # every URI in it redacted
     data.pop("local_path")
@@ -127,7 +127,7 @@ def generate(
     """
     from deployctl.generate import generate as run_generate
 
-    with err.status(f"Generating {target} artifact for {model}"):
+    with err.status(escape(f"Generating {target} artifact for {model}")):
         artifact = run_generate(
             model,
             target,

@@ -106,12 +106,12 @@ def _check_out_dir(out: Path, force: bool) -> Previous | None:
     if real == Path(real.anchor):
         raise UsageError(
             f"--out {out} is the root of the filesystem.",
-            "Choose a directory for the artifact, e.g. --out build/api.",
+            ELSEWHERE,
         )
     if real == _home():
         raise UsageError(
             f"--out {out} is your home directory; deployctl writes an artifact into a directory of its own.",
-            "Choose a new directory for the artifact, e.g. --out build/api.",
+            ELSEWHERE,
         )
     existing = next(p for p in [out, *out.absolute().parents] if p.exists() or p.is_symlink())
     if not existing.is_dir():
@@ -169,9 +169,10 @@ def read_previous(out: Path) -> Previous | None:
     bad = [rel for rel in files if not _inside(out, rel)]
     if bad:
         raise OutDirError(
-            f"{file} lists path(s) outside --out {out}, or outside what generate writes: {_show(bad)}. "
-            "deployctl refuses this manifest and touches none of its files.",
-            f"The manifest was edited or does not come from deployctl. {refuse}",
+            f"{file} lists path(s) that lead outside --out {out} (a `..`, an absolute path, a link on the "
+            f"way) or into what generate never writes: {_show(bad)}. deployctl refuses this manifest and "
+            "touches none of its files.",
+            f"The manifest was edited, or a directory in the artifact was replaced by a link. {refuse}",
         )
     return Previous(dict(files))
 

@@ -85,7 +85,10 @@ def public_uri(uri: str | None) -> str | None:
     """
     if uri is None:
         return None
-    text = uri.strip()
+    return redact(_public(uri.strip()))
+
+
+def _public(text: str) -> str:
     scheme = text.split(":", 1)[0].lower() if re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", text) else ""
     if not scheme or scheme == "file":
         path = urlsplit(text).path if scheme else text
@@ -94,11 +97,11 @@ def public_uri(uri: str | None) -> str | None:
         name = _basename(urlsplit(text).path)
         return f"{scheme}:///{name}" if name else f"{scheme}://"
     if "://" not in text:  # models:/name@alias, runs:/id/path, mlflow-artifacts:/x, dbfs:/x
-        return redact(text.split("?", 1)[0].split("#", 1)[0])
+        return text.split("?", 1)[0].split("#", 1)[0]
     rest = _mask_userinfo(text.split("://", 1)[1])
     rest = rest.split(f"{MASK}@", 1)[1] if rest.startswith(f"{MASK}@") else rest
     rest = re.split(r"[?#]", rest, maxsplit=1)[0]
-    return redact(f"{scheme}://{rest}".rstrip("/"))
+    return f"{scheme}://{rest}".rstrip("/")
 
 
 def _basename(path: str) -> str:
