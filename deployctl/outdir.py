@@ -53,16 +53,18 @@ class Plan:
     remove: list[str] = field(default_factory=list)  # generated, unmodified, no longer generated
     kept_orphans: list[str] = field(default_factory=list)  # generated, edited, no longer generated
     replace_model: bool = False  # `model/` exists and holds exactly what generate wrote
+    model_changed: bool = False  # ... and the new model/ differs from it
 
     def notes(self) -> list[str]:
         """What --force did, for the CLI to print (stderr)."""
         notes = []
-        if self.replaced or self.replace_model:
-            what = ([f"{MODEL_DIR}/"] if self.replace_model else []) + self.replaced
+        if self.replaced or self.model_changed:
+            what = ([f"{MODEL_DIR}/"] if self.model_changed else []) + self.replaced
             notes.append(f"replaced {len(what)} unmodified generated file(s): {_show(what)}")
         if self.remove:
             notes.append(
-                f"removed {len(self.remove)} generated file(s) no longer produced: {_show(self.remove)}"
+                f"removed {len(self.remove)} unmodified generated file(s) no longer produced: "
+                f"{_show(self.remove)}"
             )
         if self.kept_edited:
             notes.append(
@@ -237,6 +239,9 @@ def plan_install(out: Path, stage: Path, previous: Previous | None) -> Plan:
             "`deployctl generate` wrote there and you have not changed.",
         )
     plan.replace_model = _check_model_dir(out, prev)
+    old_model = {rel: digest for rel, digest in prev.items() if rel.startswith(f"{MODEL_DIR}/")}
+    new_model = {rel: digest for rel, digest in plan.hashes.items() if rel.startswith(f"{MODEL_DIR}/")}
+    plan.model_changed = plan.replace_model and old_model != new_model
     return plan
 
 

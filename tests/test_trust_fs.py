@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Registry, Result, run_cli
+from conftest import ROOT, Registry, Result, run_cli
 from test_cli import assert_user_error
 
 from deployctl.redact import public_uri, redact
@@ -571,13 +571,13 @@ def test_odd_out_dirs_are_refused_cleanly(cli: Cli, tmp_path: Path) -> None:
     assert sorted(p.name for p in home.iterdir()) == [".bashrc"]
 
 
-def test_force_into_the_current_directory_that_is_no_artifact(cli: Cli, tmp_path: Path) -> None:
+def test_force_into_the_current_directory_that_is_no_artifact(registry: Registry, tmp_path: Path) -> None:
     project = tmp_path / "project"
     project.mkdir()
     (project / "train.py").write_text("# my training code")
-    result = cli(
-        "generate", "-m", "models:/house_price/1", "-t", "fastapi", "-o", ".", "--force", cwd=project
-    )
+    env = {**registry.env(), "PYTHONPATH": str(ROOT)}  # cwd is no longer the checkout: import ours
+    args = ("generate", "-m", "models:/house_price/1", "-t", "fastapi", "-o", ".", "--force")
+    result = run_cli(*args, env=env, cwd=project)
     assert_user_error(result, "is the current directory", "not an artifact")
     assert sorted(p.name for p in project.iterdir()) == ["train.py"]
 
