@@ -109,7 +109,8 @@ def check_uri(uri: str) -> None:
             bad, f"the control character {bad!r}"
         )
         raise UsageError(
-            f"The model URI {redact(uri)!r} contains {what}; model names and paths cannot.",
+            f"The model URI {redact(uri)!r} contains {what}; deployctl refuses control characters "
+            "in model names and paths.",
             "Check how the URI was built (a stray line break from a file or a variable?). " + URI_FORMS,
         )
 
@@ -127,7 +128,7 @@ def _from_registry(uri: str, tracking_uri: str, dest: Path) -> ResolvedModel:
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     name, version = _pin_version(client, uri, tracking_uri)
     mv = client.get_model_version(name, version)
-    _check_local_source(client.get_model_version_download_uri(name, version))
+    _check_local_source(_download_location(client, name, version))
     path = _download(f"models:/{name}/{version}", tracking_uri, dest)
     model = _read_model(path, uri)
     model.name, model.version, model.run_id = name, str(version), mv.run_id or model.run_id
@@ -262,13 +263,23 @@ def _download(uri: str, tracking_uri: str, dest: Path) -> Path:
     return dest
 
 
+def _download_location(client: Any, name: str, version: str) -> str:
+    """Where the version's artifacts live, when the registry says (Unity Catalog may not)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(client.get_model_version_download_uri(name, version))
+    except MlflowException:
+        return ""
+
+
 def _check_local_source(location: str) -> None:
     """A registry whose artifacts live on this machine: MLflow's download copies files with
     shutil.copy2, which follows links. Refuse an escaping link before it is read."""
     from urllib.parse import unquote, urlsplit
 
     parts = urlsplit(location)
-    if parts.scheme not in ("", "file"):
+    if not location or parts.scheme not in ("", "file"):
         return
     source = Path(unquote(parts.path) if parts.scheme else location)
     if _is_dir(source):

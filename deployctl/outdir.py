@@ -117,7 +117,8 @@ def _check_out_dir(out: Path, force: bool) -> Previous | None:
         )
     existing = next(p for p in [out, *out.absolute().parents] if p.exists() or p.is_symlink())
     if not existing.is_dir():
-        where = "is a file" if existing == out else f"is under {existing}, which is a file"
+        what = "a broken link" if existing.is_symlink() else "a file"
+        where = f"is {what}" if existing == out else f"is under {existing}, which is {what}"
         raise UsageError(f"--out {out} {where}.", "Choose a directory path for --out.")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise UsageError(
