@@ -86,6 +86,8 @@ def resolve(uri: str, tracking_uri: str | None, dest: Path) -> ResolvedModel:
         return _from_local_dir(uri, local_dir, dest)
     if not (uri.startswith("models:/") or uri.startswith("runs:/")):
         raise UsageError(f"'{redact(uri)}' is neither a model URI nor an MLflow model directory.", URI_FORMS)
+    if uri.startswith("models:/"):
+        parse_models_uri(uri)  # a malformed URI is refused before MLflow is imported (~2 s)
     _quiet_mlflow()
     with _registry_errors(tracking_uri):
         if uri.startswith("runs:/"):
@@ -136,10 +138,8 @@ def _from_registry(uri: str, tracking_uri: str, dest: Path) -> ResolvedModel:
     return model
 
 
-def _pin_version(client: Any, uri: str, tracking_uri: str) -> tuple[str, str]:
-    """Turn alias, stage and `latest` forms into one exact version number."""
-    from mlflow.exceptions import MlflowException
-
+def parse_models_uri(uri: str) -> tuple[str, str, str]:
+    """`models:/name@alias` -> (name, "@", alias); `models:/name/<ref>` -> (name, "/", ref)."""
     rest = uri[len("models:/") :].strip("/")
     name, sep, ref = rest.partition("@") if "@" in rest else rest.partition("/")
     if not name or not sep or not ref or "/" in ref:
@@ -148,6 +148,14 @@ def _pin_version(client: Any, uri: str, tracking_uri: str) -> tuple[str, str]:
             "Use models:/<name>@<alias>, models:/<name>/<version>, models:/<name>/<Stage> "
             "or models:/<name>/latest.",
         )
+    return name, sep, ref
+
+
+def _pin_version(client: Any, uri: str, tracking_uri: str) -> tuple[str, str]:
+    """Turn alias, stage and `latest` forms into one exact version number."""
+    from mlflow.exceptions import MlflowException
+
+    name, sep, ref = parse_models_uri(uri)
     _require_registered(client, name, tracking_uri)
     try:
         if sep == "@":
