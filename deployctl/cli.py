@@ -13,6 +13,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from deployctl import __version__
@@ -79,10 +80,11 @@ def inspect(
     import tempfile
 
     from deployctl.model import resolve
+    from deployctl.redact import redact
 
-    with tempfile.TemporaryDirectory() as tmp, err.status(f"Resolving {model}"):
+    with tempfile.TemporaryDirectory() as tmp, err.status(f"Resolving {escape(redact(model) or '')}"):
         resolved = resolve(model, tracking_uri, Path(tmp) / "model")
-    data = resolved.describe()
+    data = resolved.describe()  # every URI in it redacted
     data.pop("local_path")
     if as_json:
         print(json.dumps(data, indent=2))
@@ -125,7 +127,7 @@ def generate(
     """
     from deployctl.generate import generate as run_generate
 
-    with err.status(f"Generating {target} artifact for {model}"):
+    with err.status(escape(f"Generating {target} artifact for {model}")):
         artifact = run_generate(
             model,
             target,
@@ -136,6 +138,8 @@ def generate(
             raw_options=parse_extra_options(ctx.args),
             templates=templates,
         )
+    for note in artifact.notes:
+        err.print(f"[yellow]--force:[/] {escape(note)}", highlight=False)
     m = artifact.model
     err.print(
         f"[green]Generated[/] {artifact.path} ({artifact.target}) for {m['name']} "
@@ -258,7 +262,7 @@ def main() -> None:
     except DeployctlError as exc:
         if state["debug"]:
             err.print_exception()
-        err.print(f"[bold red]Error:[/] {exc.message}", highlight=False)
+        err.print(f"[bold red]Error:[/] {escape(exc.message)}", highlight=False)
         if exc.hint:
-            err.print(f"[yellow]Hint:[/] {exc.hint}", highlight=False)
+            err.print(f"[yellow]Hint:[/] {escape(exc.hint)}", highlight=False)
         sys.exit(exc.exit_code)

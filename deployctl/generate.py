@@ -5,7 +5,6 @@ from __future__ import annotations
 import keyword
 import platform
 import re
-import shutil
 import tempfile
 from dataclasses import asdict
 from datetime import datetime, timezone
@@ -13,10 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from deployctl import __version__, requirements
-from deployctl.errors import DeployctlError, UsageError
 from deployctl.expect import Expectations, record_expectations
-from deployctl.manifest import MANIFEST, SCHEMA_VERSION, Artifact, file_hashes, write_manifest
-from deployctl.model import ResolvedModel, resolve
+from deployctl.manifest import SCHEMA_VERSION, Artifact
+from deployctl.model import ResolvedModel, copy_model_tree, resolve, strip_host_paths
+from deployctl.outdir import check_out_dir, install, plan_install
+from deployctl.redact import public_uri
+from deployctl.redact import redact as redact  # re-exported: the one redaction function lives there
 from deployctl.render import render_layers
 from deployctl.targets import get as get_target
 from deployctl.targets.base import Target, dns_name
@@ -42,65 +43,50 @@ def generate(
     raw_options: dict[str, str] | None = None,
     templates: Path | None = None,
 ) -> Artifact:
+    """Resolve, record, render into a staging folder, plan against `out`, then install (see outdir.py)."""
     target = get_target(target_name)
     options = target.parse_options(raw_options or {})
-    check_out_dir(out, force)
+    previous = check_out_dir(out, force)
     with tempfile.TemporaryDirectory(prefix="deployctl-") as tmp:
         model = resolve(uri, tracking_uri, Path(tmp) / "model")
         service_name = dns_name(name or model.name)
         expectations = record_expectations(model)
-        clear_previous(out)
-        shutil.copytree(model.local_path, out / "model", dirs_exist_ok=True)
+        stage = Path(tmp) / "stage"
+        copy_model_tree(model.local_path, stage / "model")
+        strip_host_paths(stage / "model")
         model.local_path = out / "model"
-    context = template_context(target, model, expectations, service_name, options)
-    written = render_layers(target.layers, context, out, templates)
-    files = [*written, *(p for p in (out / "model").rglob("*") if p.is_file())]
-    manifest = {
-        "schema_version": SCHEMA_VERSION,
-        "tool_version": __version__,
-        "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "target": target.name,
-        "name": service_name,
-        "options": options,
-        "python_version": platform.python_version(),
-        "model": context["model"],
-        "smoke_cases": expectations.cases,
-        "files": file_hashes(out, files),
-    }
-    write_manifest(out, manifest)
-    return Artifact(out, manifest)
-
-
-def check_out_dir(out: Path, force: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} is a file.", "Choose a directory path for --out.")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise UsageError(
-            f"--out {out} is not empty; deployctl never overwrites files without --force.",
-            "Choose an empty or new directory, or pass --force to regenerate into it.",
-        )
-
-
-def clear_previous(out: Path) -> None:
-    """With --force, remove what an earlier generate wrote (and only that); keep the user's files."""
-    try:
-        previous = Artifact.open(out)
-    except DeployctlError:
-        return
-    for rel in previous.manifest.get("files", {}):
-        (out / rel).unlink(missing_ok=True)
-    shutil.rmtree(out / "model", ignore_errors=True)
-    (out / MANIFEST).unlink()
+        context = template_context(target, model, expectations, service_name, options)
+        render_layers(target.layers, context, stage, templates)
+        plan = plan_install(out, stage, previous)
+        manifest = {
+            "schema_version": SCHEMA_VERSION,
+            "tool_version": __version__,
+            "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "target": target.name,
+            "name": service_name,
+            "options": options,
+            "python_version": platform.python_version(),
+            "model": context["model"],
+            "smoke_cases": expectations.cases,
+            "files": plan.hashes,
+        }
+        install(plan, manifest)
+    return Artifact(out, manifest, notes=plan.notes())
 
 
 def manifest_model(model: ResolvedModel, expectations: Expectations) -> dict[str, Any]:
+    """The model block of the manifest (and of the template context): no credential, no host path.
+
+    URIs go through `public_uri`: a local model is recorded by its directory's base name, a sqlite
+    registry as `sqlite:///<db file name>`, a server as scheme://host:port without userinfo.
+    """
     return {
-        "uri": model.uri,
+        "uri": public_uri(model.uri),
         "name": model.name,
         "version": model.version,
         "run_id": model.run_id,
-        "source": model.source,
-        "tracking_uri": redact(model.tracking_uri),
+        "source": public_uri(model.source),
+        "tracking_uri": public_uri(model.tracking_uri),
         "flavor": model.flavor,
         "loader": model.loader,
         "mlflow_version": model.mlflow_version,
@@ -144,10 +130,3 @@ def identifier(name: str) -> str:
     if not ident or ident[0].isdigit() or keyword.iskeyword(ident):
         ident = "f_" + ident
     return ident
-
-
-def redact(uri: str | None) -> str | None:
-    """Credentials in a tracking URI must not end up in an artifact (or an image built from it)."""
-    if uri is None:
-        return None
-    return re.sub(r"(?<=://)[^/@]+@", "***@", uri)

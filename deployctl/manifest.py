@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ class Artifact:
 
     path: Path
     manifest: dict[str, Any]
+    notes: list[str] = field(default_factory=list)  # what `generate --force` replaced or kept
 
     @classmethod
     def open(cls, path: Path) -> Artifact:
@@ -90,4 +92,7 @@ class Artifact:
 
 
 def write_manifest(out: Path, manifest: dict[str, Any]) -> None:
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+    """Written last, and atomically: a manifest on disk always describes files that are there."""
+    tmp = out / f".{MANIFEST}.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, out / MANIFEST)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from deployctl.errors import DeployctlError, ModelNotFound, RegistryUnreachable, UsageError
+from deployctl.redact import redact
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 # The MLflow signature column types deployctl serves, and the numpy dtype each becomes.
@@ -28,6 +29,12 @@ COLUMN_DTYPES = {
     "string": "object",
 }
 NATIVE_FLAVORS = ("sklearn",)
+# Longer than any registry accepts (MLflow's own limit on names is 256), short enough for a message.
+MAX_URI_LENGTH = 1024
+URI_FORMS = (
+    "Use models:/<name>@<alias>, models:/<name>/<version>, models:/<name>/<Stage>, "
+    "models:/<name>/latest, runs:/<run_id>/<path>, or a folder holding an MLmodel file."
+)
 
 
 @dataclass(frozen=True)
@@ -58,9 +65,11 @@ class ResolvedModel:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def describe(self) -> dict[str, Any]:
-        """What `inspect --json` prints and the manifest records."""
+        """What `inspect --json` prints: every URI redacted (the manifest records less: `manifest_model`)."""
         data = asdict(self)
         data["local_path"] = str(self.local_path)
+        for key in ("uri", "source", "tracking_uri"):
+            data[key] = redact(data[key])
         return data
 
 
@@ -71,20 +80,48 @@ def tracking_uri_or_default(tracking_uri: str | None) -> str:
 def resolve(uri: str, tracking_uri: str | None, dest: Path) -> ResolvedModel:
     """Resolve `uri` to one pinned version and copy its artifacts into `dest`."""
     tracking_uri = tracking_uri_or_default(tracking_uri)
+    check_uri(uri)
     local_dir = Path(uri).expanduser()
-    if local_dir.is_dir():
+    if _is_dir(local_dir):
         return _from_local_dir(uri, local_dir, dest)
     if not (uri.startswith("models:/") or uri.startswith("runs:/")):
-        raise UsageError(
-            f"'{uri}' is neither a model URI nor an MLflow model directory.",
-            "Use models:/<name>@<alias>, models:/<name>/<version>, models:/<name>/<Stage>, "
-            "models:/<name>/latest, runs:/<run_id>/<path>, or a folder holding an MLmodel file.",
-        )
+        raise UsageError(f"'{redact(uri)}' is neither a model URI nor an MLflow model directory.", URI_FORMS)
+    if uri.startswith("models:/"):
+        parse_models_uri(uri)  # a malformed URI is refused before MLflow is imported (~2 s)
     _quiet_mlflow()
     with _registry_errors(tracking_uri):
         if uri.startswith("runs:/"):
             return _from_run(uri, tracking_uri, dest)
         return _from_registry(uri, tracking_uri, dest)
+
+
+def check_uri(uri: str) -> None:
+    """Refuse what no registry name or path holds, before MLflow turns it into a misleading error."""
+    if not uri.strip():
+        raise UsageError("The model URI is empty.", URI_FORMS)
+    if len(uri) > MAX_URI_LENGTH:
+        raise UsageError(
+            f"The model URI is {len(uri)} characters long (at most {MAX_URI_LENGTH}): "
+            f"'{redact(uri[:60])}...'.",
+            URI_FORMS,
+        )
+    bad = next((ch for ch in uri if ord(ch) < 32 or ord(ch) == 127), None)
+    if bad is not None:
+        what = {"\n": "a newline", "\r": "a carriage return", "\t": "a tab"}.get(
+            bad, f"the control character {bad!r}"
+        )
+        raise UsageError(
+            f"The model URI {redact(uri)!r} contains {what}; deployctl refuses control characters "
+            "in model names and paths.",
+            "Check how the URI was built (a stray line break from a file or a variable?). " + URI_FORMS,
+        )
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except (OSError, ValueError):  # a name too long for the filesystem, a NUL byte: not a directory
+        return False
 
 
 def _from_registry(uri: str, tracking_uri: str, dest: Path) -> ResolvedModel:
@@ -93,6 +130,7 @@ def _from_registry(uri: str, tracking_uri: str, dest: Path) -> ResolvedModel:
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     name, version = _pin_version(client, uri, tracking_uri)
     mv = client.get_model_version(name, version)
+    _check_local_source(_download_location(client, name, version))
     path = _download(f"models:/{name}/{version}", tracking_uri, dest)
     model = _read_model(path, uri)
     model.name, model.version, model.run_id = name, str(version), mv.run_id or model.run_id
@@ -100,18 +138,24 @@ def _from_registry(uri: str, tracking_uri: str, dest: Path) -> ResolvedModel:
     return model
 
 
-def _pin_version(client: Any, uri: str, tracking_uri: str) -> tuple[str, str]:
-    """Turn alias, stage and `latest` forms into one exact version number."""
-    from mlflow.exceptions import MlflowException
-
+def parse_models_uri(uri: str) -> tuple[str, str, str]:
+    """`models:/name@alias` -> (name, "@", alias); `models:/name/<ref>` -> (name, "/", ref)."""
     rest = uri[len("models:/") :].strip("/")
     name, sep, ref = rest.partition("@") if "@" in rest else rest.partition("/")
     if not name or not sep or not ref or "/" in ref:
         raise UsageError(
-            f"Cannot parse the model URI '{uri}'.",
+            f"Cannot parse the model URI '{redact(uri)}'.",
             "Use models:/<name>@<alias>, models:/<name>/<version>, models:/<name>/<Stage> "
             "or models:/<name>/latest.",
         )
+    return name, sep, ref
+
+
+def _pin_version(client: Any, uri: str, tracking_uri: str) -> tuple[str, str]:
+    """Turn alias, stage and `latest` forms into one exact version number."""
+    from mlflow.exceptions import MlflowException
+
+    name, sep, ref = parse_models_uri(uri)
     _require_registered(client, name, tracking_uri)
     try:
         if sep == "@":
@@ -119,7 +163,7 @@ def _pin_version(client: Any, uri: str, tracking_uri: str) -> tuple[str, str]:
         if ref.isdigit():
             return name, str(client.get_model_version(name, ref).version)
     except MlflowException as exc:
-        versions = sorted(int(v.version) for v in client.search_model_versions(f"name='{name}'"))
+        versions = sorted(int(v.version) for v in _versions(client, name))
         kind = "alias" if sep == "@" else "version"
         raise ModelNotFound(
             f"Model '{name}' has no {kind} '{ref}'.",
@@ -131,7 +175,7 @@ def _pin_version(client: Any, uri: str, tracking_uri: str) -> tuple[str, str]:
 def _version_for_stage(client: Any, name: str, ref: str) -> str:
     import warnings
 
-    versions = client.search_model_versions(f"name='{name}'")
+    versions = _versions(client, name)
     if not versions:
         raise ModelNotFound(f"Model '{name}' has no versions.", "Register a version first.")
     if ref.lower() == "latest":
@@ -148,6 +192,22 @@ def _version_for_stage(client: Any, name: str, ref: str) -> str:
     return str(max(int(v.version) for v in in_stage))
 
 
+def _versions(client: Any, name: str) -> list[Any]:
+    """Every version of one registered model, whatever quotes its name holds.
+
+    MLflow's filter grammar has no escape: a string is whatever lies between matching single or
+    double quotes. So quote with the kind the name lacks; a name with both kinds is matched with
+    LIKE, each quote a one-character wildcard, and the answers filtered on the exact name.
+    """
+    if "'" not in name:
+        query = f"name='{name}'"
+    elif '"' not in name:
+        query = f'name="{name}"'
+    else:
+        query = "name LIKE '" + re.sub(r"['\"]", "_", name) + "'"
+    return [v for v in client.search_model_versions(query) if v.name == name]
+
+
 def _aliases_hint(client: Any, name: str) -> str:
     aliases = sorted(client.get_registered_model(name).aliases)
     return f"Aliases: {', '.join('@' + a for a in aliases) if aliases else 'none'}."
@@ -160,8 +220,7 @@ def _require_registered(client: Any, name: str, tracking_uri: str) -> None:
         client.get_registered_model(name)
     except MlflowException as exc:
         known = sorted(m.name for m in client.search_registered_models())
-        where = tracking_uri
-        hint = f"Registered models at {where}: {', '.join(known) if known else 'none'}."
+        hint = f"Registered models at {redact(tracking_uri)}: {', '.join(known) if known else 'none'}."
         if not known and tracking_uri == DEFAULT_TRACKING_URI:
             hint += " Pass --tracking-uri or set MLFLOW_TRACKING_URI to point at your registry."
         raise ModelNotFound(f"No registered model named '{name}'.", hint) from exc
@@ -170,8 +229,11 @@ def _require_registered(client: Any, name: str, tracking_uri: str) -> None:
 def _from_run(uri: str, tracking_uri: str, dest: Path) -> ResolvedModel:
     match = re.fullmatch(r"runs:/([0-9a-f]+)/(.+)", uri)
     if not match:
-        raise UsageError(f"Cannot parse the run URI '{uri}'.", "Use runs:/<run_id>/<path>.")
+        raise UsageError(f"Cannot parse the run URI '{redact(uri)}'.", "Use runs:/<run_id>/<path>.")
     run_id, artifact = match.groups()
+    from mlflow.store.artifact.runs_artifact_repo import RunsArtifactRepository
+
+    _check_local_source(RunsArtifactRepository.get_underlying_uri(uri, tracking_uri))
     path = _download(uri, tracking_uri, dest)
     model = _read_model(path, uri)
     model.name, model.version, model.run_id = Path(artifact).name, f"run-{run_id[:8]}", run_id
@@ -186,17 +248,121 @@ def _from_local_dir(uri: str, local_dir: Path, dest: Path) -> ResolvedModel:
             "Point --model at a folder written by mlflow.<flavor>.save_model, or use a models:/ URI.",
         )
     _quiet_mlflow()
-    shutil.copytree(local_dir, dest)
+    copy_model_tree(local_dir, dest)
     model = _read_model(dest, uri)
     model.name, model.version, model.source = local_dir.resolve().name, "local", str(local_dir)
     return model
 
 
 def _download(uri: str, tracking_uri: str, dest: Path) -> Path:
+    """Download into a scratch folder next to `dest`, then copy it over without following links."""
+    import mlflow
     import mlflow.artifacts
 
+    # download_artifacts takes a tracking URI, but MLflow looks models:/ URIs up with a client built
+    # from the global URIs (else $MLFLOW_*_URI or ./mlflow.db, which it would create): set them.
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    scratch = dest.parent / f".{dest.name}-download"
+    scratch.mkdir(parents=True, exist_ok=True)
+    path = Path(mlflow.artifacts.download_artifacts(uri, dst_path=str(scratch), tracking_uri=tracking_uri))
+    copy_model_tree(path, dest, what=f"The artifacts of {redact(uri)}")
+    shutil.rmtree(scratch, ignore_errors=True)
+    return dest
+
+
+def _download_location(client: Any, name: str, version: str) -> str:
+    """Where the version's artifacts live, when the registry says (Unity Catalog may not)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(client.get_model_version_download_uri(name, version))
+    except MlflowException:
+        return ""
+
+
+def _check_local_source(location: str) -> None:
+    """A registry whose artifacts live on this machine: MLflow's download copies files with
+    shutil.copy2, which follows links. Refuse an escaping link before it is read."""
+    from urllib.parse import unquote, urlsplit
+
+    parts = urlsplit(location)
+    if not location or parts.scheme not in ("", "file"):
+        return
+    source = Path(unquote(parts.path) if parts.scheme else location)
+    if _is_dir(source):
+        check_model_tree(source, what="The model's artifacts in the registry")
+
+
+def check_model_tree(root: Path, what: str = "The model directory") -> list[tuple[Path, Path]]:
+    """Every regular file under `root` and where it comes from; links are refused unless they point
+    to a regular file inside `root` (then that file's content is used: the copy holds no links).
+
+    Why not refuse every link: a model folder may name one file under two names (`model.pkl ->
+    versions/3.pkl`), which is harmless. A link that leaves the folder (`leak -> /etc/passwd`,
+    `~/.aws/credentials`) would ship a host file inside an image or zip; a link to a directory can
+    loop or pull a whole tree in; a FIFO or device would hang or read the host. Those are refused.
+    """
+    root_real = root.resolve()
+    files: list[tuple[Path, Path]] = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        for entry in sorted([*dirnames, *filenames]):
+            path = Path(dirpath) / entry
+            rel = path.relative_to(root)
+            if path.is_symlink():
+                target = Path(os.path.realpath(path))
+                inside = target == root_real or root_real in target.parents
+                if not inside or not target.is_file():
+                    shown = os.readlink(path)
+                    why = "points outside the model directory" if not inside else "does not point to a file"
+                    raise UsageError(
+                        f"{what} holds a symbolic link '{rel}' -> '{shown}', which {why}. "
+                        "deployctl copies no file from outside the model into an artifact.",
+                        f"Replace '{rel}' with the file itself, or remove it if the model does not need it.",
+                    )
+                files.append((rel, target))
+            elif path.is_dir():
+                continue
+            elif path.is_file():
+                files.append((rel, path))
+            else:
+                raise UsageError(
+                    f"{what} holds '{rel}', which is neither a file nor a directory "
+                    "(a FIFO, socket or device).",
+                    f"Remove '{rel}' from the model directory.",
+                )
+    return files
+
+
+def copy_model_tree(src: Path, dest: Path, what: str = "The model directory") -> None:
+    """Copy a model folder: regular files only, never following a link out (see check_model_tree)."""
+    files = check_model_tree(src, what)
     dest.mkdir(parents=True, exist_ok=True)
-    return Path(mlflow.artifacts.download_artifacts(uri, dst_path=str(dest), tracking_uri=tracking_uri))
+    for dirpath, dirnames, _ in os.walk(src, followlinks=False):
+        for name in dirnames:
+            if not (Path(dirpath) / name).is_symlink():
+                (dest / Path(dirpath, name).relative_to(src)).mkdir(parents=True, exist_ok=True)
+    for rel, origin in files:
+        shutil.copyfile(origin, dest / rel, follow_symlinks=False)
+        shutil.copymode(origin, dest / rel, follow_symlinks=False)
+
+
+def strip_host_paths(model_dir: Path) -> None:
+    """MLflow 3 records the logged model's artifact location, an absolute path on the registry's
+    host, as `artifact_path` in MLmodel. Nothing loads it from a path we give (it only names the
+    default place to load from), so the copy in an artifact keeps its base name only. The file is
+    rewritten as MLflow writes it (yaml.safe_dump, block style), so nothing else changes."""
+    import yaml
+
+    from deployctl.redact import public_uri
+
+    mlmodel = model_dir / "MLmodel"
+    data = yaml.safe_load(mlmodel.read_text())
+    value = data.get("artifact_path") if isinstance(data, dict) else None
+    if not isinstance(value, str) or public_uri(value) == value:
+        return
+    data["artifact_path"] = public_uri(value)
+    mlmodel.write_text(yaml.safe_dump(data, default_flow_style=False))
 
 
 def _read_model(path: Path, uri: str) -> ResolvedModel:
@@ -207,7 +373,7 @@ def _read_model(path: Path, uri: str) -> ResolvedModel:
     flavor = next((f for f in NATIVE_FLAVORS if f in mlmodel.flavors), "python_function")
     if "python_function" not in mlmodel.flavors and flavor == "python_function":
         raise UsageError(
-            f"The model at {uri} has no python_function flavor (flavors: {list(mlmodel.flavors)}).",
+            f"The model at {redact(uri)} has no python_function flavor (flavors: {list(mlmodel.flavors)}).",
             "deployctl serves models that MLflow can load as pyfunc.",
         )
     return ResolvedModel(
@@ -233,16 +399,16 @@ def _columns(mlmodel: Any, uri: str) -> list[Column]:
         "signature=mlflow.models.infer_signature(X, model.predict(X)), input_example=X[:5])."
     )
     if signature is None or signature.inputs is None:
-        raise DeployctlError(f"The model at {uri} has no signature.", fix)
+        raise DeployctlError(f"The model at {redact(uri)} has no signature.", fix)
     inputs = signature.inputs.to_dict()
     if any(spec.get("type") == "tensor" for spec in inputs):
         raise DeployctlError(
-            f"The model at {uri} has a tensor signature; deployctl serves column signatures.", fix
+            f"The model at {redact(uri)} has a tensor signature; deployctl serves column signatures.", fix
         )
     columns = []
     for spec in inputs:
         if "name" not in spec:
-            raise DeployctlError(f"The model at {uri} has unnamed signature columns.", fix)
+            raise DeployctlError(f"The model at {redact(uri)} has unnamed signature columns.", fix)
         if spec["type"] not in COLUMN_DTYPES:
             raise DeployctlError(
                 f"Column '{spec['name']}' has type '{spec['type']}', which deployctl cannot serve.",
@@ -307,14 +473,15 @@ class _registry_errors:
         from mlflow.exceptions import MlflowException
 
         text = str(exc)
+        first_line = text.splitlines()[0] if text.strip() else type(exc).__name__
         if isinstance(exc, (OSError, ConnectionError)) or "Max retries" in text or "connect" in text.lower():
             raise RegistryUnreachable(
-                f"Cannot reach the tracking server at {self.tracking_uri}.",
+                f"Cannot reach the tracking server at {redact(self.tracking_uri)}.",
                 "Check that the server runs and the URI is right (--tracking-uri or MLFLOW_TRACKING_URI).",
             ) from exc
         if isinstance(exc, MlflowException):
             raise ModelNotFound(
-                f"MLflow could not resolve the model: {text.splitlines()[0]}",
+                f"MLflow could not resolve the model: {redact(first_line)}",
                 "Check the model URI with `deployctl inspect`.",
             ) from exc
         return False
