@@ -56,12 +56,16 @@ class Result:
 def run_cli(
     *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 600
 ) -> Result:
-    """Run the real `deployctl` CLI in a subprocess, as a user or CI would."""
+    """Run the real `deployctl` CLI in a subprocess, as a user or CI would.
+
+    Always this checkout's code, whatever the cwd: an installed copy must not answer for it."""
+    env = dict(env or os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
     proc = subprocess.run(
         [sys.executable, "-m", "deployctl", *args],
         capture_output=True,
         text=True,
-        env=env or os.environ.copy(),
+        env=env,
         cwd=cwd,
         timeout=timeout,
         stdin=subprocess.DEVNULL,
