@@ -226,7 +226,9 @@ def _health_answer(status: int, body: Any, model: dict[str, Any], sent_credentia
             else "no credentials were sent: pass them with --header 'Authorization: ...'"
         )
         return Problem(
-            f"the endpoint refused authorization (HTTP {status}): {what}", "HTTP 200", f"HTTP {status}"
+            f"the endpoint refused authorization (HTTP {status}): {what}. It answered: {str(body)[:200]}",
+            "HTTP 200",
+            f"HTTP {status}",
         )
     if status != 200:
         return Problem(f"HTTP {status}: {body}", "HTTP 200", f"HTTP {status}", status in RETRY_STATUSES)
