@@ -322,7 +322,8 @@ def run_smoke_test(
     }
     begun, started = datetime.now(timezone.utc), time.monotonic()
     where = url or f"{path}, started locally"
-    outcome, failure = "passed", None
+    outcome = "passed"
+    failure: DeployctlError | None = None  # raised once the reports are written
     with stdout_to_stderr(as_json), err.status(f"Smoke-testing {where}"):
         try:
             if url is None:
@@ -330,11 +331,17 @@ def run_smoke_test(
             else:
                 err.print(f"Checking {url} against {model['name']} version {model['version']} ({path})")
                 checks = smoke.run_remote(artifact, url, headers, timeout or 30.0, retries, err)
-        except EndpointUnreachable as exc:
+        except (EndpointUnreachable, SmokeTestFailed) as exc:  # reported too, then raised
             exc.message = redact(exc.message)
             exc.args = (exc.message,)
-            checks = [Check(f"reach {url}", False, exc.message)]
-            outcome, failure = "unreachable", exc
+            if isinstance(exc, EndpointUnreachable):
+                checks, outcome = (
+                    [Check(f"reach {url or 'the started service'}", False, exc.message)],
+                    "unreachable",
+                )
+            else:  # the started artifact never became healthy
+                checks, outcome = [Check("ready: /health answers 200", False, exc.message)], "failed"
+            failure = exc
     seconds = time.monotonic() - started
     checks = [redact.check(c) for c in checks]
     failed = [c for c in checks if not c.ok]

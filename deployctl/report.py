@@ -44,12 +44,16 @@ class Redactor:
         return text
 
     def check(self, check: Check) -> Check:
-        fields = {
-            k: self(v)
-            for k in ("name", "detail", "expected", "got")
-            if isinstance(v := getattr(check, k), str)
-        }
-        return replace(check, **fields)
+        def clean(text: str | None) -> str | None:
+            return None if text is None else self(text)
+
+        return replace(
+            check,
+            name=self(check.name),
+            detail=self(check.detail),
+            expected=clean(check.expected),
+            got=clean(check.got),
+        )
 
 
 def json_report(
