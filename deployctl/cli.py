@@ -301,6 +301,10 @@ def run_smoke_test(
 
     headers = parse_headers(header or [])
     redact = report.Redactor(headers.values())
+
+    def say(text: str) -> None:  # progress that may quote an endpoint's answer
+        err.print(redact(text), style="yellow", markup=False, highlight=False)
+
     if url is None and (headers or retries):
         raise UsageError(
             "--header and --retries apply to a deployed service only.",
@@ -310,6 +314,8 @@ def run_smoke_test(
         raise UsageError(f"--timeout must be more than 0 seconds, got {timeout:g}.")
     if url is not None:
         url = check_url(url)
+    if junit is not None and junit.is_dir():
+        raise UsageError(f"--junit {junit} is a directory.", "Give a file path, e.g. reports/smoke.xml.")
     artifact = Artifact.open(path)
     model = artifact.model
     properties = {
@@ -330,7 +336,7 @@ def run_smoke_test(
                 checks = smoke.run(artifact, timeout or 120.0)
             else:
                 err.print(f"Checking {url} against {model['name']} version {model['version']} ({path})")
-                checks = smoke.run_remote(artifact, url, headers, timeout or 30.0, retries, err)
+                checks = smoke.run_remote(artifact, url, headers, timeout or 30.0, retries, say)
         except (EndpointUnreachable, SmokeTestFailed) as exc:  # reported too, then raised
             exc.message = redact(exc.message)
             exc.args = (exc.message,)

@@ -13,9 +13,8 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
-
-from rich.console import Console
 
 from deployctl.errors import EndpointUnreachable
 from deployctl.expect import same_prediction
@@ -56,14 +55,14 @@ def run_remote(
     headers: dict[str, str],
     timeout: float,
     retries: int,
-    console: Console | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> list[Check]:
     """Check a service already deployed at `url` (its path is the base path, e.g. an API stage).
 
     Only the HTTP contract is checked: what a target checks beside it (schemas, package size,
     probe paths) needs the artifact built or the pod itself, not its public URL.
     """
-    return http_checks(artifact, Client(url, headers, timeout), retries=retries, console=console)
+    return http_checks(artifact, Client(url, headers, timeout), retries=retries, log=log)
 
 
 class Client:
@@ -102,7 +101,7 @@ class Problem:
 
 
 def http_checks(
-    artifact: Artifact, client: Client, retries: int = 0, console: Console | None = None
+    artifact: Artifact, client: Client, retries: int = 0, log: Callable[[str], None] | None = None
 ) -> list[Check]:
     """The HTTP contract, checked against the outputs recorded at generate time.
 
@@ -110,7 +109,7 @@ def http_checks(
     asked: every other answer would be compared with another model's.
     """
     model, cases = artifact.model, artifact.smoke_cases
-    health = health_check(model, client, retries, console)
+    health = health_check(model, client, retries, log)
     if not health.ok:
         return [health]
     names = [c["name"] for c in model["columns"]]
@@ -126,7 +125,7 @@ def http_checks(
                 "POST",
                 "/predict",
                 {"features": features},
-                lambda b, c=case: _single(b, c, model),
+                partial(_single, case=case, model=model),
             )
         )
     rows = [c["row"] for c in cases]
@@ -168,7 +167,7 @@ def health_check(
     model: dict[str, Any],
     client: Client,
     retries: int = 0,
-    console: Console | None = None,
+    log: Callable[[str], None] | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> Check:
     """`/health` answers 200 naming the pinned model and version.
@@ -184,10 +183,8 @@ def health_check(
     for attempt in range(retries + 1):
         if attempt:
             delay = backoff(attempt)
-            if console:
-                console.print(
-                    f"[yellow]{why}[/]; retry {attempt} of {retries} in {delay:g} s", highlight=False
-                )
+            if log:  # the caller redacts: `why` may quote what the endpoint answered
+                log(f"{why}; retry {attempt} of {retries} in {delay:g} s")
             sleep(delay)
         try:
             status, body, ms = client.call("GET", "/health")

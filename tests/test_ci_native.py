@@ -187,8 +187,8 @@ def test_a_base_path_with_a_trailing_slash_is_the_same_url(
 
 class Proxy(ThreadingHTTPServer):
     """A reverse proxy on loopback: answers 503 to the first `unavailable` requests (a rollout
-    settling), refuses requests without `Authorization: Bearer <token>` with a 401 that echoes what
-    it got (as careless servers do), and forwards the rest to `upstream`."""
+    settling), refuses requests without `Authorization: Bearer <token>` with a 401, both echoing the
+    Authorization header they got (as careless servers do), and forwards the rest to `upstream`."""
 
     daemon_threads = True
 
@@ -215,7 +215,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             self.server.seen.append(got)
             if self.server.unavailable > 0:
                 self.server.unavailable -= 1
-                return self._reply(503, b'{"message": "Service Unavailable"}')
+                return self._reply(503, json.dumps({"message": "Service Unavailable", "auth": got}).encode())
         if self.server.token and got != f"Bearer {self.server.token}":
             return self._reply(401, json.dumps({"error": f"invalid credentials: {got!r}"}).encode())
         host, port = self.server.upstream.removeprefix("http://").split(":")
@@ -314,9 +314,13 @@ def test_retries_wait_while_the_endpoint_answers_503(
 
     settling = proxy(unavailable=2)
     started = time.monotonic()
-    result = run_cli("smoke-test", artifact, "--url", settling.url, "--retries", "3")
+    header = f"Authorization: Bearer {SECRET}"
+    result = run_cli("smoke-test", artifact, "--url", settling.url, "--retries", "3", "--header", header)
     assert result.code == 0, result.output
     assert "retry 1 of 3 in 1 s" in result.stderr and "retry 2 of 3 in 2 s" in result.stderr
+    text = " ".join(result.stderr.split())
+    assert "HTTP 503" in text and "'auth': 'Bearer ***'" in text  # what it echoed, redacted
+    assert_never_shown(SECRET, result)
     assert "retry 3" not in result.stderr
     assert time.monotonic() - started >= 3  # the back-off: 1 s, then 2 s
 
