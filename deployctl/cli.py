@@ -303,7 +303,7 @@ def run_smoke_test(
     redact = report.Redactor(headers.values())
 
     def say(text: str) -> None:  # progress that may quote an endpoint's answer
-        err.print(redact(text), style="yellow", markup=False, highlight=False)
+        err.print(redact(text), style="yellow", markup=False, highlight=False, soft_wrap=True)
 
     if url is None and (headers or retries):
         raise UsageError(

@@ -11,9 +11,10 @@ from __future__ import annotations
 import http.client
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
+from types import MappingProxyType
 from typing import Any
 
 from deployctl.errors import EndpointUnreachable
@@ -68,6 +69,10 @@ def run_remote(
 class Client:
     """A tiny HTTP client: keeps the smoke test free of extra dependencies."""
 
+    # defaults for subclasses that answer without a socket (the Lambda event client)
+    headers: Mapping[str, str] = MappingProxyType({})
+    timeout: float = 30.0
+
     def __init__(self, base_url: str, headers: dict[str, str] | None = None, timeout: float = 30.0) -> None:
         self.base_url = base_url
         self.headers = dict(headers or {})
@@ -87,7 +92,7 @@ class Client:
             return status, payload.decode(errors="replace")[:200], ms
 
     def send(self, method: str, path: str, data: bytes | None) -> tuple[int, bytes]:
-        return request(self.base_url, method, path, data, timeout=self.timeout, headers=self.headers)
+        return request(self.base_url, method, path, data, timeout=self.timeout, headers=dict(self.headers))
 
 
 @dataclass
