@@ -437,10 +437,17 @@ class Gateway(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(
-        self, address: tuple[str, int], package: Path, python: str, function: Function, payload: str
+        self,
+        address: tuple[str, int],
+        package: Path,
+        python: str,
+        function: Function,
+        payload: str,
+        stage: str = "",
     ):
         super().__init__(address, _GatewayHandler)
         self.package, self.python, self.function, self.payload = package, python, function, payload
+        self.stage = stage  # "": served at the root ($default); else under /<stage>
         self.lock = threading.Lock()
         self.invoker = self.start_worker()
 
@@ -478,10 +485,20 @@ class _GatewayHandler(BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length else b""
         path, _, query = self.path.partition("?")
         headers = dict(self.headers.items())
+        stage = self.server.stage
+        if stage:  # a named stage is the first path segment of the URL, as API Gateway serves it
+            if path != f"/{stage}" and not path.startswith(f"/{stage}/"):
+                # what each API answers outside its stages: HTTP API 404, REST API 403
+                if self.server.payload == "2.0":
+                    self._send(404, {}, b'{"message":"Not Found"}')
+                else:
+                    self._send(403, {}, b'{"message":"Forbidden"}')
+                return
+            path = path[len(stage) + 1 :] or "/"
         if self.server.payload == "1.0":
-            event = v1_event(self.command, path, body, headers)
+            event = v1_event(self.command, path, body, headers, stage=stage or "prod")
         else:
-            event = v2_event(self.command, path, body, headers, query=query)
+            event = v2_event(self.command, path, body, headers, query=query, stage=stage or "$default")
         started = time.perf_counter()
         reply = self.server.call(event)
         status, out_headers, data = http_response(reply, self.server.payload)
@@ -520,12 +537,12 @@ def gateway_main(args: argparse.Namespace) -> int:
             args.name, args.runtime, args.handler, args.memory, args.timeout, env, runtime_paths
         )
         try:
-            server = Gateway((args.host, args.port), package, args.python, function, args.payload)
+            server = Gateway((args.host, args.port), package, args.python, function, args.payload, args.stage)
         except InitFailed as exc:
             print(f"The function failed to initialise: {exc}", file=sys.stderr, flush=True)
             return 1
         print(
-            f"API Gateway (payload {args.payload}) on http://{args.host}:{args.port}",
+            f"API Gateway (payload {args.payload}) on http://{args.host}:{args.port}/{args.stage}",
             file=sys.stderr,
             flush=True,
         )
@@ -554,6 +571,7 @@ def main(argv: list[str] | None = None) -> int:
     gateway.add_argument("--port", type=int, required=True)
     gateway.add_argument("--host", default="127.0.0.1")
     gateway.add_argument("--payload", choices=("1.0", "2.0"), default="2.0")
+    gateway.add_argument("--stage", default="", help="serve under /STAGE, as a named API Gateway stage")
     gateway.add_argument("--name", default="function")
     gateway.add_argument("--runtime", default="python3.12")
     gateway.add_argument("--handler", default="handler.handler")

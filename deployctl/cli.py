@@ -7,7 +7,12 @@ are imported inside the commands that need them, so `deployctl --help` stays fas
 from __future__ import annotations
 
 import json
+import os
+import re
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -120,14 +125,19 @@ def generate(
         "--templates",
         help="Folder of template overrides, laid out like deployctl's templates/.",
     ),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print one JSON summary on stdout (progress stays on stderr)."
+    ),
 ) -> None:
     """Generate the deployment artifact for a model and a target.
 
-    Target options follow as --<option> VALUE (see `deployctl targets`).
+    Target options follow as --<option> VALUE (see `deployctl targets`). With --json, stdout
+    carries only {path, target, name, model {name, version, uri}, files, files_written, seconds}.
     """
     from deployctl.generate import generate as run_generate
 
-    with err.status(escape(f"Generating {target} artifact for {model}")):
+    started = time.monotonic()
+    with stdout_to_stderr(as_json), err.status(escape(f"Generating {target} artifact for {model}")):
         artifact = run_generate(
             model,
             target,
@@ -138,14 +148,31 @@ def generate(
             raw_options=parse_extra_options(ctx.args),
             templates=templates,
         )
+    seconds = time.monotonic() - started
     for note in artifact.notes:
         err.print(f"[yellow]--force:[/] {escape(note)}", highlight=False)
     m = artifact.model
     err.print(
-        f"[green]Generated[/] {artifact.path} ({artifact.target}) for {m['name']} "
-        f"version {m['version']} ({m['task']}, {len(artifact.manifest['files'])} files)"
+        "[green]Generated[/] "
+        + escape(
+            f"{artifact.path} ({artifact.target}) for {m['name']} "
+            f"version {m['version']} ({m['task']}, {len(artifact.manifest['files'])} files)"
+        ),
+        highlight=False,
     )
     _next_steps(artifact)
+    if as_json:
+        files = sorted(artifact.manifest["files"])
+        summary = {
+            "path": str(artifact.path.resolve()),
+            "target": artifact.target,
+            "name": artifact.name,
+            "model": {"name": m["name"], "version": m["version"], "uri": m["uri"]},
+            "files": files,
+            "files_written": len(files),
+            "seconds": round(seconds, 3),
+        }
+        print(json.dumps(summary, indent=2))
 
 
 def parse_extra_options(args: list[str]) -> dict[str, str]:
@@ -167,8 +194,16 @@ def parse_extra_options(args: list[str]) -> dict[str, str]:
 
 
 @app.command()
-def build(path: Path = ARTIFACT) -> None:
-    """Make a generated artifact runnable (a venv, an image, a zip: depends on the target)."""
+def build(
+    path: Path = ARTIFACT,
+    as_json: bool = typer.Option(
+        False, "--json", help="Print one JSON summary on stdout (progress stays on stderr)."
+    ),
+) -> None:
+    """Make a generated artifact runnable (a venv, an image, a zip: depends on the target).
+
+    With --json, stdout carries only {path, target, name, build {the target's facts}, edited, seconds}.
+    """
     from deployctl.manifest import Artifact
     from deployctl.targets import get as get_target
 
@@ -176,49 +211,265 @@ def build(path: Path = ARTIFACT) -> None:
     changed = artifact.modified_files()
     if changed:
         err.print(f"[yellow]Note:[/] edited since generate: {', '.join(changed[:8])}")
-    facts = get_target(artifact.target).build(artifact, err)
+    started = time.monotonic()
+    with stdout_to_stderr(as_json):
+        facts = get_target(artifact.target).build(artifact, err)
+    seconds = time.monotonic() - started
     err.print(f"[green]Built[/] {path}: " + ", ".join(f"{k} {v}" for k, v in facts.items()))
+    if as_json:
+        summary = {
+            "path": str(artifact.path),
+            "target": artifact.target,
+            "name": artifact.name,
+            "build": facts,
+            "edited": changed,
+            "seconds": round(seconds, 3),
+        }
+        print(json.dumps(summary, indent=2, default=str))
 
 
-@app.command("smoke-test")
+SMOKE_HELP = "\n\n".join(
+    (
+        "Check a service against the answers the model gave in-process; exit non-zero on any mismatch.",
+        "Without --url: start the built artifact on loopback, check it, stop it. With --url: check a "
+        "service already deployed there (the artifact's manifest gives the cases; it need not be "
+        "built). The URL's path is the base path, e.g. an API Gateway stage: "
+        "https://ID.execute-api.REGION.amazonaws.com/prod",
+        "First /health must name the model version the artifact pins; a mismatch stops the rest. "
+        "Then the recorded rows through /predict, /predict_batch and /invocations, bad input must get "
+        "a 4xx, and /health again. Every call's latency is reported.",
+        "Exit codes:\n"
+        "0  every check passed\n"
+        "1  a check failed (another model version, a wrong answer, refused authorization)\n"
+        "2  usage or artifact error (bad option, not an artifact, not built)\n"
+        "3  the endpoint never answered (refused, DNS, TLS, timeout) within --timeout, "
+        "on each of 1 + --retries attempts",
+    )
+)
+
+
+@app.command("smoke-test", help=SMOKE_HELP)
 def smoke_test(
     path: Path = ARTIFACT,
-    timeout: float = typer.Option(120.0, "--timeout", help="Seconds to wait for /health."),
+    url: str | None = typer.Option(
+        None,
+        "--url",
+        help="Check the service deployed at this http(s) URL instead of starting the artifact.",
+        show_default=False,
+    ),
+    header: list[str] = typer.Option(
+        [],
+        "--header",
+        "-H",
+        metavar="'NAME: VALUE'",
+        help="Send this header with every request (repeatable; with --url). Values are never printed.",
+        show_default=False,
+    ),
+    timeout: float | None = typer.Option(
+        None,
+        "--timeout",
+        help="Seconds: for the started artifact to answer /health (default 120); with --url, for "
+        "each request, connecting included (default 30).",
+        show_default=False,
+    ),
+    retries: int = typer.Option(
+        0,
+        "--retries",
+        min=0,
+        help="With --url: ask /health again this many times (back-off 1, 2, 4... s) on no answer, "
+        "HTTP 502/503/504, or another model version, while a rollout settles.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable report on stdout."),
+    junit: Path | None = typer.Option(
+        None, "--junit", help="Also write a JUnit XML report to this file.", show_default=False
+    ),
 ) -> None:
-    """Start the built artifact, check it serves the recorded answers, stop it. Exit 1 on any mismatch."""
-    from deployctl import smoke
-    from deployctl.manifest import Artifact
+    run_smoke_test(
+        path, url=url, header=header, timeout=timeout, retries=retries, as_json=as_json, junit=junit
+    )
 
-    artifact = Artifact.open(path)
-    with err.status(f"Smoke-testing {path}"):
-        checks = smoke.run(artifact, timeout)
-    failed = [c for c in checks if not c.ok]
-    if as_json:
-        print(
-            json.dumps(
-                {
-                    "ok": not failed,
-                    "artifact": str(path),
-                    "target": artifact.target,
-                    "checks": [c.__dict__ for c in checks],
-                },
-                indent=2,
-            )
+
+def run_smoke_test(
+    path: Path,
+    *,
+    url: str | None = None,
+    header: list[str] | None = None,
+    timeout: float | None = None,
+    retries: int = 0,
+    as_json: bool = False,
+    junit: Path | None = None,
+) -> None:
+    """The smoke-test command: check, report (table, JSON, JUnit), raise on failure."""
+    from datetime import datetime, timezone
+
+    from deployctl import report, smoke
+    from deployctl.errors import EndpointUnreachable
+    from deployctl.manifest import Artifact
+    from deployctl.targets.base import Check
+
+    headers = parse_headers(header or [])
+    redact = report.Redactor(headers.values())
+
+    def say(text: str) -> None:  # progress that may quote an endpoint's answer
+        err.print(redact(text), style="yellow", markup=False, highlight=False, soft_wrap=True)
+
+    if url is None and (headers or retries):
+        raise UsageError(
+            "--header and --retries apply to a deployed service only.",
+            "Give --url URL, or leave them out to smoke-test the artifact started locally.",
         )
+    if timeout is not None and timeout <= 0:
+        raise UsageError(f"--timeout must be more than 0 seconds, got {timeout:g}.")
+    if url is not None:
+        url = check_url(url)
+    if junit is not None and junit.is_dir():
+        raise UsageError(f"--junit {junit} is a directory.", "Give a file path, e.g. reports/smoke.xml.")
+    artifact = Artifact.open(path)
+    model = artifact.model
+    properties = {
+        "target": artifact.target,
+        "model": model["name"],
+        "version": model["version"],
+        "model_uri": model["uri"],
+        "artifact": str(path),
+        "url": url,
+    }
+    begun, started = datetime.now(timezone.utc), time.monotonic()
+    where = url or f"{path}, started locally"
+    outcome = "passed"
+    failure: DeployctlError | None = None  # raised once the reports are written
+    with stdout_to_stderr(as_json), err.status(f"Smoke-testing {where}"):
+        try:
+            if url is None:
+                checks = smoke.run(artifact, timeout or 120.0)
+            else:
+                err.print(f"Checking {url} against {model['name']} version {model['version']} ({path})")
+                checks = smoke.run_remote(artifact, url, headers, timeout or 30.0, retries, say)
+        except (EndpointUnreachable, SmokeTestFailed) as exc:  # reported too, then raised
+            exc.message = redact(exc.message)
+            exc.args = (exc.message,)
+            if isinstance(exc, EndpointUnreachable):
+                checks, outcome = (
+                    [Check(f"reach {url or 'the started service'}", False, exc.message)],
+                    "unreachable",
+                )
+            else:  # the started artifact never became healthy
+                checks, outcome = [Check("ready: /health answers 200", False, exc.message)], "failed"
+            failure = exc
+    seconds = time.monotonic() - started
+    checks = [redact.check(c) for c in checks]
+    failed = [c for c in checks if not c.ok]
+    if failed and failure is None:
+        outcome = "failed"
+    if junit is not None:
+        suite = f"smoke-test {artifact.name} ({artifact.target})"
+        xml = report.junit_xml(checks, properties, suite, seconds, outcome == "unreachable", begun)
+        report.write(junit, xml)
+    if as_json:
+        print(json.dumps(report.json_report(checks, properties, seconds, outcome), indent=2, default=str))
     else:
-        table = Table("check", "result", "ms", "detail", title=f"smoke test: {path} ({artifact.target})")
+        title = f"smoke test: {url or path} ({artifact.target}, {model['name']} version {model['version']})"
+        table = Table("check", "result", "ms", "detail", title=title)
         for c in checks:
             ms = f"{c.ms:.1f}" if c.ms is not None else ""
             table.add_row(c.name, "[green]pass[/]" if c.ok else "[red]FAIL[/]", ms, c.detail[:120])
         out.print(table)
+    if failure is not None:
+        raise failure
     if failed:
-        raise SmokeTestFailed(
-            f"{len(failed)} of {len(checks)} checks failed; first: {failed[0].name}: {failed[0].detail}",
-            "Fix what the failing check names, then `deployctl build` and smoke-test again. A "
-            "mismatch in answers means the artifact does not serve the model as recorded.",
-        )
+        raise smoke_failure(failed, len(checks))
     err.print(f"[green]Smoke test passed[/]: {len(checks)} checks")
+
+
+def smoke_failure(failed: list[Any], total: int) -> SmokeTestFailed:
+    """The first failure, said plainly; the hint for its kind."""
+    from deployctl.smoke import HEALTH
+
+    first = failed[0]
+    if first.name == HEALTH:
+        if "refused authorization" in first.detail:
+            hint = "Pass the credentials the endpoint expects: --header 'Authorization: Bearer $TOKEN'."
+        elif first.expected and first.expected.startswith("version"):
+            hint = (
+                "The endpoint serves another deployment than this artifact: deploy this one, or "
+                "smoke-test with the artifact of the version deployed. While a rollout settles, "
+                "--retries N asks again with back-off."
+            )
+        else:
+            hint = "Check that the URL points at this model's service and that it is healthy."
+        return SmokeTestFailed(f"{first.detail}. No other check was run.", hint)
+    return SmokeTestFailed(
+        f"{len(failed)} of {total} checks failed; first: {first.name}: {first.detail}",
+        "Fix what the failing check names, then build and smoke-test again. A mismatch in answers "
+        "means the service does not serve the model as recorded.",
+    )
+
+
+HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an HTTP token (RFC 9110)
+
+
+def parse_headers(raw: list[str]) -> dict[str, str]:
+    """`['Authorization: Bearer x']` -> {'Authorization': 'Bearer x'}. Errors never quote a value."""
+    headers: dict[str, str] = {}
+    for i, item in enumerate(raw, 1):
+        name, colon, value = item.partition(":")
+        name, value = name.strip(), value.strip()
+        where = f"--header #{i}" + (f" ({name})" if HEADER_NAME.match(name) else "")
+        if not colon or not HEADER_NAME.match(name):
+            raise UsageError(
+                f"{where} is not 'NAME: VALUE' (its value is not shown here).",
+                "Quote it whole: --header 'Authorization: Bearer $TOKEN'.",
+            )
+        if any(c in value for c in "\r\n\0"):
+            raise UsageError(f"{where}: the value holds a line break or NUL (not shown here).")
+        try:
+            value.encode("latin-1")
+        except UnicodeEncodeError:
+            raise UsageError(f"{where}: HTTP header values must be ASCII/Latin-1 (not shown here).") from None
+        headers[name] = value
+    return headers
+
+
+def check_url(url: str) -> str:
+    """An http(s) URL with a host; its path is the base path. Credentials in it are refused."""
+    from urllib.parse import urlsplit
+
+    hint = "Give the service's base URL, e.g. https://ID.execute-api.REGION.amazonaws.com/prod."
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError as exc:
+        raise UsageError(f"--url is not a valid URL ({exc}).", hint) from None
+    if parts.username is not None or parts.password is not None:
+        raise UsageError(
+            "--url must not hold credentials (user:password@); they would end up in logs and reports.",
+            "Send them as a header: --header 'Authorization: Basic ...' (never printed).",
+        )
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(f"--url must be an http:// or https:// URL with a host, got '{url}'.", hint)
+    if parts.query or parts.fragment:
+        raise UsageError(  # not quoted: a query may hold a key
+            "--url takes the base URL without ?query or #fragment; send keys as --header.", hint
+        )
+    return url.rstrip("/")
+
+
+@contextmanager
+def stdout_to_stderr(active: bool) -> Iterator[None]:
+    """While `active`, whatever writes to stdout (libraries, subprocesses that inherit it) goes to
+    stderr, so that --json's one document is all a pipeline reads on stdout."""
+    if not active:
+        yield
+        return
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 @app.command()
@@ -244,7 +495,7 @@ def demo(
     """Train a fraud model on synthetic data, register it locally, then generate, build and smoke-test it."""
     from deployctl.demo import run_demo
 
-    run_demo(workdir, target, err, smoke_test)
+    run_demo(workdir, target, err, lambda out, timeout, as_json: run_smoke_test(out, timeout=timeout))
 
 
 def _next_steps(artifact: Any) -> None:

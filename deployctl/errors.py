@@ -33,7 +33,9 @@ class RegistryUnreachable(DeployctlError):
 
 
 class NotAnArtifact(DeployctlError):
-    """A directory that deployctl did not generate."""
+    """A directory that deployctl did not generate: a usage mistake, so exit 2 as one."""
+
+    exit_code = 2
 
 
 class BuildFailed(DeployctlError):
@@ -42,6 +44,16 @@ class BuildFailed(DeployctlError):
 
 class SmokeTestFailed(DeployctlError):
     """The artifact does not serve the registered model as recorded."""
+
+
+class EndpointUnreachable(DeployctlError):
+    """`smoke-test --url` got no HTTP answer at all (refused, DNS, TLS, timeout) after every attempt.
+
+    Its own exit code, so that a pipeline can tell "the service is not there (yet)" from "the
+    service answers, but not as recorded" (exit 1).
+    """
+
+    exit_code = 3
 
 
 class EngineUnavailable(DeployctlError):

@@ -11,6 +11,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from rich.console import Console
 
@@ -72,14 +73,25 @@ class ProcessService:
 
 
 def request(
-    base_url: str, method: str, path: str, body: bytes | None = None, timeout: float = 2.0
+    base_url: str,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    timeout: float = 2.0,
+    headers: dict[str, str] | None = None,
 ) -> tuple[int, bytes]:
-    """One HTTP request on a fresh connection (JSON content type when there is a body)."""
-    host, port = base_url.removeprefix("http://").split(":")
-    conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
+    """One HTTP request on a fresh connection (JSON content type when there is a body).
+
+    `base_url` is `http[s]://host[:port][/base/path]`: the base path (an API Gateway stage, say)
+    goes before `path`. `timeout` bounds connecting and every read.
+    """
+    url = urlsplit(base_url)
+    connection = http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
+    conn = connection(url.hostname or "", url.port, timeout=timeout)
     try:
-        headers = {"content-type": "application/json"} if body is not None else {}
-        conn.request(method, path, body=body, headers=headers)
+        sent = {"content-type": "application/json"} if body is not None else {}
+        sent.update(headers or {})
+        conn.request(method, url.path.rstrip("/") + path, body=body, headers=sent)
         response = conn.getresponse()
         return response.status, response.read()
     finally:

@@ -1,20 +1,38 @@
-"""smoke-test: start the built artifact, check it answers as the model did in-process, stop it."""
+"""smoke-test: check that a service answers as the model did in-process.
+
+Two ways in, one path for the checks: `run` starts the built artifact on loopback, `run_remote`
+checks a service already deployed at a URL (the artifact only supplies the manifest's recorded
+cases). Both go through `http_checks`, whose first check is that `/health` names the model version
+the artifact pins: a mismatch is the first and clearest failure and stops the rest.
+"""
 
 from __future__ import annotations
 
+import http.client
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import partial
+from types import MappingProxyType
 from typing import Any
 
+from deployctl.errors import EndpointUnreachable
 from deployctl.expect import same_prediction
 from deployctl.manifest import Artifact
 from deployctl.process import free_port, request, wait_healthy
 from deployctl.targets import get as get_target
 from deployctl.targets.base import Check
 
+# Answers a load balancer or gateway gives while a rollout settles: worth another try.
+RETRY_STATUSES = frozenset({502, 503, 504})
+MAX_BACKOFF = 15.0
+HEALTH = "GET /health: the pinned model version"
+NO_ANSWER = (OSError, http.client.HTTPException)  # refused, reset, DNS, TLS, timeout, not HTTP
+
 
 def run(artifact: Artifact, timeout: float = 120.0) -> list[Check]:
+    """Start the built artifact on a free loopback port, check it, stop it."""
     target = get_target(artifact.target)
     checks = target.extra_checks(artifact)
     if not all(c.ok for c in checks):
@@ -22,7 +40,7 @@ def run(artifact: Artifact, timeout: float = 120.0) -> list[Check]:
     service = target.start(artifact, free_port())
     try:
         seconds = wait_healthy(service, timeout)
-        checks.append(Check("ready: /health answers 200", True, f"after {seconds:.1f} s"))
+        checks.append(Check("ready: /health answers 200", True, f"after {seconds:.1f} s", seconds * 1000))
         checks += http_checks(artifact, Client(service.base_url))
         checks += target.service_checks(artifact, service.base_url)
         if not service.alive():
@@ -32,11 +50,33 @@ def run(artifact: Artifact, timeout: float = 120.0) -> list[Check]:
     return checks
 
 
+def run_remote(
+    artifact: Artifact,
+    url: str,
+    headers: dict[str, str],
+    timeout: float,
+    retries: int,
+    log: Callable[[str], None] | None = None,
+) -> list[Check]:
+    """Check a service already deployed at `url` (its path is the base path, e.g. an API stage).
+
+    Only the HTTP contract is checked: what a target checks beside it (schemas, package size,
+    probe paths) needs the artifact built or the pod itself, not its public URL.
+    """
+    return http_checks(artifact, Client(url, headers, timeout), retries=retries, log=log)
+
+
 class Client:
     """A tiny HTTP client: keeps the smoke test free of extra dependencies."""
 
-    def __init__(self, base_url: str) -> None:
+    # defaults for subclasses that answer without a socket (the Lambda event client)
+    headers: Mapping[str, str] = MappingProxyType({})
+    timeout: float = 30.0
+
+    def __init__(self, base_url: str, headers: dict[str, str] | None = None, timeout: float = 30.0) -> None:
         self.base_url = base_url
+        self.headers = dict(headers or {})
+        self.timeout = timeout
 
     def call(
         self, method: str, path: str, body: Any = None, raw: bytes | None = None
@@ -52,14 +92,33 @@ class Client:
             return status, payload.decode(errors="replace")[:200], ms
 
     def send(self, method: str, path: str, data: bytes | None) -> tuple[int, bytes]:
-        return request(self.base_url, method, path, data, timeout=30)
+        return request(self.base_url, method, path, data, timeout=self.timeout, headers=dict(self.headers))
 
 
-def http_checks(artifact: Artifact, client: Client) -> list[Check]:
-    """The HTTP contract, checked against the outputs recorded at generate time."""
+@dataclass
+class Problem:
+    """Why an answer is wrong, with what it should have been and what it was where there is one."""
+
+    detail: str
+    expected: Any = None
+    got: Any = None
+    retryable: bool = False  # a state a settling rollout passes through
+
+
+def http_checks(
+    artifact: Artifact, client: Client, retries: int = 0, log: Callable[[str], None] | None = None
+) -> list[Check]:
+    """The HTTP contract, checked against the outputs recorded at generate time.
+
+    The first check is `/health` naming the pinned model version; if it fails, nothing else is
+    asked: every other answer would be compared with another model's.
+    """
     model, cases = artifact.model, artifact.smoke_cases
+    health = health_check(model, client, retries, log)
+    if not health.ok:
+        return [health]
     names = [c["name"] for c in model["columns"]]
-    checks = [_check(client, "GET /health", "GET", "/health", None, lambda b: _health(b, model))]
+    checks = [health]
     for i, case in enumerate(cases):
         # the first row goes positionally (signature order), the others keyed by column name
         features = [case["row"][n] for n in names] if i == 0 else case["row"]
@@ -71,7 +130,7 @@ def http_checks(artifact: Artifact, client: Client) -> list[Check]:
                 "POST",
                 "/predict",
                 {"features": features},
-                lambda b, c=case: _single(b, c, model),
+                partial(_single, case=case, model=model),
             )
         )
     rows = [c["row"] for c in cases]
@@ -99,16 +158,117 @@ def http_checks(artifact: Artifact, client: Client) -> list[Check]:
     checks.append(_expect_4xx(client, "POST /predict malformed JSON", b"{not json"))
     checks.append(_expect_4xx(client, "POST /predict wrong shape", b'{"features": "oops"}'))
     checks.append(
-        _check(
-            client,
-            "GET /health after bad input",
-            "GET",
-            "/health",
-            None,
-            lambda b: _health(b, model),
-        )
+        _check(client, "GET /health after bad input", "GET", "/health", None, lambda b: _health(b, model))
     )
     return checks
+
+
+def backoff(attempt: int) -> float:
+    """Seconds to wait before retry `attempt` (1, 2, 3...): 1, 2, 4, 8, then 15 at most."""
+    return min(2.0 ** (attempt - 1), MAX_BACKOFF)
+
+
+def health_check(
+    model: dict[str, Any],
+    client: Client,
+    retries: int = 0,
+    log: Callable[[str], None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Check:
+    """`/health` answers 200 naming the pinned model and version.
+
+    Retried (`retries` times, with back-off) while a rollout may be settling: no answer at all,
+    502/503/504 from a gateway, and an endpoint still serving another version of the model (the
+    old replicas answer until the new ones are ready). Never retried: a refused authorization,
+    another model, any other status. No answer after every attempt raises EndpointUnreachable.
+    """
+    why = ""
+    unreachable: str | None = None
+    last: Check | None = None
+    for attempt in range(retries + 1):
+        if attempt:
+            delay = backoff(attempt)
+            if log:  # the caller redacts: `why` may quote what the endpoint answered
+                log(f"{why}; retry {attempt} of {retries} in {delay:g} s")
+            sleep(delay)
+        try:
+            status, body, ms = client.call("GET", "/health")
+        except NO_ANSWER as exc:
+            unreachable = why = f"no answer from GET /health: {describe(exc)}"
+            continue
+        unreachable = None
+        problem = _health_answer(status, body, model, bool(client.headers))
+        last = _verdict(HEALTH, problem, ms, f"{model['name']} version {model['version']}")
+        why = f"GET /health: {problem.detail}" if problem else ""
+        if problem is None or not problem.retryable:
+            return last
+    if unreachable is not None:
+        tries = f"{retries + 1} attempts" if retries else "1 attempt"
+        raise EndpointUnreachable(
+            f"{client.base_url} is unreachable: {unreachable} ({tries}, each within --timeout "
+            f"{client.timeout:g} s).",
+            "Check the URL (scheme, host, port, base path) and that the service is deployed and "
+            "reachable from here; while a rollout settles, give --retries N (with back-off) or a "
+            "longer --timeout.",
+        )
+    assert last is not None
+    return last
+
+
+def describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if isinstance(exc, OSError) else f"{type(exc).__name__}: {text}"
+
+
+def _health_answer(status: int, body: Any, model: dict[str, Any], sent_credentials: bool) -> Problem | None:
+    if status in (401, 403, 407):
+        what = (
+            "the credentials sent with --header were not accepted"
+            if sent_credentials
+            else "no credentials were sent: pass them with --header 'Authorization: ...'"
+        )
+        return Problem(
+            f"the endpoint refused authorization (HTTP {status}): {what}. It answered: {str(body)[:200]}",
+            "HTTP 200",
+            f"HTTP {status}",
+        )
+    if status != 200:
+        return Problem(f"HTTP {status}: {body}", "HTTP 200", f"HTTP {status}", status in RETRY_STATUSES)
+    return _health(body, model)
+
+
+def _health(body: Any, model: dict[str, Any]) -> Problem | None:
+    name, version = model["name"], model["version"]
+    want = f"model {name} version {version}"
+    if not isinstance(body, dict):
+        return Problem(f"not a JSON object: {body}", want, body)
+    got_name, got_version = body.get("model_name"), body.get("model_version")
+    if got_name != name:
+        return Problem(
+            f"the endpoint serves model {got_name} version {got_version}, this artifact pins {want}",
+            want,
+            f"model {got_name} version {got_version}",
+        )
+    if str(got_version) != str(version):
+        return Problem(
+            f"the endpoint serves version {got_version}, this artifact pins {version} (model {name})",
+            f"version {version}",
+            f"version {got_version}",
+            retryable=True,
+        )
+    if body.get("status") != "healthy":
+        return Problem(f"status {body.get('status')!r}, not 'healthy'", "healthy", body.get("status"))
+    return None
+
+
+def _verdict(name: str, problem: Problem | None, ms: float | None, ok_detail: str) -> Check:
+    if problem is None:
+        return Check(name, True, ok_detail, ms)
+    return Check(name, False, problem.detail, ms, _text(problem.expected), _text(problem.got))
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else value if isinstance(value, str) else json.dumps(value, default=str)
 
 
 def _check(
@@ -117,64 +277,81 @@ def _check(
     method: str,
     path: str,
     body: Any,
-    verify: Callable[[Any], str | None],
+    verify: Callable[[Any], Problem | None],
 ) -> Check:
     try:
         status, answer, ms = client.call(method, path, body)
-    except OSError as exc:
-        return Check(name, False, f"no answer: {exc}")
+    except NO_ANSWER as exc:
+        return Check(name, False, f"no answer: {describe(exc)}", None, "HTTP 200", "no answer")
     if status != 200:
-        return Check(name, False, f"HTTP {status}: {answer}", ms)
-    problem = verify(answer)
-    return Check(name, problem is None, problem or "as recorded", ms)
+        return Check(name, False, f"HTTP {status}: {answer}", ms, "HTTP 200", f"HTTP {status}")
+    return _verdict(name, verify(answer), ms, "as recorded")
 
 
 def _expect_4xx(client: Client, name: str, raw: bytes) -> Check:
     try:
         status, answer, ms = client.call("POST", "/predict", raw=raw)
-    except OSError as exc:
-        return Check(name, False, f"no answer: {exc}")
+    except NO_ANSWER as exc:
+        return Check(name, False, f"no answer: {describe(exc)}", None, "a 4xx with a JSON error", "no answer")
     ok = 400 <= status < 500 and isinstance(answer, dict) and "error" in answer
-    return Check(name, ok, f"HTTP {status}: {answer}", ms)
+    detail = f"HTTP {status}: {answer}"
+    if ok:
+        return Check(name, True, detail, ms)
+    return Check(name, False, detail, ms, 'a 4xx with {"error": ...}', detail)
 
 
-def _health(body: Any, model: dict[str, Any]) -> str | None:
-    want = {"status": "healthy", "model_name": model["name"], "model_version": model["version"]}
-    got = {k: body.get(k) for k in want} if isinstance(body, dict) else body
-    return None if got == want else f"expected {want}, got {body}"
+def _version(body: dict[str, Any], model: dict[str, Any]) -> Problem | None:
+    """Answers name the version that scored them: mid-rollout, another replica may have answered."""
+    if "model_version" in body and str(body["model_version"]) != str(model["version"]):
+        return Problem(
+            f"answered by model version {body['model_version']}, this artifact pins {model['version']}",
+            f"version {model['version']}",
+            f"version {body['model_version']}",
+        )
+    return None
 
 
-def _probability_problem(case: dict[str, Any], model: dict[str, Any], got: Any) -> str | None:
+def _probability_problem(case: dict[str, Any], model: dict[str, Any], got: Any) -> Problem | None:
     expected = case.get("probabilities")
     if expected is None:
         return None
     if model["task"] == "binary":
         want: Any = expected[str(model["classes"][1])]
-        return None if same_prediction(want, got) else f"probability {got} != recorded {want}"
+        ok = same_prediction(want, got)
+        return None if ok else Problem(f"probability {got} != recorded {want}", want, got)
     if not isinstance(got, dict) or set(got) != set(expected):
-        return f"probabilities {got} != recorded {expected}"
+        return Problem(f"probabilities {got} != recorded {expected}", expected, got)
     bad = [k for k in expected if not same_prediction(expected[k], got[k])]
-    return f"probabilities differ for {bad}: {got} != {expected}" if bad else None
+    return Problem(f"probabilities differ for {bad}: {got} != {expected}", expected, got) if bad else None
 
 
-def _single(body: Any, case: dict[str, Any], model: dict[str, Any]) -> str | None:
+def _single(body: Any, case: dict[str, Any], model: dict[str, Any]) -> Problem | None:
+    if not isinstance(body, dict):
+        return Problem(f"not a JSON object: {body}", case["prediction"], body)
+    problem = _version(body, model)
+    if problem:
+        return problem
     if not same_prediction(case["prediction"], body.get("prediction")):
-        return f"prediction {body.get('prediction')!r} != recorded {case['prediction']!r}"
+        return Problem(
+            f"prediction {body.get('prediction')!r} != recorded {case['prediction']!r}",
+            case["prediction"],
+            body.get("prediction"),
+        )
     key = "probability" if model["task"] == "binary" else "probabilities"
     return _probability_problem(case, model, body.get(key))
 
 
-def _batch(body: Any, cases: list[dict[str, Any]], model: dict[str, Any]) -> str | None:
-    problem = _predictions(body, cases)
+def _batch(body: Any, cases: list[dict[str, Any]], model: dict[str, Any]) -> Problem | None:
+    problem = _predictions(body, cases) or _version(body, model)
     for case, got in zip(cases, body.get("probabilities") or [None] * len(cases)):
         problem = problem or _probability_problem(case, model, got)
     return problem
 
 
-def _predictions(body: Any, cases: list[dict[str, Any]]) -> str | None:
+def _predictions(body: Any, cases: list[dict[str, Any]]) -> Problem | None:
     got = body.get("predictions") if isinstance(body, dict) else None
     want = [c["prediction"] for c in cases]
     if not isinstance(got, list) or len(got) != len(want):
-        return f"predictions {got} != recorded {want}"
+        return Problem(f"predictions {got} != recorded {want}", want, got)
     ok = all(same_prediction(w, g) for w, g in zip(want, got))
-    return None if ok else f"predictions {got} != recorded {want}"
+    return None if ok else Problem(f"predictions {got} != recorded {want}", want, got)

@@ -60,12 +60,14 @@ class RunningService(Protocol):
 
 @dataclass
 class Check:
-    """One smoke-test step's outcome, as shown in the report table."""
+    """One smoke-test step's outcome, as shown in the report table (and the JSON and JUnit reports)."""
 
     name: str
     ok: bool
     detail: str = ""
     ms: float | None = None
+    expected: str | None = None  # on a failure, when there is one thing it should have been
+    got: str | None = None
 
 
 class Target(ABC):
