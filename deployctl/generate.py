@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import keyword
 import platform
 import re
 import shutil
@@ -20,15 +19,6 @@ from deployctl.model import ResolvedModel, resolve
 from deployctl.render import render_layers
 from deployctl.targets import get as get_target
 from deployctl.targets.base import Target, dns_name
-
-PYTYPES = {
-    "double": "float",
-    "float": "float",
-    "long": "int",
-    "integer": "int",
-    "boolean": "bool",
-    "string": "str",
-}
 
 
 def generate(
@@ -119,7 +109,7 @@ def template_context(
     service_name: str,
     options: dict[str, Any],
 ) -> dict[str, Any]:
-    columns = [{**asdict(c), "ident": identifier(c.name), "pytype": PYTYPES[c.type]} for c in model.columns]
+    columns = [asdict(c) for c in model.columns]
     first = expectations.cases[0]["row"] if expectations.cases else {}
     base = {
         "name": service_name,
@@ -127,7 +117,6 @@ def template_context(
         "tool_version": __version__,
         "model": manifest_model(model, expectations),
         "columns": columns,
-        "value_types": sorted({c["pytype"] for c in columns}),
         "task": expectations.task,
         "classes": expectations.classes,
         "prediction_type": expectations.prediction_type,
@@ -137,13 +126,6 @@ def template_context(
         "requirements": requirements.merge(model.requirements, model.loader, target.server_requirements),
     }
     return target.context(base)
-
-
-def identifier(name: str) -> str:
-    ident = re.sub(r"\W", "_", name)
-    if not ident or ident[0].isdigit() or keyword.iskeyword(ident):
-        ident = "f_" + ident
-    return ident
 
 
 def redact(uri: str | None) -> str | None:
