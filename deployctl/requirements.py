@@ -54,8 +54,8 @@ def parse(model_requirements: list[str]) -> list[str]:
         except InvalidRequirement as exc:
             raise DeployctlError(
                 f"The model's logged requirements hold a line that is not a PEP 508 requirement: "
-                f"{line!r} ({str(exc).splitlines()[0]}). deployctl copies only plain requirements into requirements.txt: "
-                "no pip options (-e, -r, --index-url...), bare URLs or line breaks.",
+                f"{line!r} ({str(exc).splitlines()[0]}). deployctl copies only plain requirements "
+                "into requirements.txt: no pip options (-e, -r, --index-url...), bare URLs or line breaks.",
                 "Log the model with pinned requirements, e.g. mlflow.sklearn.log_model(..., "
                 "pip_requirements=['scikit-learn==1.5.2', ...]); a package from a URL is written "
                 "'name @ https://...'; a private index is configured in pip.conf or uv.toml "
