@@ -223,13 +223,16 @@ def json_value(value: Any) -> Json:
 def docker(value: Any) -> Docker:
     """A double-quoted word for a Dockerfile ARG default, ENV or LABEL key or value.
 
-    JSON escaping (ASCII, no line break) with `$` escaped too, so the builder expands no
-    variable. Docker un-escapes `\\"`, `\\\\` and `\\$` inside double quotes and keeps any other
-    backslash as it is, so a line break shows as the two characters \\n. Never put a value in RUN.
+    JSON escaping with `$` escaped too, so the builder expands no variable, and every
+    non-printable character (a line break, U+2028...) escaped, so the value stays on its line.
+    Docker un-escapes `\\"`, `\\\\` and `\\$` inside double quotes and keeps any other backslash,
+    so the label holds the value itself, a line break shown as the two characters \\n. Never put
+    a value in RUN.
     """
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise UnescapedValue(f"a Dockerfile word must be a str or an int, got {type(value).__name__}")
-    return Docker(json.dumps(str(value), ensure_ascii=True).replace("$", "\\$"))
+    quoted = _visible(json.dumps(str(value), ensure_ascii=False))
+    return Docker(quoted.replace("$", "\\$"))
 
 
 # -- Markdown --------------------------------------------------------------------------------------
@@ -286,10 +289,10 @@ def _shell_word(word: str) -> str:
     if word.isprintable():
         return shlex.quote(word)
     body = "".join(
-        "\\" + c if c in "\\'" else c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+        "\\" + c if c in "\\'" else c if c.isprintable() else "".join(f"\\x{b:02x}" for b in c.encode())
         for c in word
     )
-    return f"$'{body}'"
+    return f"$'{body}'"  # \xHH: the UTF-8 bytes, whatever the shell's locale
 
 
 # -- requirements.txt ------------------------------------------------------------------------------

@@ -12,7 +12,9 @@ printed raw into a .py, YAML, Dockerfile, requirements.txt, JSON or README fails
 
 from __future__ import annotations
 
+import functools
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +39,20 @@ def environment(search_path: list[Path]) -> jinja2.Environment:
         autoescape=False,
         finalize=_finalize,
     )
-    env.filters.update(FILTERS)
+    env.filters.update({name: _strict(f) for name, f in FILTERS.items()})
     return env
+
+
+def _strict(escaper: Callable[..., Any]) -> Callable[..., Any]:
+    """A missing variable given to a filter is still an error (StrictUndefined), not a value."""
+
+    @functools.wraps(escaper)
+    def escape(value: Any, *args: Any) -> Any:
+        if isinstance(value, jinja2.Undefined):
+            str(value)  # raises UndefinedError
+        return escaper(value, *args)
+
+    return escape
 
 
 @jinja2.pass_context
