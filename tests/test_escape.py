@@ -211,19 +211,15 @@ def test_escaped_values_and_ints_pass() -> None:
         render("a.py.j2", "{{ missing | py }}")
 
 
-def test_our_template_printing_a_raw_value_fails_generate_as_a_bug(tmp_path: Path) -> None:
+def test_our_template_printing_a_raw_value_fails_generate_as_a_bug(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     layer = tmp_path / "templates" / "bad"
     layer.mkdir(parents=True)
     (layer / "app.py.j2").write_text("NAME = '{{ model.name }}'\n")
-    import deployctl.render as render_module
-
-    original = render_module.templates_root
-    render_module.templates_root = lambda: tmp_path / "templates"  # type: ignore[assignment]
-    try:
-        with pytest.raises(UnescapedValue, match=r"bad/app\.py\.j2 prints the str 'fraud'"):
-            render_layers(("bad",), {"model": {"name": "fraud"}}, tmp_path / "out")
-    finally:
-        render_module.templates_root = original  # type: ignore[assignment]
+    monkeypatch.setattr("deployctl.render.templates_root", lambda: tmp_path / "templates")
+    with pytest.raises(UnescapedValue, match=r"bad/app\.py\.j2 prints the str 'fraud'"):
+        render_layers(("bad",), {"model": {"name": "fraud"}}, tmp_path / "out")
 
 
 def test_a_user_template_printing_a_raw_value_is_a_usage_error(tmp_path: Path) -> None:

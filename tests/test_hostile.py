@@ -232,6 +232,9 @@ def check_dockerfile(path: Path, manifest: dict[str, Any]) -> None:
                 theirs,
             )
             assert not ours.startswith(("RUN", "FROM", "COPY", "CMD", "USER"))
+    if shutil.which("hadolint"):  # Docker's grammar, as a linter parses it
+        linted = subprocess.run(["hadolint", "--format", "json", str(path)], capture_output=True, text=True)
+        assert linted.returncode == 0 and json.loads(linted.stdout) == [], linted.stdout + linted.stderr
     labels = dict(docker_label(line) for line in lines if line.startswith('    "'))
     assert labels["io.deployctl.model.name"] == visible(manifest["model"]["name"])
     assert labels["io.deployctl.model.uri"] == visible(manifest["model"]["uri"])
