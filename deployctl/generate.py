@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import keyword
 import platform
-import re
 import tempfile
 from dataclasses import asdict
 from datetime import datetime, timezone
@@ -21,15 +19,6 @@ from deployctl.redact import redact as redact  # re-exported: the one redaction 
 from deployctl.render import render_layers
 from deployctl.targets import get as get_target
 from deployctl.targets.base import Target, dns_name
-
-PYTYPES = {
-    "double": "float",
-    "float": "float",
-    "long": "int",
-    "integer": "int",
-    "boolean": "bool",
-    "string": "str",
-}
 
 
 def generate(
@@ -105,7 +94,7 @@ def template_context(
     service_name: str,
     options: dict[str, Any],
 ) -> dict[str, Any]:
-    columns = [{**asdict(c), "ident": identifier(c.name), "pytype": PYTYPES[c.type]} for c in model.columns]
+    columns = [asdict(c) for c in model.columns]
     first = expectations.cases[0]["row"] if expectations.cases else {}
     base = {
         "name": service_name,
@@ -113,7 +102,6 @@ def template_context(
         "tool_version": __version__,
         "model": manifest_model(model, expectations),
         "columns": columns,
-        "value_types": sorted({c["pytype"] for c in columns}),
         "task": expectations.task,
         "classes": expectations.classes,
         "prediction_type": expectations.prediction_type,
@@ -123,10 +111,3 @@ def template_context(
         "requirements": requirements.merge(model.requirements, model.loader, target.server_requirements),
     }
     return target.context(base)
-
-
-def identifier(name: str) -> str:
-    ident = re.sub(r"\W", "_", name)
-    if not ident or ident[0].isdigit() or keyword.iskeyword(ident):
-        ident = "f_" + ident
-    return ident

@@ -4,17 +4,24 @@ Templates live in the top-level `templates/` folder, shipped in the wheel as `de
 Each target names the layers it is made of (e.g. runtime + fastapi + docker); later layers add
 files or replace earlier ones. Files ending in `.j2` are rendered with StrictUndefined (a missing
 variable is a bug, never an empty string); every other file is copied verbatim.
+
+The trust boundary: a template can print a value only through the escaping filter of its file's
+language (`deployctl.escape`: `py`, `yaml`, `docker`, `md`, `req`...), or an int. A plain string
+printed raw into a .py, YAML, Dockerfile, requirements.txt, JSON or README fails the render.
 """
 
 from __future__ import annotations
 
+import functools
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import jinja2
 
 from deployctl.errors import UsageError
+from deployctl.escape import FILTERS, UnescapedValue, check_output
 
 
 def templates_root() -> Path:
@@ -30,15 +37,30 @@ def environment(search_path: list[Path]) -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
         autoescape=False,
+        finalize=_finalize,
     )
-    env.filters["tojson"] = _tojson
+    env.filters.update({name: _strict(f) for name, f in FILTERS.items()})
     return env
 
 
-def _tojson(value: Any) -> str:
-    import json
+def _strict(escaper: Callable[..., Any]) -> Callable[..., Any]:
+    """A missing variable given to a filter is still an error (StrictUndefined), not a value."""
 
-    return json.dumps(value)
+    @functools.wraps(escaper)
+    def escape(value: Any, *args: Any) -> Any:
+        if isinstance(value, jinja2.Undefined):
+            str(value)  # raises UndefinedError
+        return escaper(value, *args)
+
+    return escape
+
+
+@jinja2.pass_context
+def _finalize(context: jinja2.runtime.Context, value: Any) -> Any:
+    """Every `{{ ... }}` goes through here: only escaped values (or ints) reach the file."""
+    if isinstance(value, jinja2.Undefined):
+        return value  # StrictUndefined raises when printed
+    return check_output(value, context.name or "")
 
 
 def render_layers(
@@ -69,5 +91,14 @@ def _write(env: jinja2.Environment, base: Path, src: Path, dest: Path, context: 
         shutil.copyfile(src, dest)
     else:
         name = src.relative_to(base).as_posix()
-        dest.write_text(env.get_template(name).render(**context))
+        try:
+            text = env.get_template(name).render(**context)
+        except UnescapedValue as exc:
+            if base == templates_root():
+                raise  # our template: a bug, with its traceback
+            raise UsageError(
+                f"Your template {src} prints a value without escaping it: {exc}",
+                "Print every value through the filter of the file's language (see deployctl/escape.py).",
+            ) from exc
+        dest.write_text(text)
     shutil.copymode(src, dest)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from importlib.metadata import PackageNotFoundError, version
 
+from deployctl.errors import DeployctlError
+
 # Server stacks, pinned to the versions deployctl is tested with.
 FASTAPI = (
     "fastapi==0.165.0",
@@ -20,7 +22,9 @@ LOADER_PACKAGES = {"skops": "skops", "cloudpickle": "cloudpickle"}
 
 
 def package_name(requirement: str) -> str:
-    return re.split(r"[<>=!~;\[ @]", requirement, maxsplit=1)[0].strip().lower().replace("_", "-")
+    """The normalized (PEP 503) project name a requirement line names."""
+    name = re.split(r"[<>=!~;\[ @(]", requirement.strip(), maxsplit=1)[0]
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def _pinned_here(package: str) -> str:
@@ -30,10 +34,41 @@ def _pinned_here(package: str) -> str:
         return package
 
 
+def parse(model_requirements: list[str]) -> list[str]:
+    """The model's logged requirement lines, each a PEP 508 requirement, or a DeployctlError.
+
+    requirements.txt is installed by pip and uv into the artifact's venv, image and zip: a line
+    that is not a requirement (`-e .`, `--index-url ...`, `-r other.txt`, a bare URL, or two lines
+    joined by a line break) would change where and what they install from, so it is refused
+    rather than copied. Blank lines and comments are dropped.
+    """
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    lines = []
+    for raw in model_requirements:
+        line = raw.strip()
+        if not line or (line.startswith("#") and "\n" not in line and "\r" not in line):
+            continue
+        try:
+            Requirement(line)
+        except InvalidRequirement as exc:
+            raise DeployctlError(
+                f"The model's logged requirements hold a line that is not a PEP 508 requirement: "
+                f"{line!r} ({str(exc).splitlines()[0]}). deployctl copies only plain requirements "
+                "into requirements.txt: no pip options (-e, -r, --index-url...), bare URLs or line breaks.",
+                "Log the model with pinned requirements, e.g. mlflow.sklearn.log_model(..., "
+                "pip_requirements=['scikit-learn==1.5.2', ...]); a package from a URL is written "
+                "'name @ https://...'; a private index is configured in pip.conf or uv.toml "
+                "where the artifact is built, not in the model.",
+            ) from None
+        lines.append(line)
+    return lines
+
+
 def merge(model_requirements: list[str], loader: dict[str, str], server: tuple[str, ...]) -> list[str]:
     """Model pins win; MLflow itself is dropped when the model loads natively (it is not imported)."""
     native = loader["kind"] != "pyfunc"
-    lines = [r for r in model_requirements if not (native and package_name(r) == "mlflow")]
+    lines = [r for r in parse(model_requirements) if not (native and package_name(r) == "mlflow")]
     needed = list(RUNTIME)
     if loader.get("format") in LOADER_PACKAGES:
         needed.append(LOADER_PACKAGES[loader["format"]])

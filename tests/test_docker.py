@@ -118,7 +118,7 @@ def test_generate_writes_a_multi_stage_non_root_dockerfile(registry: Registry, t
     healthcheck = dockerfile[dockerfile.index("\nHEALTHCHECK") :].split("\n")[2]
     assert healthcheck.startswith('  CMD ["python", "-c", "import os, urllib.request;')
     assert 'CMD ["python", "-m", "app"]' in dockerfile
-    assert "PYTHONDONTWRITEBYTECODE=1" in dockerfile and "ARG BASE_IMAGE=python:3.11-slim" in dockerfile
+    assert "PYTHONDONTWRITEBYTECODE=1" in dockerfile and 'ARG BASE_IMAGE="python:3.11-slim"' in dockerfile
     assert '"fraud_detector"' in dockerfile and '"models:/fraud_detector@production"' in dockerfile
     ignored = (out / ".dockerignore").read_text().split()
     assert ignored[ignored.index("*") + 1 :][:2] == ["!Dockerfile", "!requirements.txt"]
@@ -147,7 +147,7 @@ def test_generate_options_change_the_image_and_the_base(registry: Registry, tmp_
         "--cpu",
         "500m",
     )
-    assert "ARG BASE_IMAGE=python:3.12-slim" in (out / "Dockerfile").read_text()
+    assert 'ARG BASE_IMAGE="python:3.12-slim"' in (out / "Dockerfile").read_text()
     service = yaml.safe_load((out / "docker-compose.yml").read_text())["services"]["fraud-detector"]
     assert service["image"] == "registry.example.com:5000/ml/fraud:v1"
     assert service["deploy"]["resources"]["limits"] == {"cpus": "0.5", "memory": 2 * 2**30}

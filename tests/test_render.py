@@ -130,12 +130,12 @@ def test_a_user_override_wins_and_can_extend_the_builtin(tmp_path: Path) -> None
     override = tmp_path / "overrides"
     (override / "fastapi").mkdir(parents=True)
     (override / "fastapi" / "README.md.j2").write_text(
-        '{% extends "_base/README.md.j2" %}{% block run %}Run it our way: {{ name }}{% endblock %}'
+        '{% extends "_base/README.md.j2" %}{% block run %}Run it our way: {{ name | token }}{% endblock %}'
     )
     out = tmp_path / "out"
     render_layers(get_target("fastapi").layers, fixed_context("fastapi"), out, override)
     readme = (out / "README.md").read_text()
-    assert "Run it our way: fraud-detector" in readme and "| `merchant category` | string |" in readme
+    assert "Run it our way: fraud-detector" in readme and "| merchant category | string |" in readme
 
 
 def test_the_wheel_ships_the_templates(tmp_path: Path) -> None:
@@ -148,5 +148,5 @@ def test_the_wheel_ships_the_templates(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     names = zipfile.ZipFile(next(tmp_path.glob("deployctl-*.whl"))).namelist()
     assert "deployctl/templates/runtime/app/runtime.py" in names
-    assert "deployctl/templates/fastapi/app/server.py.j2" in names
+    assert "deployctl/templates/fastapi/app/server.py" in names
     assert not any("/golden/" in n or n.startswith("tests/") for n in names)

@@ -6,7 +6,7 @@ import pytest
 
 from deployctl.cli import parse_extra_options
 from deployctl.errors import UsageError
-from deployctl.generate import identifier, redact
+from deployctl.generate import redact
 from deployctl.requirements import merge, package_name
 from deployctl.targets.base import dns_name
 
@@ -45,15 +45,6 @@ def test_target_options_parse_both_spellings() -> None:
         parse_extra_options(["--memory"])
     with pytest.raises(UsageError, match="Unexpected argument 'stray'"):
         parse_extra_options(["stray"])
-
-
-def test_column_names_become_python_identifiers() -> None:
-    assert [identifier(n) for n in ("amount", "sepal length (cm)", "class", "1st")] == [
-        "amount",
-        "sepal_length__cm_",
-        "f_class",
-        "f_1st",
-    ]
 
 
 def test_requirements_keep_model_pins_and_add_the_server() -> None:

@@ -84,11 +84,6 @@ def image_ref(artifact: Artifact) -> str:
     return artifact.options.get("image") or default_image(artifact.name, artifact.model["version"])
 
 
-def label_value(value: Any) -> str:
-    """A double-quoted Dockerfile value: JSON escaping, and `$` kept from variable expansion."""
-    return json.dumps(str(value)).replace("$", "\\$")
-
-
 class DockerTarget(FastAPITarget):
     name = "docker"
     summary = "Container image (FastAPI inside): multi-stage, non-root, read-only-root ready, built offline"
@@ -128,7 +123,7 @@ class DockerTarget(FastAPITarget):
         docker = {
             "uid": UID,
             "port": PORT,
-            "labels": {k: label_value(v) for k, v in labels.items()},
+            "labels": labels,  # data: the template escapes them (`docker` filter)
             "cpus": f"{cpu_cores(options['cpu']):g}",
             "memory_bytes": memory_bytes(options["memory"]),
         }

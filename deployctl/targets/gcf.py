@@ -11,6 +11,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
+import shlex
 import sys
 import tempfile
 import zipfile
@@ -76,7 +77,7 @@ class CloudFunctionTarget(VenvServiceTarget):
     )
 
     def context(self, base: dict[str, Any]) -> dict[str, Any]:
-        return {**base, "deploy_command": deploy_command(base["name"], base["options"], ".")}
+        return {**base, "deploy_argv": deploy_argv(base["name"], base["options"], ".")}
 
     def build(self, artifact: Artifact, console: Console) -> dict[str, Any]:
         facts = super().build(artifact, console)
@@ -118,12 +119,18 @@ class CloudFunctionTarget(VenvServiceTarget):
         return [*super().next_steps(artifact), deploy_command(artifact.name, artifact.options, artifact.path)]
 
 
+def deploy_argv(name: str, options: dict[str, Any], source: Path | str) -> list[str]:
+    return [
+        *("gcloud", "functions", "deploy", name, "--gen2", f"--runtime={options['runtime']}"),
+        *(f"--region={options['region']}", f"--source={source}", f"--entry-point={ENTRY_POINT}"),
+        *("--trigger-http", f"--memory={options['memory']}", f"--timeout={options['timeout']}s"),
+        "--no-allow-unauthenticated",
+    ]
+
+
 def deploy_command(name: str, options: dict[str, Any], source: Path | str) -> str:
-    return (
-        f"gcloud functions deploy {name} --gen2 --runtime={options['runtime']} "
-        f"--region={options['region']} --source={source} --entry-point={ENTRY_POINT} --trigger-http "
-        f"--memory={options['memory']} --timeout={options['timeout']}s --no-allow-unauthenticated"
-    )
+    """The deploy command line, quoted for a shell (the artifact's path may hold anything)."""
+    return shlex.join(deploy_argv(name, options, source))
 
 
 @dataclass

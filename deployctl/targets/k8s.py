@@ -143,11 +143,11 @@ class KubernetesTarget(DockerTarget):
         }
         metadata = {"name": name, **({"namespace": namespace} if namespace else {})}
         metadata.update(labels=labels, annotations=annotations)
-        context["k8s"] = {
+        context["k8s"] = {  # data: the templates write it with the `yaml_block` filter
             "namespace": namespace,
-            "metadata": _yaml(metadata),
-            "selector": _yaml(selector),
-            "pod_labels": _yaml(labels),
+            "metadata": metadata,
+            "selector": selector,
+            "pod_labels": labels,
             "resources": RESOURCES,
         }
         return context
@@ -201,10 +201,6 @@ def _probe_check(kind: str, container: dict[str, Any], base_url: str) -> Check:
     except OSError as exc:
         return Check(name, False, f"no answer within {probe.get('timeoutSeconds', 1)} s: {exc}")
     return Check(name, 200 <= status < 400, f"HTTP {status}")
-
-
-def _yaml(data: dict[str, Any]) -> str:
-    return yaml.safe_dump(data, sort_keys=False, default_flow_style=False, width=1000).rstrip("\n")
 
 
 # -- reading the manifests ------------------------------------------------------------------------

@@ -412,6 +412,7 @@ class ModelService:
 
     def __init__(self, manifest: dict[str, Any], model: Any) -> None:
         meta = manifest["model"]
+        self.manifest = manifest  # read-only: adapters document their API from it
         self.name: str = meta["name"]
         self.version: str = meta["version"]
         self.schema = Schema(meta["columns"])
