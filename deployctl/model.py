@@ -467,9 +467,10 @@ class _registry_errors:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: object) -> bool:
+    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: object) -> None:
+        """Never swallows: re-raises as one of ours, or lets the exception through."""
         if exc is None or isinstance(exc, DeployctlError):
-            return False
+            return
         from mlflow.exceptions import MlflowException
 
         text = str(exc)
@@ -484,4 +485,4 @@ class _registry_errors:
                 f"MLflow could not resolve the model: {redact(first_line)}",
                 "Check the model URI with `deployctl inspect`.",
             ) from exc
-        return False
+        return

@@ -88,7 +88,7 @@ class DockerTarget(FastAPITarget):
     name = "docker"
     summary = "Container image (FastAPI inside): multi-stage, non-root, read-only-root ready, built offline"
     produces = "the fastapi app + Dockerfile, .dockerignore, docker-compose.yml; an image after build"
-    layers = ("runtime", "fastapi", "docker")
+    layers: ClassVar[tuple[str, ...]] = ("runtime", "fastapi", "docker")
     options: ClassVar[tuple[Option, ...]] = (
         Option("image", "", "Image reference to tag (default: <name>:<model version>).", check=check_image),
         Option("base_image", "python:3.11-slim", "Base image; needs python3 with venv.", check=check_image),

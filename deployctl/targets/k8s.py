@@ -322,8 +322,9 @@ def consistency_checks(artifact: Artifact, docs: list[dict[str, Any]]) -> list[C
 
 
 def _selects(name: str, selector: dict[str, str] | None, labels: dict[str, str]) -> Check:
+    selector = selector or {}
     ok = bool(selector) and all(labels.get(k) == v for k, v in selector.items())
-    shown = ", ".join(f"{k}={v}" for k, v in (selector or {}).items()) or "no selector"
+    shown = ", ".join(f"{k}={v}" for k, v in selector.items()) or "no selector"
     return Check(name, ok, shown if ok else f"{shown} does not match the pod labels {labels}")
 
 

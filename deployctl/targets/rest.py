@@ -15,7 +15,7 @@ from rich.console import Console
 from deployctl import requirements
 from deployctl.manifest import Artifact, sha256
 from deployctl.process import ProcessService, run_or_fail
-from deployctl.targets.base import Option, Target, require_built
+from deployctl.targets.base import Option, RunningService, Target, require_built
 
 
 def _positive(value: int) -> str | None:
@@ -48,7 +48,7 @@ class VenvServiceTarget(Target):
             stamp.write_text(wanted)
         return {"venv": str(venv), "seconds": round(time.monotonic() - started, 1)}
 
-    def start(self, artifact: Artifact, port: int) -> ProcessService:
+    def start(self, artifact: Artifact, port: int) -> RunningService:
         python = artifact.path / ".venv" / "bin" / "python"
         require_built(artifact, python, ".venv")
         env = {"PORT": str(port), "HOST": "127.0.0.1", "WORKERS": "1"}
@@ -101,12 +101,12 @@ def _run(cmd: list[str], what: str) -> None:
 class FastAPITarget(VenvServiceTarget):
     name = "fastapi"
     summary = "REST API on FastAPI + uvicorn, typed OpenAPI docs from the signature"
-    layers = ("runtime", "fastapi")
+    layers: ClassVar[tuple[str, ...]] = ("runtime", "fastapi")
     server_requirements = requirements.FASTAPI
 
 
 class FlaskTarget(VenvServiceTarget):
     name = "flask"
     summary = "REST API on Flask + gunicorn"
-    layers = ("runtime", "flask")
+    layers: ClassVar[tuple[str, ...]] = ("runtime", "flask")
     server_requirements = requirements.FLASK
