@@ -80,10 +80,10 @@ def tracking_uri_or_default(tracking_uri: str | None) -> str:
 def resolve(uri: str, tracking_uri: str | None, dest: Path) -> ResolvedModel:
     """Resolve `uri` to one pinned version and copy its artifacts into `dest`."""
     tracking_uri = tracking_uri_or_default(tracking_uri)
-    check_uri(uri)
     local_dir = Path(uri).expanduser()
-    if _is_dir(local_dir):
+    if uri.strip() and _is_dir(local_dir):  # any folder name works, line breaks included
         return _from_local_dir(uri, local_dir, dest)
+    check_uri(uri)
     if not (uri.startswith("models:/") or uri.startswith("runs:/")):
         raise UsageError(f"'{redact(uri)}' is neither a model URI nor an MLflow model directory.", URI_FORMS)
     if uri.startswith("models:/"):
