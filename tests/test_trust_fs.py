@@ -98,14 +98,14 @@ def test_force_keeps_an_edited_file_and_build_reports_it(cli: Cli, artifact: Pat
     readme = artifact / "README.md"
     readme.write_text(readme.read_text() + "\nOur on-call runbook: page the ML team.\n")
     mine = readme.read_text()
-    server = artifact / "app" / "server.py"
-    old_server = server.read_text()
+    mlmodel = artifact / "model" / "MLmodel"  # app/server.py is the same for every model now
+    old_mlmodel = mlmodel.read_text()
 
     result = cli("generate", "-m", "models:/churn_logreg/1", "-t", "fastapi", "-o", str(artifact), "--force")
     assert result.code == 0, result.output
     assert readme.read_text() == mine  # the user's edit survives
     assert "kept 1 file(s) you edited" in " ".join(result.stderr.split()) and "README.md" in result.stderr
-    assert server.read_text() != old_server  # unmodified generated files follow the new model
+    assert mlmodel.read_text() != old_mlmodel  # unmodified generated files follow the new model
     manifest = json.loads((artifact / "deployctl.json").read_text())
     assert manifest["model"]["name"] == "churn_logreg"
     assert manifest["files"]["README.md"] != sha(readme)
