@@ -1,5 +1,6 @@
-"""Unit tests of the serving runtime (templates/runtime/app/runtime.py), imported as the plain module
-every artifact carries, around real scikit-learn models fitted here. Fast: no MLflow, no server.
+"""Unit tests of the serving runtime (the package templates/runtime/app, through its facade
+app/runtime.py), imported as every artifact carries it, around real scikit-learn models fitted
+here. Fast: no MLflow, no server.
 
 Every answer is checked against what the model itself gives in this process on a DataFrame, bit for
 bit: the runtime may call the model another way (an array, a Pipeline split), never differently.
