@@ -151,23 +151,24 @@ def generate(
     seconds = time.monotonic() - started
     for note in artifact.notes:
         err.print(f"[yellow]--force:[/] {escape(note)}", highlight=False)
-    m = artifact.model
+    record = artifact.record
+    m = record.model
     err.print(
         "[green]Generated[/] "
         + escape(
-            f"{artifact.path} ({artifact.target}) for {m['name']} "
-            f"version {m['version']} ({m['task']}, {len(artifact.manifest['files'])} files)"
+            f"{artifact.path} ({record.target}) for {m.name} "
+            f"version {m.version} ({m.task}, {len(record.files)} files)"
         ),
         highlight=False,
     )
     _next_steps(artifact)
     if as_json:
-        files = sorted(artifact.manifest["files"])
+        files = sorted(record.files)
         summary = {
             "path": str(artifact.path.resolve()),
-            "target": artifact.target,
-            "name": artifact.name,
-            "model": {"name": m["name"], "version": m["version"], "uri": m["uri"]},
+            "target": record.target,
+            "name": record.name,
+            "model": {"name": m.name, "version": m.version, "uri": m.uri},
             "files": files,
             "files_written": len(files),
             "seconds": round(seconds, 3),

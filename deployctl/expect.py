@@ -10,11 +10,11 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from deployctl.columns import COLUMN_DTYPES, PLACEHOLDERS
 from deployctl.errors import DeployctlError
-from deployctl.model import COLUMN_DTYPES, Column, ResolvedModel
+from deployctl.model import Column, ResolvedModel
 
 MAX_CASES = 5
-PLACEHOLDER = {"double": 0.0, "float": 0.0, "long": 0, "integer": 0, "boolean": False, "string": ""}
 
 
 @dataclass
@@ -26,7 +26,7 @@ class Expectations:
 
 
 def record_expectations(model: ResolvedModel) -> Expectations:
-    rows = model.example_rows[:MAX_CASES] or [{c.name: PLACEHOLDER[c.type] for c in model.columns}]
+    rows = model.example_rows[:MAX_CASES] or [{c.name: PLACEHOLDERS[c.type] for c in model.columns}]
     frame = _frame(rows, model.columns)
     estimator = _load(model)
     try:

@@ -11,7 +11,7 @@ from typing import Any
 
 from deployctl import __version__, requirements
 from deployctl.expect import Expectations, record_expectations
-from deployctl.manifest import SCHEMA_VERSION, Artifact
+from deployctl.manifest import Artifact, Manifest, ModelRecord
 from deployctl.model import ResolvedModel, copy_model_tree, resolve, strip_host_paths
 from deployctl.outdir import check_out_dir, install, plan_install
 from deployctl.redact import public_uri
@@ -47,44 +47,43 @@ def generate(
         context = template_context(target, model, expectations, service_name, options)
         render_layers(target.layers, context, stage, templates)
         plan = plan_install(out, stage, previous)
-        manifest = {
-            "schema_version": SCHEMA_VERSION,
-            "tool_version": __version__,
-            "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "target": target.name,
-            "name": service_name,
-            "options": options,
-            "python_version": platform.python_version(),
-            "model": context["model"],
-            "smoke_cases": expectations.cases,
-            "files": plan.hashes,
-        }
+        manifest = Manifest(
+            tool_version=__version__,
+            generated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            target=target.name,
+            name=service_name,
+            options=options,
+            python_version=platform.python_version(),
+            model=manifest_model(model, expectations),
+            smoke_cases=expectations.cases,
+            files=plan.hashes,
+        )
         install(plan, manifest)
-    return Artifact(out, manifest, notes=plan.notes())
+    return Artifact(out, manifest.to_dict(), notes=plan.notes())
 
 
-def manifest_model(model: ResolvedModel, expectations: Expectations) -> dict[str, Any]:
+def manifest_model(model: ResolvedModel, expectations: Expectations) -> ModelRecord:
     """The model block of the manifest (and of the template context): no credential, no host path.
 
     URIs go through `public_uri`: a local model is recorded by its directory's base name, a sqlite
     registry as `sqlite:///<db file name>`, a server as scheme://host:port without userinfo.
     """
-    return {
-        "uri": public_uri(model.uri),
-        "name": model.name,
-        "version": model.version,
-        "run_id": model.run_id,
-        "source": public_uri(model.source),
-        "tracking_uri": public_uri(model.tracking_uri),
-        "flavor": model.flavor,
-        "loader": model.loader,
-        "mlflow_version": model.mlflow_version,
-        "python_version": model.python_version,
-        "columns": [asdict(c) for c in model.columns],
-        "task": expectations.task,
-        "classes": expectations.classes,
-        "requirements": model.requirements,
-    }
+    return ModelRecord(
+        uri=public_uri(model.uri),
+        name=model.name,
+        version=model.version,
+        run_id=model.run_id,
+        source=public_uri(model.source),
+        tracking_uri=public_uri(model.tracking_uri),
+        flavor=model.flavor,
+        loader=model.loader,
+        mlflow_version=model.mlflow_version,
+        python_version=model.python_version,
+        columns=[asdict(c) for c in model.columns],
+        task=expectations.task,
+        classes=expectations.classes,
+        requirements=model.requirements,
+    )
 
 
 def template_context(
@@ -100,7 +99,7 @@ def template_context(
         "name": service_name,
         "target": target.name,
         "tool_version": __version__,
-        "model": manifest_model(model, expectations),
+        "model": manifest_model(model, expectations).to_dict(),
         "columns": columns,
         "task": expectations.task,
         "classes": expectations.classes,

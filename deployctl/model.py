@@ -15,19 +15,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from deployctl.columns import COLUMN_DTYPES
 from deployctl.errors import DeployctlError, ModelNotFound, RegistryUnreachable, UsageError
 from deployctl.redact import redact
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
-# The MLflow signature column types deployctl serves, and the numpy dtype each becomes.
-COLUMN_DTYPES = {
-    "double": "float64",
-    "float": "float32",
-    "long": "int64",
-    "integer": "int32",
-    "boolean": "bool",
-    "string": "object",
-}
 NATIVE_FLAVORS = ("sklearn",)
 # Longer than any registry accepts (MLflow's own limit on names is 256), short enough for a message.
 MAX_URI_LENGTH = 1024
@@ -132,10 +124,8 @@ def _from_registry(uri: str, tracking_uri: str, dest: Path) -> ResolvedModel:
     mv = client.get_model_version(name, version)
     _check_local_source(_download_location(client, name, version))
     path = _download(f"models:/{name}/{version}", tracking_uri, dest)
-    model = _read_model(path, uri)
-    model.name, model.version, model.run_id = name, str(version), mv.run_id or model.run_id
-    model.tracking_uri, model.source = tracking_uri, mv.source
-    return model
+    pinned = Pinned(name, str(version), run_id=mv.run_id, tracking_uri=tracking_uri, source=mv.source)
+    return _read_model(path, uri, pinned)
 
 
 def parse_models_uri(uri: str) -> tuple[str, str, str]:
@@ -235,10 +225,8 @@ def _from_run(uri: str, tracking_uri: str, dest: Path) -> ResolvedModel:
 
     _check_local_source(RunsArtifactRepository.get_underlying_uri(uri, tracking_uri))
     path = _download(uri, tracking_uri, dest)
-    model = _read_model(path, uri)
-    model.name, model.version, model.run_id = Path(artifact).name, f"run-{run_id[:8]}", run_id
-    model.tracking_uri, model.source = tracking_uri, uri
-    return model
+    pinned = Pinned(Path(artifact).name, f"run-{run_id[:8]}", run_id, tracking_uri=tracking_uri, source=uri)
+    return _read_model(path, uri, pinned)
 
 
 def _from_local_dir(uri: str, local_dir: Path, dest: Path) -> ResolvedModel:
@@ -249,9 +237,7 @@ def _from_local_dir(uri: str, local_dir: Path, dest: Path) -> ResolvedModel:
         )
     _quiet_mlflow()
     copy_model_tree(local_dir, dest)
-    model = _read_model(dest, uri)
-    model.name, model.version, model.source = local_dir.resolve().name, "local", str(local_dir)
-    return model
+    return _read_model(dest, uri, Pinned(local_dir.resolve().name, "local", source=str(local_dir)))
 
 
 def _download(uri: str, tracking_uri: str, dest: Path) -> Path:
@@ -365,8 +351,20 @@ def strip_host_paths(model_dir: Path) -> None:
     mlmodel.write_text(yaml.safe_dump(data, default_flow_style=False))
 
 
-def _read_model(path: Path, uri: str) -> ResolvedModel:
-    """Read the MLmodel file: flavor, loader, signature, example, requirements."""
+@dataclass(frozen=True)
+class Pinned:
+    """Where a model was resolved to, as its URI form tells: the identity `_read_model` records."""
+
+    name: str
+    version: str  # the registry's version number, "run-<id>" for a run, "local" for a folder
+    run_id: str | None = None  # None: the run id the MLmodel file records, if any
+    tracking_uri: str | None = None
+    source: str | None = None
+
+
+def _read_model(path: Path, uri: str, pinned: Pinned) -> ResolvedModel:
+    """The complete ResolvedModel: `pinned`'s identity, and from the MLmodel file in `path` the
+    flavor, loader, signature, example and requirements."""
     from mlflow.models import Model
 
     mlmodel = Model.load(str(path))
@@ -378,9 +376,9 @@ def _read_model(path: Path, uri: str) -> ResolvedModel:
         )
     return ResolvedModel(
         uri=uri,
-        name=path.name,
-        version="",
-        run_id=mlmodel.run_id,
+        name=pinned.name,
+        version=pinned.version,
+        run_id=pinned.run_id or mlmodel.run_id,
         flavor=flavor,
         columns=_columns(mlmodel, uri),
         example_rows=_example_rows(mlmodel, path),
@@ -389,6 +387,8 @@ def _read_model(path: Path, uri: str) -> ResolvedModel:
         loader=_loader(mlmodel, flavor),
         python_version=mlmodel.flavors.get("python_function", {}).get("python_version"),
         mlflow_version=mlmodel.mlflow_version,
+        tracking_uri=pinned.tracking_uri,
+        source=pinned.source,
     )
 
 

@@ -13,15 +13,13 @@ Every path read from a manifest must stay inside `--out`, else the manifest is r
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
 
 from deployctl.errors import DeployctlError, UsageError
-from deployctl.manifest import BUILD_OUTPUTS, MANIFEST, sha256, write_manifest
+from deployctl.manifest import BUILD_OUTPUTS, MANIFEST, Manifest, recorded_files, sha256, write_manifest
 
 MODEL_DIR = "model"
 VIRTUAL_FILESYSTEMS = (Path("/proc"), Path("/sys"), Path("/dev"))
@@ -158,7 +156,7 @@ def read_previous(out: Path) -> Previous | None:
     if file.is_symlink() or not file.is_file():
         raise OutDirError(f"{file} is not a regular file, so it is no manifest deployctl wrote.", refuse)
     try:
-        files = json.loads(file.read_text())["files"]
+        files = recorded_files(file)
     except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
         raise OutDirError(
             f"{file} is not a valid deployctl manifest ({type(exc).__name__}: {exc}), so --force cannot "
@@ -290,7 +288,7 @@ def _check_model_dir(out: Path, prev: dict[str, str]) -> bool:
     return True
 
 
-def install(plan: Plan, manifest: dict[str, Any]) -> None:
+def install(plan: Plan, manifest: Manifest) -> None:
     """Execute the plan: the only step of `generate` that writes into `--out`."""
     out, stage = plan.out, plan.stage
     try:

@@ -165,6 +165,15 @@ def test_corrupt_manifest_is_a_clean_error(tmp_path: Path) -> None:
     assert_user_error(run_cli("build", str(tmp_path)), "not a valid deployctl manifest")
 
 
+def test_a_manifest_from_a_newer_deployctl_is_a_clean_error(tmp_path: Path) -> None:
+    manifest = {"schema_version": 99, "tool_version": "7.0.0", "target": "fastapi", "model": {"name": "m"}}
+    (tmp_path / "deployctl.json").write_text(json.dumps(manifest))
+    for command in ("build", "serve", "smoke-test"):
+        result = run_cli(command, str(tmp_path))
+        assert result.code == 2, result.output
+        assert_user_error(result, "by deployctl 7.0.0, a newer deployctl", "Upgrade deployctl to >= 7.0.0")
+
+
 def test_manifest_records_pins_hashes_and_smoke_cases(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     out = tmp_path / "api"
     result = cli(

@@ -92,6 +92,8 @@ def test_build_makes_a_venv_with_the_real_functions_framework_and_measures_the_u
     assert "limit 100 MB zipped" in " ".join(output.split())
     uploaded = {p.relative_to(artifact).as_posix() for p in gcf.uploaded_files(artifact)}
     assert {"main.py", "app/runtime.py", "requirements.txt", "deployctl.json", "model/MLmodel"} <= uploaded
+    runtime = {f"app/{p.name}" for p in (artifact / "app").glob("*.py")}
+    assert "app/service.py" in runtime and runtime <= uploaded  # the whole runtime package
     assert not [p for p in uploaded if p.startswith((".venv/", "dist/")) or p == "requirements.lock"]
 
 

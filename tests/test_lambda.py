@@ -191,6 +191,8 @@ def test_build_writes_a_lean_reproducible_zip_within_lambda_limits(fraud_fn: tup
         assert {i.date_time for i in archive.infolist()} == {(1980, 1, 1, 0, 0, 0)}
     for needed in ("handler.py", "app/runtime.py", "deployctl.json", "model/MLmodel", "numpy/__init__.py"):
         assert needed in names
+    runtime = sorted(p.name for p in (artifact / "app").glob("*.py"))
+    assert "service.py" in runtime and all(f"app/{name}" in names for name in runtime)  # the whole runtime
     assert not [n for n in names if "/tests/" in n or n.endswith((".pyx", ".pxd", "/RECORD", ".h"))]
     # the wheels are those of Lambda's python3.12 (CPython 3.12 ABI), whatever runs deployctl here
     assert any(n.endswith(".cpython-312-x86_64-linux-gnu.so") for n in names)

@@ -92,10 +92,17 @@ def test_rendered_files_match_the_golden_files(
     assert {p.relative_to(golden) for p in golden.rglob("*") if p.is_file()} == rendered
 
 
-def test_verbatim_files_are_copied_unchanged(tmp_path: Path) -> None:
-    render_layers(get_target("fastapi").layers, fixed_context("fastapi"), tmp_path)
-    source = templates_root() / "runtime" / "app" / "runtime.py"
-    assert (tmp_path / "app" / "runtime.py").read_bytes() == source.read_bytes()
+@pytest.mark.parametrize("target", ["flask", "fastapi", "docker", "k8s", "lambda", "gcf"])
+def test_verbatim_files_are_copied_unchanged(target: str, tmp_path: Path) -> None:
+    """Every target carries the one runtime: each file of the runtime package, byte for byte."""
+    assert get_target(target).layers[0] == "runtime"
+    render_layers(get_target(target).layers, fixed_context(target), tmp_path)
+    package = templates_root() / "runtime" / "app"
+    sources = sorted(p for p in package.rglob("*.py") if "__pycache__" not in p.parts)
+    assert {"runtime.py", "schema.py", "scoring.py", "service.py", "logs.py"} <= {p.name for p in sources}
+    for source in sources:
+        copy = tmp_path / "app" / source.relative_to(package)
+        assert copy.read_bytes() == source.read_bytes(), copy
 
 
 @pytest.mark.parametrize("target", ["fastapi", "flask"])
@@ -148,5 +155,6 @@ def test_the_wheel_ships_the_templates(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     names = zipfile.ZipFile(next(tmp_path.glob("deployctl-*.whl"))).namelist()
     assert "deployctl/templates/runtime/app/runtime.py" in names
+    assert "deployctl/templates/runtime/app/service.py" in names
     assert "deployctl/templates/fastapi/app/server.py" in names
     assert not any("/golden/" in n or n.startswith("tests/") for n in names)

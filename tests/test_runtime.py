@@ -1,5 +1,6 @@
-"""Unit tests of the serving runtime (templates/runtime/app/runtime.py), imported as the plain module
-every artifact carries, around real scikit-learn models fitted here. Fast: no MLflow, no server.
+"""Unit tests of the serving runtime (the package templates/runtime/app, through its facade
+app/runtime.py), imported as every artifact carries it, around real scikit-learn models fitted
+here. Fast: no MLflow, no server.
 
 Every answer is checked against what the model itself gives in this process on a DataFrame, bit for
 bit: the runtime may call the model another way (an array, a Pipeline split), never differently.
@@ -7,9 +8,12 @@ bit: the runtime may call the model another way (an array, a Pipeline split), ne
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import importlib.util
 import json
+import os
+import shutil
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -30,12 +34,16 @@ RUNTIME_FILE = Path(__file__).resolve().parent.parent / "templates" / "runtime" 
 
 
 def _import_runtime() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("artifact_runtime", RUNTIME_FILE)
+    """The runtime package (templates/runtime/app) under another name than `app`, and its facade."""
+    init = RUNTIME_FILE.parent / "__init__.py"
+    spec = importlib.util.spec_from_file_location(
+        "artifact_app", init, submodule_search_locations=[str(RUNTIME_FILE.parent)]
+    )
     assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    package = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = package
+    spec.loader.exec_module(package)
+    return importlib.import_module("artifact_app.runtime")
 
 
 runtime = _import_runtime()
@@ -535,3 +543,64 @@ def test_one_bad_request_in_a_batch_fails_alone(pipeline: tuple[Any, pd.DataFram
     assert isinstance(answers[1], runtime.BadRequest) and answers[1].status == 422
     for i in (0, 2):
         assert answers[i] == call(service, "/predict", bodies[i])[1]
+
+
+# -- embedding: the README's snippet, run as written -----------------------------------------------
+
+
+def readme_snippet() -> str:
+    """The Python block of the README's "Embedding the model in your application"."""
+    readme = (RUNTIME_FILE.parents[3] / "README.md").read_text()
+    section = readme.split("### Embedding the model in your application", 1)[1]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_readme_embedding_snippet_returns_the_answer(tmp_path: Path) -> None:
+    """An artifact laid out as generate writes it (app/, model/, deployctl.json) around a model with
+    the snippet's columns; the snippet runs in its own interpreter from the artifact's folder."""
+    import pickle
+    import subprocess
+
+    frame = pd.DataFrame({"amount": RNG.uniform(0, 2000, 80), "hour": RNG.integers(0, 24, 80)})
+    model = LogisticRegression().fit(frame, (frame["amount"] > 900).astype(int))
+    shutil.copytree(RUNTIME_FILE.parent, tmp_path / "app", ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "model.pkl").write_bytes(pickle.dumps(model))
+    manifest = {
+        "model": {
+            "name": "fraud",
+            "version": "3",
+            "columns": columns({"amount": "double", "hour": "long"}),
+            "loader": {"kind": "sklearn", "file": "model.pkl", "format": "pickle"},
+        },
+        "smoke_cases": [{"row": row} for row in json.loads(frame.head(5).to_json(orient="records"))],
+    }
+    (tmp_path / "deployctl.json").write_text(json.dumps(manifest))
+
+    snippet = readme_snippet()
+    assert "service.answer(" in snippet
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "ACCESS_LOG": "0"}
+    done = subprocess.run(
+        [sys.executable, "-c", snippet], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    answer = ast.literal_eval(done.stdout.strip())
+    expected = model.predict_proba(pd.DataFrame({"amount": [950.0], "hour": [3]}))[0, 1]
+    assert answer == {
+        "prediction": int(model.predict(pd.DataFrame({"amount": [950.0], "hour": [3]}))[0]),
+        "probability": float(expected),
+        "model_version": "3",
+    }
+
+
+def test_answer_is_what_the_http_contract_answers(binary: tuple[Any, pd.DataFrame]) -> None:
+    service = binary[0]
+    body = {"features": [0.1, 0.2, 0.3, 0.4]}
+    assert service.answer("/predict", body) == call(service, "/predict", body)[1]
+    batch = {"instances": [[0.1, 0.2, 0.3, 0.4], [1.0, 2.0, 3.0, 4.0]]}
+    assert service.answer("/predict_batch/", batch) == call(service, "/predict_batch", batch)[1]
+    with pytest.raises(runtime.BadRequest, match="is not served") as refused:
+        service.answer("/nowhere", body)
+    assert refused.value.status == 404
+    with pytest.raises(runtime.BadRequest, match="expected 4 values"):
+        service.answer("/predict", {"features": [1.0]})

@@ -13,21 +13,12 @@ import operator
 from typing import Any
 
 from app.asgi import ModelRoutes
-from app.runtime import BadRequest, ModelService, configure_logging, error_body
+from app.runtime import PYTYPES, BadRequest, ModelService, configure_logging, error_body
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, create_model
 from starlette.exceptions import HTTPException
-
-PYTYPES: dict[str, type] = {
-    "double": float,
-    "float": float,
-    "long": int,
-    "integer": int,
-    "boolean": bool,
-    "string": str,
-}
 
 
 def features_model(columns: list[dict[str, Any]]) -> type[BaseModel]:

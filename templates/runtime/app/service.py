@@ -1,0 +1,204 @@
+"""The HTTP contract: routes, parsing, MLflow's input formats, and the answers (`ModelService`)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .jsonio import JSONDecodeError, dumps, loads
+from .logs import log
+from .schema import MAX_BODY_BYTES, BadRequest, Schema
+from .scoring import Scorer, load_model
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+Scored = tuple[list[Any], Any]  # (labels, probabilities or None)
+
+
+@dataclass
+class Call:
+    """A validated request: the rows to score and how the model's output becomes the answer."""
+
+    rows: list[list[Any]]
+    probabilities: bool
+    answer: Callable[[list[Any], Any], dict[str, Any]]
+
+
+class ModelService:
+    """The model behind the HTTP contract. Build it once per process with `from_artifact`.
+
+    A request goes route -> parse -> validate (`prepare`, giving a Call) -> score -> answer
+    (`respond`); `handle` does it all at once. The ASGI adapter scores the Calls of concurrent
+    requests together (app/asgi.py), which is why the steps are apart.
+    """
+
+    def __init__(self, manifest: dict[str, Any], model: Any) -> None:
+        meta = manifest["model"]
+        self.manifest = manifest  # read-only: adapters document their API from it
+        self.name: str = meta["name"]
+        self.version: str = meta["version"]
+        self.schema = Schema(meta["columns"])
+        self.model = model
+        self.probe = self._probe(manifest)
+        self.scorer = Scorer.fastest(model, self.schema, self.probe)
+        self.classes = None if self.scorer.classes is None else self.scorer.classes.tolist()
+        self.routes: dict[tuple[str, str], Callable[[Any], Call]] = {
+            ("POST", "/predict"): self.predict,
+            ("POST", "/predict_batch"): self.predict_batch,
+            ("POST", "/invocations"): self.invocations,
+        }
+        self.paths = {path for _, path in self.routes} | {"/health", "/ping"}
+        # /health never changes: serialize it once
+        self.health_body = dumps(self.health())
+
+    @classmethod
+    def from_artifact(cls, root: Path = ROOT) -> ModelService:
+        manifest = json.loads((root / "deployctl.json").read_text())
+        model = load_model(manifest["model"]["loader"], root / "model")
+        service = cls(manifest, model)  # also warms the model up on the smoke-test rows
+        log.info("model loaded", extra={"fields": {"scoring": service.scorer.options}})
+        return service
+
+    def _probe(self, manifest: dict[str, Any]) -> list[list[Any]]:
+        """The smoke-test rows (real input examples) that pass validation."""
+        rows = []
+        for case in manifest.get("smoke_cases", []):
+            with contextlib.suppress(BadRequest):
+                rows.append(self.schema.row(case["row"], "smoke case"))
+        return rows
+
+    # -- endpoints: each takes the parsed JSON body and returns the Call that answers it ----------
+
+    def health(self) -> dict[str, Any]:
+        return {"status": "healthy", "model_name": self.name, "model_version": self.version}
+
+    def predict(self, body: Any) -> Call:
+        if type(body) is not dict or "features" not in body:
+            raise BadRequest('expected an object {"features": [...]} or {"features": {...}}')
+        return Call([self.schema.row(body["features"], "features")], True, self._one_answer)
+
+    def predict_batch(self, body: Any) -> Call:
+        items = body.get("instances") if type(body) is dict else body
+        if items is None:
+            raise BadRequest('expected {"instances": [[...], ...]} or a list of objects')
+        return Call(self.schema.rows(items, "instances"), True, self._batch_answer)
+
+    def invocations(self, body: Any) -> Call:
+        """MLflow's scoring protocol, answered as `mlflow models serve` answers it."""
+        rows = self.schema.rows(_mlflow_rows(body), "input", strict=False)
+        return Call(rows, False, lambda labels, _: {"predictions": labels})
+
+    def _one_answer(self, labels: list[Any], probas: Any) -> dict[str, Any]:
+        answer: dict[str, Any] = {"prediction": labels[0]}
+        if probas is not None:
+            assert self.classes is not None
+            key = "probability" if len(self.classes) == 2 else "probabilities"
+            answer[key] = self._probabilities(probas[:1])[0]
+        answer["model_version"] = self.version
+        return answer
+
+    def _batch_answer(self, labels: list[Any], probas: Any) -> dict[str, Any]:
+        answer: dict[str, Any] = {"predictions": labels}
+        if probas is not None:
+            answer["probabilities"] = self._probabilities(probas)
+        answer["model_version"] = self.version
+        return answer
+
+    def answer(self, path: str, body: Any) -> dict[str, Any]:
+        """The answer to POSTing `body` (parsed JSON) to `path`, as a dict: the embedding API.
+
+        `service.answer("/predict", {"features": {...}})` gives what the HTTP service answers, as
+        {"prediction": ..., "model_version": ...}; input it would refuse raises BadRequest.
+        """
+        endpoint = self.routes.get(("POST", path.rstrip("/") or "/"))
+        if endpoint is None:
+            raise BadRequest(f"POST {path} is not served", 405 if path in self.paths else 404)
+        call = endpoint(body)
+        return call.answer(*self.scorer.score(call.rows, call.probabilities))
+
+    # -- plumbing ---------------------------------------------------------------------------------
+
+    def handle(
+        self, method: str, path: str, body: bytes, content_type: str | None = None
+    ) -> tuple[int, bytes]:
+        """Answer one HTTP request: (status, JSON bytes). Never raises for bad input."""
+        try:
+            call = self.prepare(method, path, body, content_type)
+            if isinstance(call, bytes):
+                return 200, call
+            return 200, self.respond(call, self.scorer.score(call.rows, call.probabilities))
+        except BadRequest as exc:
+            return exc.status, error_body(exc, path.rstrip("/"))
+
+    def prepare(self, method: str, path: str, body: bytes, content_type: str | None) -> Call | bytes:
+        """Route, parse and validate one request: the Call to score, or the answer (/health)."""
+        path = path.rstrip("/") or "/"
+        if path in ("/health", "/ping") and method in ("GET", "HEAD"):
+            return self.health_body
+        endpoint = self.routes.get((method, path))
+        if endpoint is None:
+            raise BadRequest(f"{method} {path} is not served", 405 if path in self.paths else 404)
+        return endpoint(self.parse(body, content_type))
+
+    @staticmethod
+    def respond(call: Call, scored: Scored) -> bytes:
+        return dumps(call.answer(*scored))
+
+    @staticmethod
+    def parse(body: bytes, content_type: str | None = None) -> Any:
+        if len(body) > MAX_BODY_BYTES:
+            raise BadRequest.too_large()
+        if content_type and "json" not in content_type.lower():
+            raise BadRequest(f"content type '{content_type}' is not supported; send application/json", 415)
+        if not body:
+            raise BadRequest("the request body is empty; send a JSON object")
+        try:
+            return loads(body)
+        except (JSONDecodeError, ValueError, UnicodeDecodeError) as exc:
+            raise BadRequest(f"the body is not valid JSON: {exc}") from None
+
+    def _probabilities(self, probas: Any) -> list[Any]:
+        """Per row: P(classes_[1]) for a binary classifier, {class: p} for a multi-class one."""
+        assert self.classes is not None
+        if len(self.classes) == 2:
+            return probas[:, 1].tolist()
+        keys = [str(c) for c in self.classes]
+        return [dict(zip(keys, row)) for row in probas.tolist()]
+
+
+def _mlflow_rows(body: Any) -> Any:
+    """The rows of an MLflow scoring request, in any of its four input formats."""
+    formats = ("dataframe_split", "dataframe_records", "instances", "inputs")
+    if not isinstance(body, dict):
+        raise BadRequest(f"expected a JSON object with one of the keys {list(formats)}")
+    given = [key for key in formats if key in body]
+    if len(given) != 1:
+        raise BadRequest(f"expected exactly one of the keys {list(formats)}, got {sorted(body)}")
+    data = body[given[0]]
+    if given[0] == "dataframe_split":
+        if not isinstance(data, dict) or not isinstance(data.get("data"), list):
+            raise BadRequest('dataframe_split must be {"columns": [...], "data": [[...], ...]}')
+        columns = data.get("columns")
+        if columns is None:
+            return data["data"]
+        if not all(isinstance(row, list) and len(row) == len(columns) for row in data["data"]):
+            raise BadRequest("dataframe_split: every row of data must have one value per column")
+        return [dict(zip(columns, row)) for row in data["data"]]
+    if isinstance(data, dict):  # columnar: {"col": [v1, v2, ...], ...}
+        lengths = {len(v) if isinstance(v, list) else -1 for v in data.values()}
+        if len(lengths) != 1 or -1 in lengths:
+            raise BadRequest(f"{given[0]}: every column must be a list of the same length")
+        return [dict(zip(data, values)) for values in zip(*data.values())]
+    return data
+
+
+def error_body(exc: BadRequest, path: str = "") -> bytes:
+    body: dict[str, Any] = {"error": exc.message}
+    if path == "/invocations":  # MLflow clients read error_code and message
+        body.update(error_code="BAD_REQUEST", message=exc.message)
+    return dumps(body)
