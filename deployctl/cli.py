@@ -304,9 +304,9 @@ def run_smoke_test(
     from datetime import datetime, timezone
 
     from deployctl import report, smoke
+    from deployctl.contract import Check
     from deployctl.errors import EndpointUnreachable
     from deployctl.manifest import Artifact
-    from deployctl.targets.base import Check
 
     headers = parse_headers(header or [])
     redact = report.Redactor(headers.values())
@@ -384,7 +384,7 @@ def run_smoke_test(
 
 def smoke_failure(failed: list[Any], total: int) -> SmokeTestFailed:
     """The first failure, said plainly; the hint for its kind."""
-    from deployctl.smoke import HEALTH
+    from deployctl.contract import HEALTH
 
     first = failed[0]
     if first.name == HEALTH:

@@ -11,12 +11,22 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from rich.console import Console
 
 from deployctl.errors import BuildFailed, SmokeTestFailed
-from deployctl.targets.base import RunningService
+
+
+class RunningService(Protocol):
+    """A started artifact that answers HTTP on `base_url` until `stop()`."""
+
+    base_url: str
+
+    def alive(self) -> bool: ...
+    def logs(self, lines: int = 30) -> str: ...
+    def stop(self) -> None: ...
 
 
 def run_or_fail(cmd: list[str], what: str, hint: str, lines: int = 15) -> str:

@@ -2,8 +2,11 @@
 
 Templates live in the top-level `templates/` folder, shipped in the wheel as `deployctl/templates`.
 Each target names the layers it is made of (e.g. runtime + fastapi + docker); later layers add
-files or replace earlier ones. Files ending in `.j2` are rendered with StrictUndefined (a missing
-variable is a bug, never an empty string); every other file is copied verbatim.
+files or replace earlier ones. A layer's files are looked up in three places, later ones winning:
+the built-in templates, the target's own folder (`Target.templates`, how a third-party target
+ships its layers), and the user's `--templates` folder. Files ending in `.j2` are rendered with
+StrictUndefined (a missing variable is a bug, never an empty string); every other file is copied
+verbatim.
 
 The trust boundary: a template can print a value only through the escaping filter of its file's
 language (`deployctl.escape`: `py`, `yaml`, `docker`, `md`, `req`...), or an int. A plain string
@@ -64,10 +67,20 @@ def _finalize(context: jinja2.runtime.Context, value: Any) -> Any:
 
 
 def render_layers(
-    layers: tuple[str, ...], context: dict[str, Any], out: Path, override: Path | None = None
+    layers: tuple[str, ...],
+    context: dict[str, Any],
+    out: Path,
+    override: Path | None = None,
+    target_templates: Path | None = None,
 ) -> list[Path]:
-    """Render every layer into `out`; a file in the user's override folder wins over ours."""
-    bases = [b for b in (templates_root(), override) if b is not None]
+    """Render every layer into `out`: built-in files, then the target's, then the user's override
+    folder, a later file winning over an earlier one of the same path.
+
+    Without `target_templates`, the folder of the target named by `context["target"]` is used.
+    """
+    if target_templates is None:
+        target_templates = _target_templates(context)
+    bases = [b for b in (templates_root(), target_templates, override) if b is not None]
     env = environment(list(reversed(bases)))  # so {% extends %} also finds the override first
     written: list[Path] = []
     for layer in layers:
@@ -83,6 +96,15 @@ def render_layers(
     if not written:
         raise UsageError(f"No templates found for layers {layers}.")
     return sorted(set(written))
+
+
+def _target_templates(context: dict[str, Any]) -> Path | None:
+    name = context.get("target")
+    if not isinstance(name, str):
+        return None
+    from deployctl.targets import get as get_target
+
+    return get_target(name).templates
 
 
 def _write(env: jinja2.Environment, base: Path, src: Path, dest: Path, context: dict[str, Any]) -> None:

@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from deployctl.targets.base import Check
+from deployctl.contract import Check
 
 REDACTED = "***"
 MIN_SECRET = 4  # shorter strings are not secrets, and replacing them would garble every message

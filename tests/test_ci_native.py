@@ -27,11 +27,11 @@ import yaml
 from conftest import ROOT, Registry, Result, run_cli
 from junitparser import Error, Failure, JUnitXml
 
-from deployctl import apigw
 from deployctl.manifest import Artifact
 from deployctl.process import ProcessService, free_port, wait_healthy
 from deployctl.targets import aws_lambda
 from deployctl.targets import get as get_target
+from deployctl.targets.aws_lambda import emulator as apigw
 
 pytestmark = pytest.mark.slow
 FRAUD_V1 = "models:/fraud_detector@production"

@@ -21,9 +21,9 @@ import pytest
 import yaml
 from conftest import FRAUD_ROW, Registry, Result, run_cli
 
+from deployctl.contract import Client
 from deployctl.manifest import Artifact
 from deployctl.process import free_port, get
-from deployctl.smoke import Client
 from deployctl.targets import get as get_target
 
 FRAUD = "models:/fraud_detector@production"

@@ -22,10 +22,10 @@ import pytest
 import yaml
 from conftest import Registry, run_cli
 
-from deployctl import apigw
 from deployctl.manifest import Artifact
 from deployctl.process import free_port
 from deployctl.targets import aws_lambda
+from deployctl.targets.aws_lambda import emulator as apigw
 
 pytestmark = pytest.mark.slow
 FRAUD = "models:/fraud_detector@production"

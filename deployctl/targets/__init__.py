@@ -1,7 +1,8 @@
 """The target registry: built-in and third-party targets come from one entry-point group.
 
 A third-party package adds a target by declaring, in its pyproject.toml,
-`[project.entry-points."deployctl.targets"] mytarget = "mypkg.module:MyTarget"`.
+`[project.entry-points."deployctl.targets"] mytarget = "mypkg.module:MyTarget"`; its template
+layers come with it (`Target.templates`). See docs/architecture.md.
 """
 
 from __future__ import annotations

@@ -1,9 +1,8 @@
-"""The one small base class every target implements: render, build, start (and serve)."""
+"""The one small interface every target offers the CLI: options, context, build, start, serve, checks."""
 
 from __future__ import annotations
 
 import re
-from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,8 +10,10 @@ from typing import Any, ClassVar, Protocol
 
 from rich.console import Console
 
+from deployctl.contract import Check
 from deployctl.errors import UsageError
 from deployctl.manifest import Artifact
+from deployctl.process import RunningService, run_until_signalled
 
 
 @dataclass(frozen=True)
@@ -48,37 +49,38 @@ def _parse_bool(raw: str) -> bool:
     raise ValueError(raw)
 
 
-class RunningService(Protocol):
-    """A started artifact that answers HTTP on `base_url` until `stop()`."""
+class Builder(Protocol):
+    """Makes a generated artifact runnable (a venv, an image, a zip); returns facts to report."""
 
-    base_url: str
-
-    def alive(self) -> bool: ...
-    def logs(self, lines: int = 30) -> str: ...
-    def stop(self) -> None: ...
+    def build(self, artifact: Artifact, console: Console) -> dict[str, Any]: ...
 
 
-@dataclass
-class Check:
-    """One smoke-test step's outcome, as shown in the report table (and the JSON and JUnit reports)."""
+class Runner(Protocol):
+    """Starts a built artifact: in the background for the smoke test, in the foreground for serve."""
 
-    name: str
-    ok: bool
-    detail: str = ""
-    ms: float | None = None
-    expected: str | None = None  # on a failure, when there is one thing it should have been
-    got: str | None = None
+    def start(self, artifact: Artifact, port: int) -> RunningService: ...
+    def serve(self, artifact: Artifact, port: int, console: Console) -> None: ...
 
 
-class Target(ABC):
-    """A deployment target. Subclasses are registered in `deployctl.targets`."""
+class Target:
+    """A deployment target, as the CLI and the registry (`deployctl.targets`) see it.
+
+    A target is composed: its template `layers` (folders searched in the built-in templates, then
+    in the target's own `templates` folder, then in the user's --templates), a `builder` and a
+    `runner` (shared ones from `deployctl.targets.builders` / `.runners`, used by reference), and
+    its checks (`extra_checks` before the service starts, `service_checks` after the HTTP contract).
+    A target may also override `build`, `start` or `serve` directly.
+    """
 
     name: ClassVar[str]
     summary: ClassVar[str]
     produces: ClassVar[str]
     layers: ClassVar[tuple[str, ...]]  # template folders, rendered in order
+    templates: ClassVar[Path | None] = None  # a folder holding this target's own layers
     options: ClassVar[tuple[Option, ...]] = ()
     server_requirements: ClassVar[tuple[str, ...]] = ()
+    builder: ClassVar[Builder | None] = None
+    runner: ClassVar[Runner | None] = None
 
     # -- generate -------------------------------------------------------------------------------
 
@@ -99,7 +101,7 @@ class Target(ABC):
         return values
 
     def check_options(self, values: dict[str, Any]) -> None:
-        """Per-option checks, then cross-option checks in subclasses."""
+        """Per-option checks; a target adds its cross-option checks after calling this."""
         for option in self.options:
             problem = option.check(values[option.name]) if option.check else None
             if problem:
@@ -111,19 +113,20 @@ class Target(ABC):
 
     # -- after generate: read only the artifact dir ---------------------------------------------
 
-    @abstractmethod
     def build(self, artifact: Artifact, console: Console) -> dict[str, Any]:
         """Make the artifact runnable; return facts to report (sizes, tags, wall time)."""
+        return self._part("builder", self.builder).build(artifact, console)
 
-    @abstractmethod
     def start(self, artifact: Artifact, port: int) -> RunningService:
         """Start the built artifact in the background, answering on `port` on loopback."""
+        return self._part("runner", self.runner).start(artifact, port)
 
     def serve(self, artifact: Artifact, port: int, console: Console) -> None:
         """Run in the foreground until Ctrl-C or SIGTERM."""
-        from deployctl.process import run_until_signalled
-
-        run_until_signalled(lambda: self.start(artifact, port), console)
+        if self.runner is not None:
+            self.runner.serve(artifact, port, console)
+        else:  # a target that only overrides start()
+            run_until_signalled(lambda: self.start(artifact, port), console)
 
     def extra_checks(self, artifact: Artifact) -> list[Check]:
         """Checks that need no running service (schema validation, package size...)."""
@@ -136,6 +139,11 @@ class Target(ABC):
     def next_steps(self, artifact: Artifact) -> list[str]:
         """Commands printed after `generate` and `build`."""
         return [f"deployctl build {artifact.path}", f"deployctl smoke-test {artifact.path}"]
+
+    def _part(self, role: str, part: Any) -> Any:
+        if part is None:
+            raise NotImplementedError(f"Target '{self.name}' has no {role}: set one or override this method.")
+        return part
 
 
 def dns_name(name: str) -> str:

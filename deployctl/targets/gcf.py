@@ -9,24 +9,23 @@ installs. build makes a .venv with those requirements so that smoke-test and ser
 from __future__ import annotations
 
 import fnmatch
-import os
 import re
 import shlex
 import sys
 import tempfile
 import zipfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 from rich.console import Console
 
+from deployctl.contract import Check
 from deployctl.manifest import Artifact
-from deployctl.process import ProcessService
-from deployctl.targets.aws_lambda import MB, ORJSON
-from deployctl.targets.base import Check, Option, require_built
-from deployctl.targets.rest import VenvServiceTarget
+from deployctl.targets.base import Builder, Option, Target
+from deployctl.targets.builders import VenvBuilder
+from deployctl.targets.runners import ProcessRunner
+from deployctl.targets.shared import MB, ORJSON, in_range, matches
 
 ENTRY_POINT = "handle"
 # Pinned to the version deployctl is tested with, like the other server stacks.
@@ -38,11 +37,35 @@ REGION = re.compile(r"^[a-z]+(-[a-z]+)+[0-9]$")
 MEMORY = re.compile(r"^[0-9]+(Mi|Gi|MB|GB)$")
 
 
-def _matches(pattern: re.Pattern[str], what: str) -> Callable[[str], str | None]:
-    return lambda v: None if pattern.match(v) else f"is not {what}"
+VENV = VenvBuilder()
+FRAMEWORK = ProcessRunner(
+    (".venv/bin/functions-framework", "--target", ENTRY_POINT, "--host", "{host}", "--port", "{port}"),
+    ".venv/bin/functions-framework",
+)
 
 
-class CloudFunctionTarget(VenvServiceTarget):
+class FunctionSource:
+    """The venv builder's .venv (to run the real functions-framework), then the upload measured."""
+
+    def __init__(self, venv: Builder) -> None:
+        self.venv = venv
+
+    def build(self, artifact: Artifact, console: Console) -> dict[str, Any]:
+        facts = self.venv.build(artifact, console)
+        source = measure_source(artifact.path)
+        if source.zipped > SOURCE_LIMIT:
+            console.print(f"[yellow]Note:[/] {source.summary()}: {source_advice()}")
+        digits = artifact.options["runtime"].removeprefix("python")
+        if f"{digits[0]}.{digits[1:]}" != f"{sys.version_info.major}.{sys.version_info.minor}":
+            console.print(
+                f"[yellow]Note:[/] .venv runs Python {sys.version.split()[0]}; the function will run "
+                f"{artifact.options['runtime']}. The smoke test checks the code, not that Python version."
+            )
+        console.print(f"Deploy: [bold]{deploy_command(artifact.name, artifact.options, artifact.path)}[/]")
+        return {**facts, "source": source.summary()}
+
+
+class CloudFunctionTarget(Target):
     name = "gcf"
     summary = "Google Cloud Function (2nd gen) on functions-framework"
     produces = "main.py, app/, requirements.txt, .gcloudignore; a .venv after build"
@@ -59,54 +82,27 @@ class CloudFunctionTarget(VenvServiceTarget):
             "region",
             "us-central1",
             "Region to deploy to.",
-            check=_matches(REGION, "a region like us-central1"),
+            check=matches(REGION, "a region like us-central1"),
         ),
         Option(
             "memory",
             "1Gi",
             "Memory per instance; CPU grows with it.",
-            check=_matches(MEMORY, "like 512Mi or 2Gi"),
+            check=matches(MEMORY, "like 512Mi or 2Gi"),
         ),
         Option(
             "timeout",
             60,
             "Request timeout in seconds (1-3600).",
             int,
-            check=lambda v: None if 1 <= v <= 3600 else "must be between 1 and 3600",
+            check=in_range(1, 3600),
         ),
     )
+    builder = FunctionSource(VENV)
+    runner = FRAMEWORK  # the real functions-framework from the artifact's .venv
 
     def context(self, base: dict[str, Any]) -> dict[str, Any]:
         return {**base, "deploy_argv": deploy_argv(base["name"], base["options"], ".")}
-
-    def build(self, artifact: Artifact, console: Console) -> dict[str, Any]:
-        facts = super().build(artifact, console)
-        source = measure_source(artifact.path)
-        if source.zipped > SOURCE_LIMIT:
-            console.print(f"[yellow]Note:[/] {source.summary()}: {source_advice()}")
-        digits = artifact.options["runtime"].removeprefix("python")
-        if f"{digits[0]}.{digits[1:]}" != f"{sys.version_info.major}.{sys.version_info.minor}":
-            console.print(
-                f"[yellow]Note:[/] .venv runs Python {sys.version.split()[0]}; the function will run "
-                f"{artifact.options['runtime']}. The smoke test checks the code, not that Python version."
-            )
-        console.print(f"Deploy: [bold]{deploy_command(artifact.name, artifact.options, artifact.path)}[/]")
-        return {**facts, "source": source.summary()}
-
-    def start(self, artifact: Artifact, port: int) -> ProcessService:
-        return ProcessService(self._command(artifact, port, "127.0.0.1"), artifact.path, port)
-
-    def serve(self, artifact: Artifact, port: int, console: Console) -> None:
-        """exec functions-framework: it then gets Ctrl-C and SIGTERM itself and stops gracefully."""
-        cmd = self._command(artifact, port, "0.0.0.0")
-        console.print(f"[green]Serving {artifact.name} on http://0.0.0.0:{port}[/] (Ctrl-C to stop)")
-        os.chdir(artifact.path)
-        os.execv(cmd[0], cmd)
-
-    def _command(self, artifact: Artifact, port: int, host: str) -> list[str]:
-        framework = artifact.path / ".venv" / "bin" / "functions-framework"
-        require_built(artifact, framework, ".venv/bin/functions-framework")
-        return [str(framework), "--target", ENTRY_POINT, "--host", host, "--port", str(port)]
 
     def extra_checks(self, artifact: Artifact) -> list[Check]:
         source = measure_source(artifact.path)

@@ -16,21 +16,17 @@ from typing import Any, ClassVar
 import yaml
 from rich.console import Console
 
-from deployctl import docker_engine
-from deployctl.docker_engine import ContainerService, RunSpec
+from deployctl import docker_engine, requirements
+from deployctl.contract import Check
+from deployctl.docker_engine import RunSpec
 from deployctl.errors import SmokeTestFailed, UsageError
 from deployctl.manifest import Artifact
 from deployctl.process import get
-from deployctl.targets.base import Check, Option
-from deployctl.targets.container import (
-    DockerTarget,
-    build_facts,
-    check_cpu,
-    check_memory,
-    cpu_cores,
-    image_ref,
-    memory_bytes,
-)
+from deployctl.targets import container as docker_target
+from deployctl.targets.base import Builder, Option, Target
+from deployctl.targets.builders import build_facts, image_ref
+from deployctl.targets.runners import ContainerRunner
+from deployctl.targets.shared import at_least, check_cpu, check_memory, cpu_cores, memory_bytes
 
 K8S_VERSION = "1.34"  # schemas to validate against unless --k8s-version says otherwise
 MANIFESTS = "k8s"
@@ -64,19 +60,34 @@ def label_value(value: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "-", value)[:63].strip("-_.") or "unknown"
 
 
-def _at_least(minimum: int) -> Any:
-    return lambda v: None if v >= minimum else f"must be at least {minimum}"
+def pod_spec(artifact: Artifact) -> RunSpec:
+    """The Deployment's container, run with the settings a kubelet would apply."""
+    return pod_run_spec(deployment(artifact))
 
 
-class KubernetesTarget(DockerTarget):
+class ImageAndManifests:
+    """The docker target's image, built as it builds it, then every manifest in one file pinned to it."""
+
+    def __init__(self, image: Builder) -> None:
+        self.image = image
+
+    def build(self, artifact: Artifact, console: Console) -> dict[str, Any]:
+        facts = self.image.build(artifact, console)
+        built = build_facts(artifact) or {}
+        path = write_dist(artifact, built.get("image_id", ""))
+        console.print(f"Manifests for `kubectl apply -f`: {path}")
+        return {**facts, "manifests": str(path.relative_to(artifact.path))}
+
+
+class KubernetesTarget(Target):
     name = "k8s"
     summary = "Kubernetes manifests (Deployment, Service, HPA, PDB) for the docker image, hardened"
     produces = (
         "the docker artifact + k8s/ (manifests, kustomization); after build, an image and dist/k8s.yaml"
     )
-    layers = ("runtime", "fastapi", "docker", "k8s")
+    layers: ClassVar[tuple[str, ...]] = (*docker_target.DockerTarget.layers, "k8s")
     options: ClassVar[tuple[Option, ...]] = (
-        *DockerTarget.options,
+        *docker_target.OPTIONS,
         Option("cpu_request", "250m", "CPU request per pod (the HPA's 100%).", check=check_cpu),
         Option("memory_request", "512Mi", "Memory request per pod.", check=check_memory),
         Option(
@@ -84,12 +95,12 @@ class KubernetesTarget(DockerTarget):
             0,
             "Initial replicas (0: leave the count to the HPA, so `kubectl apply` never resets it).",
             int,
-            check=_at_least(0),
+            check=at_least(0),
         ),
-        Option("min_replicas", 2, "HPA minimum replicas.", int, check=_at_least(1)),
-        Option("max_replicas", 10, "HPA maximum replicas.", int, check=_at_least(1)),
+        Option("min_replicas", 2, "HPA minimum replicas.", int, check=at_least(1)),
+        Option("max_replicas", 10, "HPA maximum replicas.", int, check=at_least(1)),
         Option(
-            "cpu_target", 70, "HPA target CPU utilisation, percent of the request.", int, check=_at_least(1)
+            "cpu_target", 70, "HPA target CPU utilisation, percent of the request.", int, check=at_least(1)
         ),
         Option(
             "service_type",
@@ -107,6 +118,10 @@ class KubernetesTarget(DockerTarget):
             check=check_k8s_version,
         ),
     )
+
+    server_requirements = requirements.FASTAPI
+    builder = ImageAndManifests(docker_target.IMAGE)
+    runner = ContainerRunner(pod_spec)  # the image runs as the pod spec says, not as docker's target
 
     # -- generate ---------------------------------------------------------------------------------
 
@@ -127,7 +142,7 @@ class KubernetesTarget(DockerTarget):
                 raise UsageError(f"{flag}: {problem}.", "Requests must fit in limits, and min <= max.")
 
     def context(self, base: dict[str, Any]) -> dict[str, Any]:
-        context = super().context(base)
+        context = docker_target.image_context(base)
         name, model, namespace = context["name"], context["model"], context["options"]["namespace"]
         selector = {"app.kubernetes.io/name": name, "app.kubernetes.io/instance": name}
         labels = {
@@ -152,19 +167,10 @@ class KubernetesTarget(DockerTarget):
         }
         return context
 
-    # -- build: the image, then the manifests in one file pinned to it ------------------------------
-
-    def build(self, artifact: Artifact, console: Console) -> dict[str, Any]:
-        facts = super().build(artifact, console)
-        built = build_facts(artifact) or {}
-        path = write_dist(artifact, built.get("image_id", ""))
-        console.print(f"Manifests for `kubectl apply -f`: {path}")
-        return {**facts, "manifests": str(path.relative_to(artifact.path))}
-
     # -- smoke test ---------------------------------------------------------------------------------
 
     def extra_checks(self, artifact: Artifact) -> list[Check]:
-        version = str(artifact.options.get("k8s_version", K8S_VERSION))
+        version = str(artifact.options["k8s_version"])
         documents, checks = load_manifests(artifact)
         checks += [schema_check(rel, doc, version) for rel, doc in documents]
         if all(c.ok for c in checks):
@@ -173,17 +179,17 @@ class KubernetesTarget(DockerTarget):
             )
         return checks
 
-    def start(self, artifact: Artifact, port: int) -> ContainerService:
-        spec = pod_run_spec(deployment(artifact))
-        return docker_engine.run(spec, port, {"io.deployctl.artifact": str(artifact.path.resolve())})
-
     def service_checks(self, artifact: Artifact, base_url: str) -> list[Check]:
         """Every probe the kubelet would send must succeed."""
         container = _container(deployment(artifact))
         return [_probe_check(kind, container, base_url) for kind in PROBES if kind in container]
 
     def next_steps(self, artifact: Artifact) -> list[str]:
-        return [*super().next_steps(artifact)[:2], f"kubectl apply -k {artifact.path / MANIFESTS}"]
+        return [
+            f"deployctl build {artifact.path}",
+            f"deployctl smoke-test {artifact.path}",
+            f"kubectl apply -k {artifact.path / MANIFESTS}",
+        ]
 
 
 def _probe_check(kind: str, container: dict[str, Any], base_url: str) -> Check:

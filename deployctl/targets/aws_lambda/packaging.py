@@ -1,10 +1,8 @@
-"""lambda: the model as an AWS Lambda function behind API Gateway, packaged as a zip with SAM.
+"""The Lambda zip: manylinux wheels for the runtime, unpacked next to the handler, stripped, zipped.
 
 build downloads manylinux wheels for the Lambda runtime's Python and Amazon Linux, unpacks them next
-to the handler, strips what is never imported (tests, C sources, stubs), and writes a reproducible
-dist/function.zip checked against Lambda's size limits. smoke-test and serve unpack that zip into an
-empty dir and run it in a clean interpreter (sys.path = the package + the standard library), with
-real API Gateway events and a Lambda context, through deployctl.apigw.
+to the handler, strips what is never imported (tests, C sources, stubs), precompiles what a cold
+start imports, and writes a reproducible dist/function.zip checked against Lambda's size limits.
 
 Runtime choice: python3.11 runs on Amazon Linux 2 (glibc 2.26), but current numpy, scipy and
 scikit-learn ship only manylinux_2_27/_2_28 wheels, which cannot load there. python3.12 (Amazon
@@ -18,107 +16,40 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import re
 import shutil
 import subprocess
-import sys
 import tarfile
 import tempfile
 import time
 import zipfile
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from rich.console import Console
 
-from deployctl import apigw, requirements, wheelhouse
-from deployctl.errors import BuildFailed, SmokeTestFailed, UsageError
+from deployctl import wheelhouse
+from deployctl.errors import BuildFailed
 from deployctl.manifest import Artifact, sha256
-from deployctl.process import ProcessService
-from deployctl.smoke import Client, http_checks
-from deployctl.targets.base import Check, Option, Target, require_built
+from deployctl.targets.aws_lambda import emulator
+from deployctl.targets.aws_lambda.local import (
+    LOCAL_PYTHON,
+    RUNTIMES,
+    find_python,
+    function_config,
+    stand_in_zip,
+)
+from deployctl.targets.shared import MB
 
-MB = 1024 * 1024
 UNZIPPED_LIMIT = 250 * MB  # code + layers, unzipped: a hard Lambda limit
 DIRECT_UPLOAD_LIMIT = 50 * MB  # larger zips must be uploaded through S3
-# Lambda runtime -> (Python version, glibc of the Amazon Linux it runs on)
-RUNTIMES = {"python3.11": ("3.11", 26), "python3.12": ("3.12", 34), "python3.13": ("3.13", 34)}
-ROUTES = (
-    ("Health", "GET", "/health"),
-    ("Predict", "POST", "/predict"),
-    ("PredictBatch", "POST", "/predict_batch"),
-    ("Invocations", "POST", "/invocations"),
-)
 # Never imported at run time: test suites, C/Cython sources and headers, type stubs.
 STRIP_DIRS = ("tests", "__pycache__")
 STRIP_SUFFIXES = (".pyc", ".pyx", ".pxd", ".pxi", ".c", ".cpp", ".h", ".hpp", ".pyi")
 STRIP_FILES = ("conftest.py", "RECORD")  # RECORD lists hashes of files we removed
-ORJSON = next(r for r in requirements.FLASK if requirements.package_name(r) == "orjson")
-LOCAL_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
-S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 
-def _range(low: int, high: int) -> Callable[[int], str | None]:
-    return lambda v: None if low <= v <= high else f"must be between {low} and {high}"
-
-
-class LambdaTarget(Target):
-    name = "lambda"
-    summary = "AWS Lambda function behind API Gateway (zip + SAM template)"
-    produces = "handler.py, app/, template.yaml (SAM), events/; build: dist/function.zip"
-    layers = ("runtime", "lambda")
-    server_requirements = (ORJSON,)
-    options: ClassVar[tuple[Option, ...]] = (
-        Option(
-            "runtime",
-            "python3.12",
-            "Lambda runtime: python3.12/3.13 (Amazon Linux 2023) or python3.11 (Amazon Linux 2, "
-            "only for pins with manylinux2014 wheels).",
-            choices=tuple(RUNTIMES),
-        ),
-        Option(
-            "memory",
-            1024,
-            "Memory in MB (128-10240); CPU share grows with it.",
-            int,
-            check=_range(128, 10240),
-        ),
-        Option(
-            "timeout",
-            30,
-            "Timeout in seconds (1-900; an HTTP API waits 30 s at most).",
-            int,
-            check=_range(1, 900),
-        ),
-        Option(
-            "model_source",
-            "bundled",
-            "bundled (in the zip) or s3 (downloaded at cold start).",
-            choices=("bundled", "s3"),
-        ),
-        Option("s3_bucket", "", "Bucket holding the model tarball (with --model-source s3)."),
-        Option("s3_key", "", "Key of the model tarball (default: <name>/<version>/model.tar.gz)."),
-    )
-
-    def check_options(self, values: dict[str, Any]) -> None:
-        super().check_options(values)
-        if values["model_source"] == "s3" and not S3_BUCKET.match(values["s3_bucket"]):
-            raise UsageError(
-                f"--model-source s3 needs a valid --s3-bucket, got '{values['s3_bucket']}'.",
-                "Pass the bucket dist/model.tar.gz will be uploaded to, e.g. --s3-bucket my-models.",
-            )
-        if values["model_source"] == "bundled" and (values["s3_bucket"] or values["s3_key"]):
-            raise UsageError(
-                "--s3-bucket and --s3-key only apply with --model-source s3.",
-                "Add --model-source s3, or drop them to bundle the model in the zip.",
-            )
-
-    def context(self, base: dict[str, Any]) -> dict[str, Any]:
-        key = base["options"]["s3_key"] or default_s3_key(base["model"]["name"], base["model"]["version"])
-        return {**base, "s3_key": key, "routes": ROUTES}
-
-    # -- build ------------------------------------------------------------------------------------
+class ZipBuilder:
+    """dist/function.zip (and a stand-in for local runs where the runtime's Python is missing)."""
 
     def build(self, artifact: Artifact, console: Console) -> dict[str, Any]:
         started = time.monotonic()
@@ -145,48 +76,6 @@ class LambdaTarget(Target):
             "seconds": round(time.monotonic() - started, 1),
         }
 
-    # -- run locally ------------------------------------------------------------------------------
-
-    def start(self, artifact: Artifact, port: int) -> ProcessService:
-        zip_path, python, _ = local_run(artifact)
-        options = artifact.options
-        if options["model_source"] == "s3":
-            require_sdk()
-        cmd = [sys.executable, "-I", apigw.WORKER_FILE, "gateway", "--zip", str(zip_path)]
-        cmd += ["--python", python, "--port", str(port), "--name", artifact.name]
-        cmd += ["--runtime", options["runtime"], "--memory", str(options["memory"])]
-        cmd += ["--timeout", str(options["timeout"])]
-        if options["model_source"] == "s3":
-            cmd.append("--provide-sdk")
-        return ProcessService(cmd, artifact.path, port)
-
-    def extra_checks(self, artifact: Artifact) -> list[Check]:
-        zip_path, python, how = local_run(artifact)
-        if artifact.options["model_source"] == "s3":
-            require_sdk()
-        checks = [size_check(artifact.path / "dist" / "function.zip"), Check("interpreter", True, how)]
-        with (
-            tempfile.TemporaryDirectory(prefix="lambda-smoke-") as tmp,
-            open(Path(tmp) / "stderr", "w+") as log,
-        ):
-            task, runtime_paths = apigw.prepare(zip_path, Path(tmp), artifact.options["model_source"] == "s3")
-            try:
-                invoker = apigw.Invoker(task, python, function_config(artifact, runtime_paths), stderr=log)
-            except apigw.InitFailed as exc:
-                log.seek(0)
-                return [*checks, Check("cold start (init)", False, f"{exc}\n{log.read()[-2000:]}")]
-            try:
-                checks += event_checks(artifact, invoker)
-            finally:
-                invoker.close()
-        return checks
-
-    def next_steps(self, artifact: Artifact) -> list[str]:
-        return [*super().next_steps(artifact), *deploy_steps(artifact)]
-
-
-# -- packaging --------------------------------------------------------------------------------------
-
 
 def default_s3_key(name: str, version: str) -> str:
     return f"{name}/{version}/model.tar.gz"
@@ -196,15 +85,6 @@ def s3_key(artifact: Artifact) -> str:
     return str(
         artifact.options["s3_key"] or default_s3_key(artifact.model["name"], artifact.model["version"])
     )
-
-
-def platforms(glibc_minor: int) -> tuple[str, ...]:
-    """Every manylinux tag a glibc 2.<minor> x86_64 system runs (pip does not infer older ones)."""
-    return (*(f"manylinux_2_{m}_x86_64" for m in range(glibc_minor, 16, -1)), "manylinux2014_x86_64")
-
-
-def stand_in_zip(artifact: Artifact) -> Path:
-    return artifact.path / "dist" / f"local-python{LOCAL_PYTHON}.zip"
 
 
 def build_stand_in(artifact: Artifact, console: Console) -> dict[str, Any]:
@@ -263,7 +143,7 @@ def download_wheels(artifact: Artifact, version: str, glibc: int, console: Conso
             dest,
             console,
             python_version=version,
-            platforms=platforms(glibc),
+            platforms=wheelhouse.manylinux_platforms("x86_64", glibc),
         )
     except BuildFailed as exc:
         runtime = artifact.options["runtime"]
@@ -359,8 +239,8 @@ def imported_modules(artifact: Artifact, package: Path, python: str) -> list[str
     function = function_config(artifact, [])
     function.env["MODEL_SOURCE"] = "bundled"
     try:
-        invoker = apigw.Invoker(package, python, function, stderr=subprocess.DEVNULL, list_modules=True)
-    except apigw.InitFailed as exc:
+        invoker = emulator.Invoker(package, python, function, stderr=subprocess.DEVNULL, list_modules=True)
+    except emulator.InitFailed as exc:
         raise BuildFailed(
             f"The handler failed to import in a clean Python ({python}):\n{exc}",
             "A requirement is missing from requirements.txt, or the model needs a package it does not list.",
@@ -437,163 +317,3 @@ def deploy_steps(artifact: Artifact) -> list[str]:
         "--resolve-s3 --capabilities CAPABILITY_IAM"
     )
     return steps
-
-
-# -- local runs -----------------------------------------------------------------------------------
-
-
-def find_python(version: str) -> str | None:
-    """An interpreter of the runtime's Python version: this one, `pythonX.Y` on PATH, or uv's."""
-    if version == LOCAL_PYTHON:
-        return sys.executable
-    candidates = [shutil.which(f"python{version}")]
-    uv = shutil.which("uv")
-    if uv:
-        found = subprocess.run([uv, "python", "find", version], capture_output=True, text=True, check=False)
-        candidates.append(found.stdout.strip() if found.returncode == 0 else None)
-    probe = "import sys; print('%d.%d' % sys.version_info[:2])"
-    for candidate in filter(None, candidates):
-        result = subprocess.run([candidate, "-I", "-c", probe], capture_output=True, text=True, check=False)
-        if result.returncode == 0 and result.stdout.strip() == version:
-            return candidate
-    return None
-
-
-def local_run(artifact: Artifact) -> tuple[Path, str, str]:
-    """(zip, interpreter, how) for smoke-test and serve: the real zip when its Python is here."""
-    zip_path = artifact.path / "dist" / "function.zip"
-    require_built(artifact, zip_path, "dist/function.zip")
-    runtime = artifact.options["runtime"]
-    version = RUNTIMES[runtime][0]
-    python = find_python(version)
-    if python:
-        return zip_path, python, f"dist/function.zip on Python {version}, as Lambda {runtime}"
-    stand_in = stand_in_zip(artifact)
-    if not stand_in.is_file():
-        raise UsageError(
-            f"No Python {version} to run the {runtime} zip with, and no stand-in zip for "
-            f"Python {LOCAL_PYTHON}.",
-            f"Install Python {version} (as python{version} on PATH), or rebuild: "
-            f"`deployctl build {artifact.path}`.",
-        )
-    return (
-        stand_in,
-        sys.executable,
-        (
-            f"STAND-IN: {stand_in.name}, the same package with Python {LOCAL_PYTHON} wheels of the same "
-            f"pins, because no Python {version} was found for the {runtime} zip"
-        ),
-    )
-
-
-def function_config(artifact: Artifact, runtime_paths: list[str]) -> apigw.Function:
-    options = artifact.options
-    return apigw.Function(
-        name=artifact.name,
-        runtime=options["runtime"],
-        memory_mb=options["memory"],
-        timeout_s=float(options["timeout"]),
-        runtime_paths=runtime_paths,
-    )
-
-
-def size_check(zip_path: Path) -> Check:
-    with zipfile.ZipFile(zip_path) as archive:
-        unzipped = sum(i.file_size for i in archive.infolist())
-    zipped = zip_path.stat().st_size
-    upload = "direct upload" if zipped <= DIRECT_UPLOAD_LIMIT else "upload through S3"
-    detail = (
-        f"zip {zipped / MB:.1f} MB ({upload}), unzipped {unzipped / MB:.1f} MB of {UNZIPPED_LIMIT // MB} MB"
-    )
-    return Check("package size within Lambda limits", unzipped <= UNZIPPED_LIMIT, detail)
-
-
-# -- smoke checks on the handler itself -------------------------------------------------------------
-
-
-class EventClient(Client):
-    """smoke.Client's interface, answered by invoking the handler with API Gateway events."""
-
-    def __init__(self, invoker: apigw.Invoker, payload: str) -> None:  # no socket: no super().__init__
-        self.invoker, self.payload = invoker, payload
-
-    def send(self, method: str, path: str, data: bytes | None) -> tuple[int, bytes]:
-        headers = {"Content-Type": "application/json"} if data else {}
-        make = apigw.v1_event if self.payload == "1.0" else apigw.v2_event
-        reply = self.invoker.invoke(make(method, path, data or b"", headers))
-        status, _, payload = apigw.http_response(reply, self.payload)
-        return status, payload
-
-
-def event_checks(artifact: Artifact, invoker: apigw.Invoker) -> list[Check]:
-    """Cold start, the whole contract as REST API (1.0) events, and the 2.0 event quirks."""
-    info = invoker.info
-    checks = [
-        Check(
-            "cold start (init)",
-            True,
-            f"interpreter start + handler import + model load; handler import {info['init_ms']:.0f} ms",
-            invoker.startup_ms,
-        )
-    ]
-    for check in http_checks(artifact, EventClient(invoker, "1.0")):
-        check.name = f"REST API event: {check.name}"
-        checks.append(check)
-    checks += v2_checks(artifact, invoker)
-    rss = invoker.invoke(apigw.v2_event("GET", "/health")).get("rss_mb", 0)
-    memory = artifact.options["memory"]
-    checks.append(Check("memory", rss < memory, f"peak RSS {rss} MB of {memory} MB configured"))
-    return checks
-
-
-def v2_checks(artifact: Artifact, invoker: apigw.Invoker) -> list[Check]:
-    case = artifact.smoke_cases[0] if artifact.smoke_cases else None
-    body = json.dumps({"features": case["row"] if case else {}}).encode()
-    headers = {"content-type": "application/json"}
-    staged = apigw.v2_event(
-        "POST", "/predict", body, headers, stage="prod", route_key="POST /predict", base64_body=True
-    )
-    not_base64 = apigw.v2_event("POST", "/predict", b"{}", headers)
-    not_base64.update(body="%%% not base64", isBase64Encoded=True)
-    checks = [
-        _event_check(invoker, "HTTP API event: stage prefix + base64 body", staged, 200, case),
-        _event_check(invoker, "HTTP API event: invalid base64 -> 400", not_base64, 400),
-        _event_check(invoker, "direct invoke, not an HTTP event -> 400", {"features": [1]}, 400),
-        _event_check(invoker, "HTTP API event: unknown path -> 404", apigw.v2_event("GET", "/nope"), 404),
-    ]
-    return checks
-
-
-def _event_check(
-    invoker: apigw.Invoker, name: str, event: dict[str, Any], want: int, case: dict[str, Any] | None = None
-) -> Check:
-    from deployctl.expect import same_prediction
-
-    started = time.perf_counter()
-    reply = invoker.invoke(event)
-    ms = (time.perf_counter() - started) * 1000
-    if not reply.get("ok"):
-        return Check(
-            name, False, f"the handler raised {reply.get('errorType')}: {reply.get('errorMessage')}", ms
-        )
-    result = reply["result"]
-    try:
-        answer = json.loads(result["body"])
-    except (KeyError, TypeError, ValueError):
-        return Check(name, False, f"not a JSON proxy response: {str(result)[:200]}", ms)
-    ok = result.get("statusCode") == want and (want == 200 or "error" in answer)
-    if ok and case is not None:
-        ok = same_prediction(case["prediction"], answer.get("prediction"))
-    return Check(name, ok, f"HTTP {result.get('statusCode')}: {str(answer)[:150]}", ms)
-
-
-def require_sdk() -> None:
-    """The S3 source uses the runtime's boto3; locally, deployctl lends its own."""
-    try:
-        import boto3  # noqa: F401
-    except ImportError:
-        raise SmokeTestFailed(
-            "--model-source s3 loads the model with boto3, which Lambda's runtime provides; "
-            "running it locally needs boto3 installed next to deployctl.",
-            "pip install boto3",
-        ) from None

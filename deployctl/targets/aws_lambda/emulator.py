@@ -3,7 +3,7 @@
 One file, two roles, standard library only, so that it can itself run inside the clean interpreter
 a Lambda package is tested with:
 
-- `worker` is the execution environment: `python -I -S -B apigw.py worker DIR HANDLER` imports the
+- `worker` is the execution environment: `python -I -S -B emulator.py worker DIR HANDLER` imports the
   handler with sys.path = [DIR] + the standard library (DIR plays /var/task; -B because /var/task is
   read-only on Lambda, so nothing is compiled to disk there), then answers one event per line on
   stdin with the handler's result, as Lambda's runtime API does. Its first line reports the init.

@@ -1,0 +1,357 @@
+"""The HTTP contract every target serves, checked against the answers recorded at generate time.
+
+One module for the checks and their client, used by `deployctl.smoke` (a started artifact, or a
+deployed URL) and by targets alike (Lambda runs the contract over API Gateway events too). The
+client sends through a transport: plain HTTP by default; a target that answers without a socket
+(Lambda's handler invoked with events) passes its own transport, and every check stays the same.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Protocol
+
+from deployctl.errors import EndpointUnreachable
+from deployctl.expect import same_prediction
+from deployctl.manifest import Artifact
+from deployctl.process import request
+
+# Answers a load balancer or gateway gives while a rollout settles: worth another try.
+RETRY_STATUSES = frozenset({502, 503, 504})
+MAX_BACKOFF = 15.0
+HEALTH = "GET /health: the pinned model version"
+NO_ANSWER = (OSError, http.client.HTTPException)  # refused, reset, DNS, TLS, timeout, not HTTP
+
+
+@dataclass
+class Check:
+    """One smoke-test step's outcome, as shown in the report table (and the JSON and JUnit reports)."""
+
+    name: str
+    ok: bool
+    detail: str = ""
+    ms: float | None = None
+    expected: str | None = None  # on a failure, when there is one thing it should have been
+    got: str | None = None
+
+
+class Transport(Protocol):
+    """Sends one request and returns (status, body bytes)."""
+
+    def send(
+        self, method: str, path: str, data: bytes | None, headers: dict[str, str], timeout: float
+    ) -> tuple[int, bytes]: ...
+
+
+@dataclass(frozen=True)
+class HTTPTransport:
+    """A real HTTP request on a fresh connection to `base_url`."""
+
+    base_url: str
+
+    def send(
+        self, method: str, path: str, data: bytes | None, headers: dict[str, str], timeout: float
+    ) -> tuple[int, bytes]:
+        return request(self.base_url, method, path, data, timeout=timeout, headers=headers)
+
+
+class Client:
+    """A tiny client: keeps the smoke test free of extra dependencies.
+
+    `base_url` names the endpoint in messages; `transport` (default: HTTP to `base_url`) sends.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        headers: dict[str, str] | None = None,
+        timeout: float = 30.0,
+        transport: Transport | None = None,
+    ) -> None:
+        self.base_url = base_url
+        self.headers = dict(headers or {})
+        self.timeout = timeout
+        self.transport: Transport = transport or HTTPTransport(base_url)
+
+    def call(
+        self, method: str, path: str, body: Any = None, raw: bytes | None = None
+    ) -> tuple[int, Any, float]:
+        """(status, the answer parsed as JSON or its first 200 characters, milliseconds)."""
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        started = time.perf_counter()
+        status, payload = self.send(method, path, data)
+        ms = (time.perf_counter() - started) * 1000
+        try:
+            return status, json.loads(payload), ms
+        except ValueError:
+            return status, payload.decode(errors="replace")[:200], ms
+
+    def send(self, method: str, path: str, data: bytes | None) -> tuple[int, bytes]:
+        return self.transport.send(method, path, data, dict(self.headers), self.timeout)
+
+
+@dataclass
+class Problem:
+    """Why an answer is wrong, with what it should have been and what it was where there is one."""
+
+    detail: str
+    expected: Any = None
+    got: Any = None
+    retryable: bool = False  # a state a settling rollout passes through
+
+
+def http_checks(
+    artifact: Artifact, client: Client, retries: int = 0, log: Callable[[str], None] | None = None
+) -> list[Check]:
+    """The HTTP contract, checked against the outputs recorded at generate time.
+
+    The first check is `/health` naming the pinned model version; if it fails, nothing else is
+    asked: every other answer would be compared with another model's.
+    """
+    model, cases = artifact.model, artifact.smoke_cases
+    health = health_check(model, client, retries, log)
+    if not health.ok:
+        return [health]
+    names = [c["name"] for c in model["columns"]]
+    checks = [health]
+    for i, case in enumerate(cases):
+        # the first row goes positionally (signature order), the others keyed by column name
+        features = [case["row"][n] for n in names] if i == 0 else case["row"]
+        form = "list" if i == 0 else "object"
+        checks.append(
+            _check(
+                client,
+                f"POST /predict row {i} ({form})",
+                "POST",
+                "/predict",
+                {"features": features},
+                partial(_single, case=case, model=model),
+            )
+        )
+    rows = [c["row"] for c in cases]
+    checks.append(
+        _check(
+            client,
+            f"POST /predict_batch {len(rows)} rows",
+            "POST",
+            "/predict_batch",
+            {"instances": rows},
+            lambda b: _batch(b, cases, model),
+        )
+    )
+    split = {"columns": names, "data": [[r[n] for n in names] for r in rows]}
+    checks.append(
+        _check(
+            client,
+            "POST /invocations dataframe_split",
+            "POST",
+            "/invocations",
+            {"dataframe_split": split},
+            lambda b: _predictions(b, cases),
+        )
+    )
+    checks.append(_expect_4xx(client, "POST /predict malformed JSON", b"{not json"))
+    checks.append(_expect_4xx(client, "POST /predict wrong shape", b'{"features": "oops"}'))
+    checks.append(
+        _check(client, "GET /health after bad input", "GET", "/health", None, lambda b: _health(b, model))
+    )
+    return checks
+
+
+def backoff(attempt: int) -> float:
+    """Seconds to wait before retry `attempt` (1, 2, 3...): 1, 2, 4, 8, then 15 at most."""
+    return min(2.0 ** (attempt - 1), MAX_BACKOFF)
+
+
+def health_check(
+    model: dict[str, Any],
+    client: Client,
+    retries: int = 0,
+    log: Callable[[str], None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Check:
+    """`/health` answers 200 naming the pinned model and version.
+
+    Retried (`retries` times, with back-off) while a rollout may be settling: no answer at all,
+    502/503/504 from a gateway, and an endpoint still serving another version of the model (the
+    old replicas answer until the new ones are ready). Never retried: a refused authorization,
+    another model, any other status. No answer after every attempt raises EndpointUnreachable.
+    """
+    why = ""
+    unreachable: str | None = None
+    last: Check | None = None
+    for attempt in range(retries + 1):
+        if attempt:
+            delay = backoff(attempt)
+            if log:  # the caller redacts: `why` may quote what the endpoint answered
+                log(f"{why}; retry {attempt} of {retries} in {delay:g} s")
+            sleep(delay)
+        try:
+            status, body, ms = client.call("GET", "/health")
+        except NO_ANSWER as exc:
+            unreachable = why = f"no answer from GET /health: {describe(exc)}"
+            continue
+        unreachable = None
+        problem = _health_answer(status, body, model, bool(client.headers))
+        last = _verdict(HEALTH, problem, ms, f"{model['name']} version {model['version']}")
+        why = f"GET /health: {problem.detail}" if problem else ""
+        if problem is None or not problem.retryable:
+            return last
+    if unreachable is not None:
+        tries = f"{retries + 1} attempts" if retries else "1 attempt"
+        raise EndpointUnreachable(
+            f"{client.base_url} is unreachable: {unreachable} ({tries}, each within --timeout "
+            f"{client.timeout:g} s).",
+            "Check the URL (scheme, host, port, base path) and that the service is deployed and "
+            "reachable from here; while a rollout settles, give --retries N (with back-off) or a "
+            "longer --timeout.",
+        )
+    assert last is not None
+    return last
+
+
+def describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if isinstance(exc, OSError) else f"{type(exc).__name__}: {text}"
+
+
+def _health_answer(status: int, body: Any, model: dict[str, Any], sent_credentials: bool) -> Problem | None:
+    if status in (401, 403, 407):
+        what = (
+            "the credentials sent with --header were not accepted"
+            if sent_credentials
+            else "no credentials were sent: pass them with --header 'Authorization: ...'"
+        )
+        return Problem(
+            f"the endpoint refused authorization (HTTP {status}): {what}. It answered: {str(body)[:200]}",
+            "HTTP 200",
+            f"HTTP {status}",
+        )
+    if status != 200:
+        return Problem(f"HTTP {status}: {body}", "HTTP 200", f"HTTP {status}", status in RETRY_STATUSES)
+    return _health(body, model)
+
+
+def _health(body: Any, model: dict[str, Any]) -> Problem | None:
+    name, version = model["name"], model["version"]
+    want = f"model {name} version {version}"
+    if not isinstance(body, dict):
+        return Problem(f"not a JSON object: {body}", want, body)
+    got_name, got_version = body.get("model_name"), body.get("model_version")
+    if got_name != name:
+        return Problem(
+            f"the endpoint serves model {got_name} version {got_version}, this artifact pins {want}",
+            want,
+            f"model {got_name} version {got_version}",
+        )
+    if str(got_version) != str(version):
+        return Problem(
+            f"the endpoint serves version {got_version}, this artifact pins {version} (model {name})",
+            f"version {version}",
+            f"version {got_version}",
+            retryable=True,
+        )
+    if body.get("status") != "healthy":
+        return Problem(f"status {body.get('status')!r}, not 'healthy'", "healthy", body.get("status"))
+    return None
+
+
+def _verdict(name: str, problem: Problem | None, ms: float | None, ok_detail: str) -> Check:
+    if problem is None:
+        return Check(name, True, ok_detail, ms)
+    return Check(name, False, problem.detail, ms, _text(problem.expected), _text(problem.got))
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else value if isinstance(value, str) else json.dumps(value, default=str)
+
+
+def _check(
+    client: Client,
+    name: str,
+    method: str,
+    path: str,
+    body: Any,
+    verify: Callable[[Any], Problem | None],
+) -> Check:
+    try:
+        status, answer, ms = client.call(method, path, body)
+    except NO_ANSWER as exc:
+        return Check(name, False, f"no answer: {describe(exc)}", None, "HTTP 200", "no answer")
+    if status != 200:
+        return Check(name, False, f"HTTP {status}: {answer}", ms, "HTTP 200", f"HTTP {status}")
+    return _verdict(name, verify(answer), ms, "as recorded")
+
+
+def _expect_4xx(client: Client, name: str, raw: bytes) -> Check:
+    try:
+        status, answer, ms = client.call("POST", "/predict", raw=raw)
+    except NO_ANSWER as exc:
+        return Check(name, False, f"no answer: {describe(exc)}", None, "a 4xx with a JSON error", "no answer")
+    ok = 400 <= status < 500 and isinstance(answer, dict) and "error" in answer
+    detail = f"HTTP {status}: {answer}"
+    if ok:
+        return Check(name, True, detail, ms)
+    return Check(name, False, detail, ms, 'a 4xx with {"error": ...}', detail)
+
+
+def _version(body: dict[str, Any], model: dict[str, Any]) -> Problem | None:
+    """Answers name the version that scored them: mid-rollout, another replica may have answered."""
+    if "model_version" in body and str(body["model_version"]) != str(model["version"]):
+        return Problem(
+            f"answered by model version {body['model_version']}, this artifact pins {model['version']}",
+            f"version {model['version']}",
+            f"version {body['model_version']}",
+        )
+    return None
+
+
+def _probability_problem(case: dict[str, Any], model: dict[str, Any], got: Any) -> Problem | None:
+    expected = case.get("probabilities")
+    if expected is None:
+        return None
+    if model["task"] == "binary":
+        want: Any = expected[str(model["classes"][1])]
+        ok = same_prediction(want, got)
+        return None if ok else Problem(f"probability {got} != recorded {want}", want, got)
+    if not isinstance(got, dict) or set(got) != set(expected):
+        return Problem(f"probabilities {got} != recorded {expected}", expected, got)
+    bad = [k for k in expected if not same_prediction(expected[k], got[k])]
+    return Problem(f"probabilities differ for {bad}: {got} != {expected}", expected, got) if bad else None
+
+
+def _single(body: Any, case: dict[str, Any], model: dict[str, Any]) -> Problem | None:
+    if not isinstance(body, dict):
+        return Problem(f"not a JSON object: {body}", case["prediction"], body)
+    problem = _version(body, model)
+    if problem:
+        return problem
+    if not same_prediction(case["prediction"], body.get("prediction")):
+        return Problem(
+            f"prediction {body.get('prediction')!r} != recorded {case['prediction']!r}",
+            case["prediction"],
+            body.get("prediction"),
+        )
+    key = "probability" if model["task"] == "binary" else "probabilities"
+    return _probability_problem(case, model, body.get(key))
+
+
+def _batch(body: Any, cases: list[dict[str, Any]], model: dict[str, Any]) -> Problem | None:
+    problem = _predictions(body, cases) or _version(body, model)
+    for case, got in zip(cases, body.get("probabilities") or [None] * len(cases)):
+        problem = problem or _probability_problem(case, model, got)
+    return problem
+
+
+def _predictions(body: Any, cases: list[dict[str, Any]]) -> Problem | None:
+    got = body.get("predictions") if isinstance(body, dict) else None
+    want = [c["prediction"] for c in cases]
+    if not isinstance(got, list) or len(got) != len(want):
+        return Problem(f"predictions {got} != recorded {want}", want, got)
+    ok = all(same_prediction(w, g) for w, g in zip(want, got))
+    return None if ok else Problem(f"predictions {got} != recorded {want}", want, got)

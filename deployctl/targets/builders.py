@@ -1,0 +1,135 @@
+"""Builders: what `deployctl build` does for a target, shared by reference between targets.
+
+- `VenvBuilder`: a `.venv` inside the artifact with its pinned requirements (flask, fastapi, gcf).
+- `ImageBuilder`: a wheelhouse for the base image's platform, then the image (docker, k8s).
+
+The Lambda zip builder lives with the Lambda target (`deployctl.targets.aws_lambda.packaging`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from deployctl import docker_engine, wheelhouse
+from deployctl.manifest import Artifact, sha256
+from deployctl.process import run_or_fail
+
+BUILD_FACTS = "build.json"  # what the image build recorded, next to the manifest
+
+
+class VenvBuilder:
+    """`.venv` with requirements.txt installed; rebuilt only when requirements.txt changed."""
+
+    def build(self, artifact: Artifact, console: Console) -> dict[str, Any]:
+        started = time.monotonic()
+        venv = artifact.path / ".venv"
+        stamp = venv / "requirements.sha256"
+        wanted = sha256(artifact.path / "requirements.txt")
+        if stamp.is_file() and stamp.read_text() == wanted:
+            console.print("[dim].venv is up to date with requirements.txt[/]")
+        else:
+            create_venv(venv, artifact.path / "requirements.txt", console)
+            stamp.write_text(wanted)
+        return {"venv": str(venv), "seconds": round(time.monotonic() - started, 1)}
+
+
+def create_venv(venv: Path, requirements_txt: Path, console: Console) -> None:
+    """A fresh venv with the pinned requirements; on failure show the installer's last lines.
+
+    uv installs in seconds where pip takes half a minute, so it is used when present.
+    """
+    uv = shutil.which("uv")
+    with console.status(f"Installing {requirements_txt.name} into {venv.name} ({'uv' if uv else 'pip'})"):
+        python = str(venv / "bin" / "python")
+        if uv:
+            _run(
+                [sys.executable, "-m", "venv", "--clear", "--without-pip", str(venv)],
+                "create the venv",
+            )
+            install = [uv, "pip", "install", "--python", python]
+            freeze = [uv, "pip", "freeze", "--python", python]
+        else:
+            _run([sys.executable, "-m", "venv", "--clear", str(venv)], "create the venv")
+            install = [python, "-m", "pip", "install", "--disable-pip-version-check", "--no-input"]
+            freeze = [python, "-m", "pip", "freeze"]
+        _run([*install, "-r", str(requirements_txt)], f"install {requirements_txt.name}")
+        frozen = subprocess.run(freeze, capture_output=True, text=True, check=True)
+        (requirements_txt.parent / "requirements.lock").write_text(frozen.stdout)
+
+
+def _run(cmd: list[str], what: str) -> None:
+    run_or_fail(
+        cmd,
+        what,
+        "Check that the pinned versions in requirements.txt exist for this Python "
+        f"({sys.version.split()[0]}) and that the package index is reachable.",
+    )
+
+
+# -- images -----------------------------------------------------------------------------------------
+
+
+def default_image(name: str, version: str) -> str:
+    """`<name>:<model version>`, e.g. fraud-detector:1; the version made tag-safe."""
+    tag = re.sub(r"[^\w.-]", "-", version).lstrip(".-")[:128] or "latest"
+    return f"{name}:{tag}"
+
+
+def image_ref(artifact: Artifact) -> str:
+    """The tag the build gives the image: the `image` option, else `<name>:<model version>`."""
+    return artifact.options["image"] or default_image(artifact.name, artifact.model["version"])
+
+
+def build_facts(artifact: Artifact) -> dict[str, Any] | None:
+    """What the last image build recorded (image tag and id...), or None before the first build."""
+    path: Path = artifact.path / BUILD_FACTS
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+class ImageBuilder:
+    """The artifact's Dockerfile built offline: wheels downloaded on the host, then the image.
+
+    Reads the `image` and `base_image` options; writes build.json (tag, id, size, platform).
+    """
+
+    def build(self, artifact: Artifact, console: Console) -> dict[str, Any]:
+        started = time.monotonic()
+        facts = self.build_image(artifact, console)
+        facts["seconds"] = round(time.monotonic() - started, 1)
+        (artifact.path / BUILD_FACTS).write_text(json.dumps(facts, indent=2) + "\n")
+        return {k: facts[k] for k in ("image", "size", "seconds")}
+
+    def build_image(self, artifact: Artifact, console: Console, nocache: bool = False) -> dict[str, Any]:
+        """Wheels for the base image's Python and platform, then the image. Facts for build.json."""
+        tag = image_ref(artifact)
+        base = docker_engine.probe_base_image(artifact.options["base_image"])
+        console.print(f"Base image {base.ref}: CPython {base.python} on {base.machine} ({base.platforms[0]})")
+        wheels = wheelhouse.download(
+            artifact.path / "requirements.txt",
+            artifact.path / ".wheelhouse",
+            console,
+            python_version=base.python,
+            platforms=base.platforms,
+        )
+        image_id = docker_engine.build_image(artifact.path, tag, console, nocache=nocache)
+        size = docker_engine.image_size(tag)
+        console.print(f"Image [bold]{tag}[/] ({image_id[:19]}): {docker_engine.human_size(size)}")
+        return {
+            "image": tag,
+            "image_id": image_id,
+            "size": docker_engine.human_size(size),
+            "size_bytes": size,
+            "base_image": base.ref,
+            "python": base.python,
+            "platform": base.platforms[0],
+            "wheels": len(wheels),
+        }
