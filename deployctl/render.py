@@ -73,13 +73,8 @@ def render_layers(
     override: Path | None = None,
     target_templates: Path | None = None,
 ) -> list[Path]:
-    """Render every layer into `out`: built-in files, then the target's, then the user's override
-    folder, a later file winning over an earlier one of the same path.
-
-    Without `target_templates`, the folder of the target named by `context["target"]` is used.
-    """
-    if target_templates is None:
-        target_templates = _target_templates(context)
+    """Render every layer into `out`: built-in files, then the target's own folder, then the user's
+    override folder, a later file winning over an earlier one of the same path."""
     bases = [b for b in (templates_root(), target_templates, override) if b is not None]
     env = environment(list(reversed(bases)))  # so {% extends %} also finds the override first
     written: list[Path] = []
@@ -96,15 +91,6 @@ def render_layers(
     if not written:
         raise UsageError(f"No templates found for layers {layers}.")
     return sorted(set(written))
-
-
-def _target_templates(context: dict[str, Any]) -> Path | None:
-    name = context.get("target")
-    if not isinstance(name, str):
-        return None
-    from deployctl.targets import get as get_target
-
-    return get_target(name).templates
 
 
 def _write(env: jinja2.Environment, base: Path, src: Path, dest: Path, context: dict[str, Any]) -> None:
