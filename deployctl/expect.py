@@ -15,6 +15,9 @@ from deployctl.errors import DeployctlError
 from deployctl.model import Column, ResolvedModel
 
 MAX_CASES = 5
+# Native flavors whose labels are recorded through MLflow's pyfunc loader (what `mlflow models
+# serve` answers), and only the probabilities through the flavor's own loader.
+PYFUNC_LABELS = ("lightgbm", "xgboost")
 
 
 @dataclass
@@ -29,8 +32,9 @@ def record_expectations(model: ResolvedModel) -> Expectations:
     rows = model.example_rows[:MAX_CASES] or [{c.name: PLACEHOLDERS[c.type] for c in model.columns}]
     frame = _frame(rows, model.columns)
     estimator = _load(model)
+    labeller = _load(model, pyfunc=True) if model.flavor in PYFUNC_LABELS else estimator
     try:
-        labels = _plain(estimator.predict(frame))
+        labels = _plain(labeller.predict(frame))
         has_proba = hasattr(estimator, "predict_proba") and hasattr(estimator, "classes_")
         probas = estimator.predict_proba(frame).tolist() if has_proba else None
     except Exception as exc:
@@ -50,13 +54,16 @@ def record_expectations(model: ResolvedModel) -> Expectations:
     return Expectations(task, classes, _type_name(labels), cases)
 
 
-def _load(model: ResolvedModel) -> Any:
+def _load(model: ResolvedModel, pyfunc: bool = False) -> Any:
+    """The model through MLflow's loader for its flavor (native object), or its pyfunc wrapper."""
+    import importlib
+
     import mlflow.pyfunc
-    import mlflow.sklearn
 
     try:
-        if model.flavor == "sklearn":
-            return mlflow.sklearn.load_model(str(model.local_path))
+        if model.flavor != "python_function" and not pyfunc:
+            flavor = importlib.import_module(f"mlflow.{model.flavor}")
+            return flavor.load_model(str(model.local_path))
         return mlflow.pyfunc.load_model(str(model.local_path))
     except Exception as exc:
         raise DeployctlError(

@@ -20,7 +20,20 @@ from deployctl.errors import DeployctlError, ModelNotFound, RegistryUnreachable,
 from deployctl.redact import redact
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
-NATIVE_FLAVORS = ("sklearn",)
+# Flavors loaded with their own library (classifiers keep predict_proba); others go through pyfunc.
+NATIVE_FLAVORS = ("sklearn", "lightgbm", "xgboost")
+# The scikit-learn-API classes of LightGBM and XGBoost served natively; a bare Booster (lgb.train,
+# xgb.train) has no classes_ or predict_proba and stays on pyfunc. XGBoost's runtime loader builds
+# the class from this table, never from a name read from the model.
+NATIVE_MODEL_CLASSES = {
+    "lightgbm": ("lightgbm.sklearn.LGBMClassifier", "lightgbm.sklearn.LGBMRegressor"),
+    "xgboost": (
+        "xgboost.sklearn.XGBClassifier",
+        "xgboost.sklearn.XGBRegressor",
+        "xgboost.sklearn.XGBRFClassifier",
+        "xgboost.sklearn.XGBRFRegressor",
+    ),
+}
 # Longer than any registry accepts (MLflow's own limit on names is 256), short enough for a message.
 MAX_URI_LENGTH = 1024
 URI_FORMS = (
@@ -368,7 +381,7 @@ def _read_model(path: Path, uri: str, pinned: Pinned) -> ResolvedModel:
     from mlflow.models import Model
 
     mlmodel = Model.load(str(path))
-    flavor = next((f for f in NATIVE_FLAVORS if f in mlmodel.flavors), "python_function")
+    flavor = next((f for f in NATIVE_FLAVORS if _native(mlmodel.flavors, f)), "python_function")
     if "python_function" not in mlmodel.flavors and flavor == "python_function":
         raise UsageError(
             f"The model at {redact(uri)} has no python_function flavor (flavors: {list(mlmodel.flavors)}).",
@@ -436,13 +449,27 @@ def _requirements(path: Path) -> list[str]:
     return [line for line in lines if line and not line.startswith(("#", "-"))]
 
 
+def _native(flavors: dict[str, Any], flavor: str) -> bool:
+    conf = flavors.get(flavor)
+    if not isinstance(conf, dict):
+        return False
+    return flavor == "sklearn" or conf.get("model_class") in NATIVE_MODEL_CLASSES.get(flavor, ())
+
+
 def _loader(mlmodel: Any, flavor: str) -> dict[str, Any]:
-    if flavor != "sklearn":
+    """How the runtime loads the model (app/scoring.py load_model), from the flavor's MLmodel entry.
+
+    lightgbm's sklearn-API models are stored as sklearn's are (skops by default; `data` names the
+    file); xgboost's as the library's own format (`model_format`: ubj, json), loaded into an
+    instance of `model_class`."""
+    if flavor == "python_function":
         return {"kind": "pyfunc"}
-    conf = mlmodel.flavors["sklearn"]
+    conf = mlmodel.flavors[flavor]
+    if flavor == "xgboost":
+        return {"kind": "xgboost", "file": conf["data"], "model_class": conf["model_class"]}
     return {
-        "kind": "sklearn",
-        "file": conf["pickled_model"],
+        "kind": flavor,
+        "file": conf["pickled_model"] if flavor == "sklearn" else conf["data"],
         "format": conf.get("serialization_format", "cloudpickle"),
         "trusted_types": list(conf.get("skops_trusted_types") or []),
     }

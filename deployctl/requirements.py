@@ -65,10 +65,41 @@ def parse(model_requirements: list[str]) -> list[str]:
     return lines
 
 
+def cpu_only(requirements: list[str]) -> list[str]:
+    """`xgboost==X` becomes `xgboost-cpu==X` where PyPI has it (Linux, Windows).
+
+    mlflow.xgboost logs `xgboost==X`, whose Linux x86_64 wheel depends on nvidia-nccl-cu12: about
+    1.2 GB of GPU libraries in a venv, image or zip that serves on CPU. xgboost-cpu is the same
+    library and version (it installs the same `xgboost` module) without them. It has no macOS
+    wheel, where xgboost pulls no GPU package: the line keeps `xgboost` there, by marker.
+    """
+    from packaging.requirements import Requirement
+
+    out: list[str] = []
+    for line in requirements:
+        if package_name(line) != "xgboost":
+            if line not in out:
+                out.append(line)
+            continue
+        req = Requirement(line)
+        marker = f"({req.marker}) and " if req.marker else ""
+        extras = f"[{','.join(sorted(req.extras))}]" if req.extras else ""
+        for name, platform in (("xgboost-cpu", '!= "darwin"'), ("xgboost", '== "darwin"')):
+            lines = f"{name}{extras}{req.specifier}; {marker}sys_platform {platform}"
+            if lines not in out:
+                out.append(lines)
+    # MLflow may log xgboost-cpu itself beside xgboost (as it does where xgboost-cpu is installed)
+    cpu = [r for r in out if package_name(r) == "xgboost-cpu"]
+    if any(";" in r for r in cpu):
+        out = [r for r in out if not (package_name(r) == "xgboost-cpu" and ";" not in r)]
+    return out
+
+
 def merge(model_requirements: list[str], loader: dict[str, str], server: tuple[str, ...]) -> list[str]:
     """Model pins win; MLflow itself is dropped when the model loads natively (it is not imported)."""
     native = loader["kind"] != "pyfunc"
-    lines = [r for r in parse(model_requirements) if not (native and package_name(r) == "mlflow")]
+    parsed = cpu_only(parse(model_requirements))
+    lines = [r for r in parsed if not (native and package_name(r) == "mlflow")]
     needed = list(RUNTIME)
     if loader.get("format") in LOADER_PACKAGES:
         needed.append(LOADER_PACKAGES[loader["format"]])

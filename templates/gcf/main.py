@@ -7,15 +7,31 @@ so the function's bare URL predicts.
 
 from __future__ import annotations
 
+import json
 import os
+import threading
 
 import flask
 import functions_framework
-from app.runtime import BadRequest, ModelService, error_body
+from app.runtime import ROOT, BadRequest, ModelService, error_body, fork_safe
 from werkzeug.exceptions import HTTPException
 
 # Loaded once per instance, at import: Cloud Functions imports main.py before the first request.
-service = ModelService.from_artifact()
+# functions-framework then forks its gunicorn worker: a model whose library starts a native thread
+# pool (LightGBM, XGBoost: OpenMP) would hang in the child, so those load on the first request.
+LOADER = json.loads((ROOT / "deployctl.json").read_text())["model"]["loader"]
+service = ModelService.from_artifact() if fork_safe(LOADER) else None
+loading = threading.Lock()
+
+
+def model_service() -> ModelService:
+    global service
+    with loading:
+        if service is None:
+            service = ModelService.from_artifact()
+        return service
+
+
 # The runtime refuses bodies over MAX_BODY_BYTES; reading one byte more lets it say so (413)
 # without buffering an arbitrarily large body first.
 READ_LIMIT = int(os.environ.get("MAX_BODY_BYTES", 1024 * 1024)) + 1
@@ -31,7 +47,7 @@ def handle(request: flask.Request) -> flask.Response:
     except Exception as exc:  # the server refuses the framing (e.g. a chunk size that is no number)
         payload = error_body(BadRequest(f"the request body could not be read: {type(exc).__name__}: {exc}"))
         return flask.Response(payload, 400, mimetype="application/json")
-    status, payload = service.handle(request.method, path, body, request.content_type)
+    status, payload = model_service().handle(request.method, path, body, request.content_type)
     return flask.Response(payload, status, mimetype="application/json")
 
 

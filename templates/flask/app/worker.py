@@ -6,7 +6,8 @@ time take every worker (the arbiter then kills them for being silent). Here the 
 worker process reads the bytes of every connection without blocking, on one selector (as waitress's
 channels do), and gives a connection to a thread only once its request is complete. Threads then only
 parse from memory, run the app and write the answer; slow or idle clients cost a socket, not a
-thread. The model is still loaded once, before the fork (`preload_app`), and shared by the workers.
+thread. The model is still loaded once, before the fork (`preload_app`), and shared by the workers
+(except LightGBM and XGBoost models, loaded in each worker: see gunicorn.conf.py).
 
 - A request must arrive within REQUEST_TIMEOUT seconds (default 30), else 408 and the connection
   is closed. Requests announcing `Expect: 100-continue`, or a body over MAX_BODY_BYTES, go to a

@@ -28,7 +28,7 @@ from .schema import (
     Check,
     Schema,
 )
-from .scoring import ARGMAX_CLASSIFIERS, FEATURE_NAMES_WARNING, Scorer, load_model
+from .scoring import ARGMAX_CLASSIFIERS, FEATURE_NAMES_WARNING, FORK_UNSAFE, Scorer, fork_safe, load_model
 from .service import ROOT, Call, ModelService, Scored, error_body
 
 __all__ = [
@@ -38,6 +38,7 @@ __all__ = [
     "COLUMN_TYPES",
     "DTYPES",
     "FEATURE_NAMES_WARNING",
+    "FORK_UNSAFE",
     "MAX_BATCH_ROWS",
     "MAX_BODY_BYTES",
     "PYTYPES",
@@ -55,6 +56,7 @@ __all__ = [
     "configure_logging",
     "dumps",
     "error_body",
+    "fork_safe",
     "load_model",
     "loads",
     "log",

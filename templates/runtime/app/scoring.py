@@ -182,6 +182,24 @@ def _same_answers(scorer: Scorer, batches: list[list[list[Any]]], expected: list
     return True
 
 
+# The XGBoost scikit-learn-API classes served natively (MLmodel's model_class -> xgboost's name).
+XGBOOST_CLASSES = {
+    "xgboost.sklearn.XGBClassifier": "XGBClassifier",
+    "xgboost.sklearn.XGBRegressor": "XGBRegressor",
+    "xgboost.sklearn.XGBRFClassifier": "XGBRFClassifier",
+    "xgboost.sklearn.XGBRFRegressor": "XGBRFRegressor",
+}
+# Loaders whose library starts a native thread pool (OpenMP) on first use: a process that forks
+# after using it gets children that hang in their first model call. Servers that fork (gunicorn)
+# load such models in each worker, after the fork (`fork_safe`).
+FORK_UNSAFE = ("lightgbm", "xgboost")
+
+
+def fork_safe(loader: dict[str, Any]) -> bool:
+    """Whether a process may load and warm this model, then fork workers that use it."""
+    return loader["kind"] not in FORK_UNSAFE
+
+
 def load_model(loader: dict[str, Any], model_dir: Path) -> Any:
     """Load the model natively (so classifiers keep predict_proba), else through MLflow pyfunc."""
     if loader["kind"] == "pyfunc":
@@ -189,6 +207,12 @@ def load_model(loader: dict[str, Any], model_dir: Path) -> Any:
 
         return mlflow.pyfunc.load_model(str(model_dir))
     path = model_dir / loader["file"]
+    if loader["kind"] == "xgboost":
+        import xgboost
+
+        model = getattr(xgboost, XGBOOST_CLASSES[loader["model_class"]])()
+        model.load_model(path)
+        return model
     if loader["format"] == "skops":
         import skops.io
 

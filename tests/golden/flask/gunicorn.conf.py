@@ -1,12 +1,18 @@
 """gunicorn settings for fraud-detector; every value can be overridden through the environment."""
 
+import json
 import os
+from pathlib import Path
 
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"
 # unset or 0: one per core this process may run on (a container's cpuset), not all the host's
 cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 workers = int(os.environ.get("WORKERS") or 0) or cores
-preload_app = True  # load the model once, before forking: workers share its memory
+# Load the model once, before forking: workers share its memory. Not for models whose library
+# starts a native thread pool (LightGBM's and XGBoost's OpenMP): a worker forked after the warm-up
+# hangs in its first model call, so each worker loads its own copy after the fork.
+_manifest = json.loads((Path(__file__).resolve().parent / "deployctl.json").read_text())
+preload_app = _manifest["model"]["loader"]["kind"] not in ("lightgbm", "xgboost")  # app.runtime.FORK_UNSAFE
 # gthread whose main thread reads each request in full before a thread runs it: slow clients cost
 # a socket, not a worker; SIGTERM drains (see app/worker.py)
 worker_class = "app.worker.BufferedWorker"

@@ -1,0 +1,223 @@
+"""LightGBM and XGBoost served natively (probabilities like sklearn's), fork-safe, CPU-only.
+
+The registry (tests/make_flavor_registry.py) is built once per session in a subprocess.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import ROOT, Registry, run_cli
+
+from deployctl.process import free_port
+from deployctl.requirements import cpu_only, merge
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="session")
+def flavor_registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
+    root = tmp_path_factory.mktemp("flavor-registry")
+    tracking_uri = f"sqlite:///{root / 'mlflow.db'}"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "make_flavor_registry.py"), tracking_uri],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    run_ids = dict(line.split("=", 1) for line in proc.stdout.split() if "=" in line)
+    return Registry(root, tracking_uri, run_ids)
+
+
+@pytest.fixture(scope="session")
+def built(flavor_registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, str], Path]:
+    """generate + build through the CLI, once per (model, target)."""
+    cache: dict[tuple[str, str], Path] = {}
+
+    def make(name: str, target: str) -> Path:
+        if (name, target) not in cache:
+            out = tmp_path_factory.mktemp(f"{name}-{target}") / "artifact"
+            uri = f"models:/{name}/1"
+            result = run_cli("generate", "-m", uri, "-t", target, "-o", str(out), env=flavor_registry.env())
+            assert result.code == 0, result.output
+            result = run_cli("build", str(out))
+            assert result.code == 0, result.output
+            cache[(name, target)] = out
+        return cache[(name, target)]
+
+    return make
+
+
+def serve(artifact: Path, workers: int) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "deployctl", "serve", str(artifact), "--port", str(port)],
+        env={**os.environ, "WORKERS": str(workers), "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        try:
+            if httpx.get(f"{url}/health").status_code == 200:
+                return proc, url
+        except httpx.TransportError:
+            time.sleep(0.1)
+        assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+    raise AssertionError("service did not become healthy")
+
+
+@pytest.fixture
+def running() -> Iterator[Callable[[Path, int], str]]:
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(artifact: Path, workers: int) -> str:
+        proc, url = serve(artifact, workers)
+        procs.append(proc)
+        return url
+
+    yield start
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+
+
+def rows_of(artifact: Path) -> list[dict]:
+    manifest = json.loads((artifact / "deployctl.json").read_text())
+    return [case["row"] for case in manifest["smoke_cases"]]
+
+
+def in_process(artifact: Path, rows: list[dict]) -> tuple[list, list | None, list | None]:
+    """Labels through MLflow's pyfunc loader; probabilities and classes from the native model."""
+    import mlflow.lightgbm
+    import mlflow.pyfunc
+    import mlflow.xgboost
+    import pandas as pd
+
+    flavor = json.loads((artifact / "deployctl.json").read_text())["model"]["flavor"]
+    frame = pd.DataFrame(rows).astype({"count": "int64"})
+    labels = mlflow.pyfunc.load_model(str(artifact / "model")).predict(frame).tolist()
+    native = {"lightgbm": mlflow.lightgbm, "xgboost": mlflow.xgboost}[flavor].load_model(
+        str(artifact / "model")
+    )
+    if not hasattr(native, "predict_proba"):
+        return labels, None, None
+    return labels, native.predict_proba(frame).tolist(), native.classes_.tolist()
+
+
+MODELS = [
+    ("lgbm_binary", "fastapi", "lightgbm"),
+    ("lgbm_binary", "flask", "lightgbm"),
+    ("xgb_multiclass", "fastapi", "xgboost"),
+    ("xgb_multiclass", "flask", "xgboost"),
+    ("lgbm_regressor", "fastapi", "lightgbm"),
+]
+
+
+@pytest.mark.parametrize(("name", "target", "flavor"), MODELS)
+def test_served_natively_with_the_models_answers(
+    built: Callable[[str, str], Path],
+    running: Callable[[Path, int], str],
+    name: str,
+    target: str,
+    flavor: str,
+) -> None:
+    artifact = built(name, target)
+    manifest = json.loads((artifact / "deployctl.json").read_text())
+    assert manifest["model"]["flavor"] == flavor
+    assert manifest["model"]["loader"]["kind"] == flavor
+    requirements = (artifact / "requirements.txt").read_text()
+    assert "mlflow" not in requirements  # loaded with its own library, not MLflow
+    result = run_cli("smoke-test", str(artifact), "--json")
+    assert result.code == 0, result.output
+    assert json.loads(result.stdout)["ok"]
+
+    url = running(artifact, 1)
+    rows = rows_of(artifact)
+    labels, probas, classes = in_process(artifact, rows)
+    got = httpx.post(f"{url}/predict_batch", json={"instances": rows}, timeout=30).json()
+    assert got["predictions"] == pytest.approx(labels, rel=1e-9)
+    one = httpx.post(f"{url}/predict", json={"features": rows[0]}, timeout=30).json()
+    if probas is None:
+        assert "probabilities" not in got and "probability" not in one
+        return
+    assert classes is not None
+    if len(classes) == 2:
+        assert got["probabilities"] == pytest.approx([p[1] for p in probas], rel=1e-12)
+        assert one["probability"] == pytest.approx(probas[0][1], rel=1e-12)
+    else:
+        expected = [dict(zip(map(str, classes), p)) for p in probas]
+        assert [dict(sorted(p.items())) for p in got["probabilities"]] == [
+            pytest.approx(dict(sorted(e.items())), rel=1e-12) for e in expected
+        ]
+        assert one["probabilities"] == pytest.approx(expected[0], rel=1e-12)
+    assert set(labels) <= set(classes) and one["prediction"] == labels[0]
+
+
+@pytest.mark.parametrize(
+    ("name", "target"),
+    [("lgbm_binary", "flask"), ("xgb_multiclass", "flask"), ("lgbm_binary", "fastapi")],
+)
+def test_two_workers_answer_concurrent_requests(
+    built: Callable[[str, str], Path], running: Callable[[Path, int], str], name: str, target: str
+) -> None:
+    """With a model warmed before gunicorn forked, every scoring request hung (OpenMP after fork)."""
+    artifact = built(name, target)
+    url = running(artifact, 2)
+    rows = rows_of(artifact)
+    expected, _, _ = in_process(artifact, rows)
+
+    def ask(i: int) -> tuple[int, object]:
+        with httpx.Client(timeout=10) as client:  # a new connection each: both workers take some
+            answer = client.post(f"{url}/predict", json={"features": rows[i % len(rows)]})
+            return answer.status_code, answer.json()["prediction"]
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(ask, range(40)))
+    assert answers == [(200, expected[i % len(rows)]) for i in range(40)]
+
+
+def test_xgboost_artifact_has_no_gpu_packages(built: Callable[[str, str], Path]) -> None:
+    artifact = built("xgb_multiclass", "fastapi")
+    lines = (artifact / "requirements.txt").read_text().splitlines()
+    assert any(line.startswith("xgboost-cpu==") and '!= "darwin"' in line for line in lines)
+    assert not any(line.startswith("xgboost==") and 'darwin"' not in line for line in lines)
+    site = next((artifact / ".venv" / "lib").glob("python*/site-packages"))
+    assert (site / "xgboost").is_dir()
+    assert not list(site.glob("nvidia*")), sorted(p.name for p in site.glob("nvidia*"))
+
+
+def test_xgboost_requirement_becomes_xgboost_cpu() -> None:
+    assert cpu_only(["xgboost==3.2.0", "numpy==2.0"]) == [
+        'xgboost-cpu==3.2.0; sys_platform != "darwin"',
+        'xgboost==3.2.0; sys_platform == "darwin"',
+        "numpy==2.0",
+    ]
+    # MLflow logs xgboost-cpu itself beside xgboost where xgboost-cpu is installed: one line stays
+    merged = merge(["xgboost-cpu==3.2.0", "xgboost==3.2.0"], {"kind": "xgboost"}, ())
+    assert [r for r in merged if r.startswith("xgboost")] == [
+        'xgboost-cpu==3.2.0; sys_platform != "darwin"',
+        'xgboost==3.2.0; sys_platform == "darwin"',
+    ]
+    marked = cpu_only(['xgboost>=2; python_version >= "3.10"'])
+    assert marked[0] == 'xgboost-cpu>=2; (python_version >= "3.10") and sys_platform != "darwin"'
+
+
+def test_cloud_function_serves_lightgbm_loaded_after_the_fork(built: Callable[[str, str], Path]) -> None:
+    """functions-framework imports main.py, then forks gunicorn's worker: the model loads there."""
+    artifact = built("lgbm_binary", "gcf")
+    result = run_cli("smoke-test", str(artifact), "--json")
+    assert result.code == 0, result.output
+    assert json.loads(result.stdout)["ok"]
