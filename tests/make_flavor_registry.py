@@ -3,6 +3,7 @@
   lgbm_binary      LightGBM LGBMClassifier, labels 0/1 (mlflow.lightgbm)
   xgb_multiclass   XGBoost XGBClassifier, three classes 0/1/2 (mlflow.xgboost)
   lgbm_regressor   LightGBM LGBMRegressor, one integer column (mlflow.lightgbm)
+  xgb_booster      a bare XGBoost Booster (xgb.train): no classes_, served through pyfunc
 
 Prints `name=run_id` lines.
 """
@@ -60,6 +61,17 @@ def main(tracking_uri: str) -> None:
 
     y = 3 * X.x0 - X.x1 + 0.2 * X.x2 + X["count"] + rng.normal(0, 0.1, len(X))
     log(mlflow.lightgbm, lgb.LGBMRegressor(**params).fit(X, y), X, "lgbm_regressor")
+
+    trained = xgb.train({"max_depth": 2}, xgb.DMatrix(X, label=y), num_boost_round=5)
+    with mlflow.start_run() as run:
+        mlflow.xgboost.log_model(
+            trained,
+            name="model",
+            signature=infer_signature(X, trained.predict(xgb.DMatrix(X))),
+            input_example=X.head(5),
+            registered_model_name="xgb_booster",
+        )
+    print(f"xgb_booster={run.info.run_id}")
 
 
 if __name__ == "__main__":
