@@ -73,13 +73,11 @@ def run_cli(
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
-@pytest.fixture(scope="session")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
-    root = tmp_path_factory.mktemp("registry")
+def build_registry(script: str, root: Path) -> Registry:
+    """Run one of the tests' registry scripts (real models, real MLflow) into a sqlite db in `root`."""
     tracking_uri = f"sqlite:///{root / 'mlflow.db'}"
-    script = ROOT / "tests" / "make_registry.py"
     proc = subprocess.run(
-        [sys.executable, str(script), tracking_uri],
+        [sys.executable, str(ROOT / "tests" / script), tracking_uri],
         cwd=root,
         capture_output=True,
         text=True,
@@ -88,6 +86,11 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     run_ids = dict(line.split("=", 1) for line in proc.stdout.split() if "=" in line)
     return Registry(root, tracking_uri, run_ids)
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
+    return build_registry("make_registry.py", tmp_path_factory.mktemp("registry"))
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import ROOT, Registry, run_cli
+from conftest import Registry, build_registry, run_cli
 
 from deployctl.process import free_port
 from deployctl.requirements import cpu_only, merge
@@ -27,18 +26,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="session")
 def flavor_registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
-    root = tmp_path_factory.mktemp("flavor-registry")
-    tracking_uri = f"sqlite:///{root / 'mlflow.db'}"
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "make_flavor_registry.py"), tracking_uri],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    run_ids = dict(line.split("=", 1) for line in proc.stdout.split() if "=" in line)
-    return Registry(root, tracking_uri, run_ids)
+    return build_registry("make_flavor_registry.py", tmp_path_factory.mktemp("flavor-registry"))
 
 
 @pytest.fixture(scope="session")
