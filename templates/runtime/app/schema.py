@@ -31,10 +31,21 @@ PYTYPES = {name: pytype for name, (_, pytype) in COLUMN_TYPES.items()}
 class BadRequest(Exception):
     """A request the service refuses: answered with `status` and {"error": message}."""
 
-    def __init__(self, message: str, status: int = 400) -> None:
+    def __init__(
+        self,
+        message: str,
+        status: int = 400,
+        error_code: str = "BAD_REQUEST",
+        error_class: str = "INVALID_PARAMETER_VALUE",
+        sqlstate: str = "KAM00",
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
+        # what `mlflow models serve` answers in its error body on /invocations
+        self.error_code = error_code
+        self.error_class = error_class
+        self.sqlstate = sqlstate
 
     @classmethod
     def too_large(cls) -> BadRequest:
