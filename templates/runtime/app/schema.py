@@ -117,7 +117,11 @@ class Schema:
         self.columns = columns
         self.names = [c["name"] for c in columns]
         self.index = {name: i for i, name in enumerate(self.names)}
-        self.checks = [(c["name"], CHECKS[c["type"]], c.get("required", True)) for c in columns]
+        self.checks = [
+            (c["name"], CHECKS[c["type"]] if required else _nan_is_missing(CHECKS[c["type"]]), required)
+            for c in columns
+            for required in [c.get("required", True)]
+        ]
         self.all_required = all(required for _, _, required in self.checks)
         self.array_dtype = self._array_dtype()
 
@@ -176,6 +180,18 @@ class Schema:
                 values = [np.nan if v is None and dtype == "float64" else v for v in values]
             data[col["name"]] = np.asarray(values, dtype=dtype)
         return pd.DataFrame(data, columns=self.names)
+
+
+def _nan_is_missing(check: Check) -> Check:
+    """An optional column's check: NaN (what pandas and MLflow's input examples write for a missing
+    value) is the value left out, like null. A required column refuses NaN as not finite."""
+
+    def optional(value: Any, name: str, where: str) -> Any:
+        if type(value) is float and value != value:
+            return None
+        return check(value, name, where)
+
+    return optional
 
 
 def _missing(name: str, required: bool, where: str) -> Any:

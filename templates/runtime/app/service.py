@@ -1,4 +1,5 @@
-"""The HTTP contract: routes, parsing, MLflow's input formats, and the answers (`ModelService`)."""
+"""The HTTP contract: routes, parsing, and the answers (`ModelService`); MLflow's protocol is in
+mlflow_protocol.py."""
 
 from __future__ import annotations
 
