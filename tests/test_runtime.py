@@ -298,6 +298,25 @@ def test_invocations_refuses_bad_bodies_as_mlflow_clients_expect(
     assert answer["error_code"] == code and answer["message"] == answer["error"]
 
 
+def test_invocations_reads_csv_and_nan_and_answers_version(binary: tuple[Any, pd.DataFrame]) -> None:
+    service, X = binary
+    rows = X.iloc[:2]
+    want = {"predictions": service.model.predict(rows).tolist()}
+    csv = rows.to_csv(index=False).encode()
+    assert service.handle("POST", "/invocations", csv, "text/csv")[0] == 200
+    assert json.loads(service.handle("POST", "/invocations", csv, "text/csv; charset=utf-8")[1]) == want
+    status, body = service.handle("POST", "/invocations", csv, "text/csv; charset=latin-1")
+    assert status == 415 and json.loads(body)["message"] == "The scoring server only supports UTF-8"
+    nan = b'{"dataframe_records": [{"x0": NaN, "x1": 1.0, "x2": 2.0, "x3": 3.0}]}'
+    status, body = service.handle("POST", "/invocations", nan, "application/json")
+    assert status == 400 and json.loads(body)["error_code"] == "BAD_REQUEST"  # LogisticRegression: no NaN
+    manifest = {**service.manifest, "model": {**service.manifest["model"], "mlflow_version": "3.1.0"}}
+    versioned = runtime.ModelService(manifest, service.model)
+    assert versioned.handle("GET", "/version", b"") == (200, b"3.1.0")
+    # no content type: 415 (MLflow's server fails with a 500)
+    assert versioned.handle("POST", "/invocations", b"", None)[0] == 415
+
+
 def test_invocations_ignores_extra_columns_as_mlflow_does(binary: tuple[Any, pd.DataFrame]) -> None:
     service, X = binary
     record = {**X.iloc[0].to_dict(), "customer_id": 12}

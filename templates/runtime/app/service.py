@@ -71,6 +71,8 @@ class ModelService:
             ("POST", "/predict_batch"): self.predict_batch,
             ("POST", "/invocations"): self.invocations,
         }
+        # the routes whose body is JSON parsed by `parse`; /invocations parses its own (text/csv too)
+        self.json_routes = {key: route for key, route in self.routes.items() if key[1] != "/invocations"}
         self.paths = {path for _, path in self.routes} | {"/health", "/ping", "/version"}
         self.mlflow_scorer = MlflowScorer(model, meta["columns"])
         # GET /version answers as MLflow's scoring server: the MLflow version, as a bare string
@@ -170,16 +172,16 @@ class ModelService:
         path = path.rstrip("/") or "/"
         if path in ("/health", "/ping") and method in ("GET", "HEAD"):
             return self.health_body
-        if path == "/version" and method in ("GET", "HEAD"):
-            return self.version_body
-        if path == "/invocations" and method == "POST":
+        endpoint = self.json_routes.get((method, path))
+        if endpoint is not None:
+            return endpoint(self.parse(body, content_type))
+        if path == "/invocations" and method == "POST":  # MLflow's protocol parses its own body
             if len(body) > MAX_BODY_BYTES:
                 raise BadRequest.too_large()
             return self.mlflow_call(body, content_type)
-        endpoint = self.routes.get((method, path))
-        if endpoint is None:
-            raise BadRequest(f"{method} {path} is not served", 405 if path in self.paths else 404)
-        return endpoint(self.parse(body, content_type))
+        if path == "/version" and method in ("GET", "HEAD"):
+            return self.version_body
+        raise BadRequest(f"{method} {path} is not served", 405 if path in self.paths else 404)
 
     @staticmethod
     def respond(call: Call, scored: Scored) -> bytes:
