@@ -150,7 +150,7 @@ BAD = [
     ("POST", "/predict", b'{"features": [' + b"1," * 600_000 + b"1]}", {}, 413, "over the limit"),
     ("GET", "/predict", b"", {}, 405, "GET /predict"),
     ("POST", "/nope", b"{}", {}, 404, "/nope"),
-    ("POST", "/invocations", b'{"foo": 1}', {}, 400, "exactly one of the keys"),
+    ("POST", "/invocations", b'{"foo": 1}', {}, 400, "exactly one of the input fields"),
 ]
 
 
@@ -193,3 +193,22 @@ def test_gcloudignore_patterns_decide_the_upload(tmp_path: Path) -> None:
     (tmp_path / ".gcloudignore").write_text("# comment\n.gcloudignore\nbig/\n*.pyc\n")
     names = [p.relative_to(tmp_path).as_posix() for p in gcf.uploaded_files(tmp_path)]
     assert names == ["keep/a.txt", "main.py"]
+
+
+def test_the_content_type_reaches_the_runtime(fraud_url: str) -> None:
+    """/invocations reads text/csv and refuses another charset, as `mlflow models serve` does."""
+    import mlflow
+
+    row = ROW
+    csv = ",".join(row) + "\n" + ",".join(str(v) for v in row.values()) + "\n"
+    by_csv = httpx.post(f"{fraud_url}/invocations", content=csv, headers={"content-type": "text/csv"})
+    by_json = httpx.post(f"{fraud_url}/invocations", json={"dataframe_records": [row]})
+    assert by_csv.status_code == 200 and by_csv.json() == by_json.json()
+    latin = httpx.post(
+        f"{fraud_url}/invocations",
+        json={"dataframe_records": [row]},
+        headers={"content-type": "application/json; charset=latin-1"},
+    )
+    assert latin.status_code == 415 and "UTF-8" in latin.json()["error"]
+    version = httpx.get(f"{fraud_url}/version")
+    assert (version.status_code, version.text) == (200, mlflow.__version__)

@@ -171,6 +171,7 @@ def test_sam_template_declares_the_function_and_one_http_route_per_endpoint(
         ("POST", "/predict"),
         ("POST", "/predict_batch"),
         ("POST", "/invocations"),
+        ("GET", "/version"),
     }
     assert {e["Type"] for e in function["Events"].values()} == {"HttpApi"}
     s3 = cfn_yaml(iris_s3_fn / "template.yaml")
@@ -306,7 +307,7 @@ BAD = [
     ),
     ("POST", "/predict", {"features": {**ROW, "amount": "high"}}, 400, "'amount' must be a number"),
     ("POST", "/predict_batch", {"instances": [list(ROW.values()), [1]]}, 400, "instances[1]"),
-    ("POST", "/invocations", {"foo": 1}, 400, "exactly one of the keys"),
+    ("POST", "/invocations", {"foo": 1}, 400, "exactly one of the input fields"),
     ("GET", "/predict", None, 405, "GET /predict"),
     ("POST", "/nope", {"features": []}, 404, "/nope"),
     ("POST", "/predict", b'{"features": [' + b"1," * 600_000 + b"1]}", 413, "over the limit"),
@@ -516,3 +517,25 @@ def test_serve_runs_a_local_api_gateway_until_sigterm(fraud_fn: tuple[Path, str]
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
+
+
+@pytest.mark.parametrize("payload", ["2.0", "1.0"])
+def test_the_content_type_reaches_the_runtime(fraud_invoker: apigw.Invoker, payload: str) -> None:
+    """/invocations reads text/csv and refuses another charset, as `mlflow models serve` does."""
+    make = apigw.v1_event if payload == "1.0" else apigw.v2_event
+    csv = (",".join(ROW) + "\n" + ",".join(str(v) for v in ROW.values()) + "\n").encode()
+    json_row = json.dumps({"dataframe_records": [ROW]}).encode()
+    answers = {}
+    for name, body, content_type in [
+        ("csv", csv, "text/csv"),
+        ("json", json_row, "application/json; charset=utf-8"),
+        ("latin-1", json_row, "application/json; charset=latin-1"),
+    ]:
+        reply = fraud_invoker.invoke(make("POST", "/invocations", body, {"Content-Type": content_type}))
+        answers[name] = (reply["result"]["statusCode"], json.loads(reply["result"]["body"]))
+    assert answers["csv"] == answers["json"] and answers["csv"][0] == 200
+    assert answers["latin-1"][0] == 415 and "UTF-8" in answers["latin-1"][1]["error"]
+    reply = fraud_invoker.invoke(make("GET", "/version"))
+    import mlflow
+
+    assert (reply["result"]["statusCode"], reply["result"]["body"]) == (200, mlflow.__version__)

@@ -230,6 +230,20 @@ def test_optional_column_left_out_is_nan_for_the_model() -> None:
     assert status == 200 and answer["probability"] == model.predict_proba(frame)[0, 1]
     status, answer = call(service, "/predict", {"features": [0.3, -1.0, None, 2.0]})
     assert status == 200 and answer["probability"] == model.predict_proba(frame)[0, 1]
+    # NaN, as MLflow writes a missing value in serving_input_example.json, is the value left out
+    for body in (
+        b'{"features": [0.3, -1.0, NaN, 2.0]}',
+        b'{"features": {"x0": 0.3, "x1": -1.0, "x2": NaN, "x3": 2.0}}',
+    ):
+        status, answer = call(service, "/predict", body)
+        assert status == 200 and answer["probability"] == model.predict_proba(frame)[0, 1]
+    status, answer = call(service, "/predict_batch", b'{"instances": [[0.3, -1.0, NaN, 2.0]]}')
+    assert status == 200 and answer["probabilities"] == model.predict_proba(frame)[:, 1].tolist()
+    # only there: NaN in a required column, and Infinity anywhere, are refused
+    status, answer = call(service, "/predict", b'{"features": [NaN, -1.0, 1.0, 2.0]}')
+    assert status == 400 and "'x0' must be finite" in answer["error"]
+    status, answer = call(service, "/predict", b'{"features": [0.3, -1.0, Infinity, 2.0]}')
+    assert status == 400 and "'x2' must be finite" in answer["error"]
 
 
 def test_scoring_leaves_sklearns_configuration_as_it_was(binary: tuple[Any, pd.DataFrame]) -> None:
@@ -250,32 +264,57 @@ def test_invocations_accepts_every_mlflow_input_format(pipeline: tuple[Any, pd.D
     want = {"predictions": service.model.predict(rows).tolist()}
     bodies = [
         {"dataframe_split": {"columns": names, "data": [[r[c] for c in names] for r in records]}},
-        {"dataframe_split": {"data": [[r[c] for c in names] for r in records]}},
         {"dataframe_records": records},
         {"instances": records},
         {"inputs": {c: [r[c] for r in records] for c in names}},
-        {"inputs": [[r[c] for c in names] for r in records]},
     ]
     for body in bodies:
         assert call(service, "/invocations", body) == (200, want), body
 
 
 @pytest.mark.parametrize(
-    ("body", "phrase"),
-    [
-        ({"foo": 1}, "exactly one of the keys"),
-        ({"instances": [], "inputs": []}, "exactly one of the keys"),
-        ([1, 2], "a JSON object"),
-        ({"dataframe_split": {"columns": NUMBERS, "data": [[1.0]]}}, "one value per column"),
-        ({"inputs": {"x0": [1.0, 2.0], "x1": [1.0]}}, "same length"),
+    ("body", "phrase", "code"),
+    [  # MLflow's answers to the same bodies (its error_code; messages are ours)
+        ({"foo": 1}, "exactly one of the input fields", "BAD_REQUEST"),
+        ({"instances": [], "inputs": []}, "exactly one of the input fields", "BAD_REQUEST"),
+        ([1, 2], "JSON dictionary", "BAD_REQUEST"),
+        ({"dataframe_split": {"columns": NUMBERS, "data": [[1.0]]}}, "'split' format", "BAD_REQUEST"),
+        ({"dataframe_split": {"columns": [["x0"]], "data": [[1.0] * 4]}}, "'split' format", "BAD_REQUEST"),
+        (
+            {"dataframe_split": {"index": [0], "columns": NUMBERS, "data": [[1.0] * 6] * 2}},
+            "split",
+            "BAD_REQUEST",
+        ),
+        ({"dataframe_split": {"data": [[1.0] * 6]}}, "missing inputs", "INVALID_PARAMETER_VALUE"),
+        ({"inputs": [[1.0] * 6]}, "not a list of lists", "INVALID_PARAMETER_VALUE"),
+        ({"inputs": {"x0": [1.0, 2.0], "x1": [1.0]}}, "different lengths", "INVALID_PARAMETER_VALUE"),
     ],
 )
 def test_invocations_refuses_bad_bodies_as_mlflow_clients_expect(
-    binary: tuple[Any, pd.DataFrame], body: Any, phrase: str
+    binary: tuple[Any, pd.DataFrame], body: Any, phrase: str, code: str
 ) -> None:
     status, answer = call(binary[0], "/invocations", body)
-    assert status == 400 and phrase in answer["error"]
-    assert answer["error_code"] == "BAD_REQUEST" and answer["message"] == answer["error"]
+    assert status == 400 and phrase in answer["error"], answer
+    assert answer["error_code"] == code and answer["message"] == answer["error"]
+
+
+def test_invocations_reads_csv_and_nan_and_answers_version(binary: tuple[Any, pd.DataFrame]) -> None:
+    service, X = binary
+    rows = X.iloc[:2]
+    want = {"predictions": service.model.predict(rows).tolist()}
+    csv = rows.to_csv(index=False).encode()
+    assert service.handle("POST", "/invocations", csv, "text/csv")[0] == 200
+    assert json.loads(service.handle("POST", "/invocations", csv, "text/csv; charset=utf-8")[1]) == want
+    status, body = service.handle("POST", "/invocations", csv, "text/csv; charset=latin-1")
+    assert status == 415 and json.loads(body)["message"] == "The scoring server only supports UTF-8"
+    nan = b'{"dataframe_records": [{"x0": NaN, "x1": 1.0, "x2": 2.0, "x3": 3.0}]}'
+    status, body = service.handle("POST", "/invocations", nan, "application/json")
+    assert status == 400 and json.loads(body)["error_code"] == "BAD_REQUEST"  # LogisticRegression: no NaN
+    manifest = {**service.manifest, "model": {**service.manifest["model"], "mlflow_version": "3.1.0"}}
+    versioned = runtime.ModelService(manifest, service.model)
+    assert versioned.handle("GET", "/version", b"") == (200, b"3.1.0")
+    # no content type: 415 (MLflow's server fails with a 500)
+    assert versioned.handle("POST", "/invocations", b"", None)[0] == 415
 
 
 def test_invocations_ignores_extra_columns_as_mlflow_does(binary: tuple[Any, pd.DataFrame]) -> None:
@@ -321,10 +360,10 @@ def test_integral_floats_are_accepted_for_integer_columns(pipeline: tuple[Any, p
 
 
 def test_non_finite_numbers_are_refused(binary: tuple[Any, pd.DataFrame]) -> None:
-    """orjson refuses NaN and Infinity in the body; the check holds for any parser."""
+    """NaN and Infinity literals are read, then refused in a required column."""
     service, _ = binary
-    status, _ = call(service, "/predict", b'{"features": [NaN, 1.0, 2.0, 3.0]}')
-    assert status == 400
+    status, answer = call(service, "/predict", b'{"features": [NaN, 1.0, 2.0, 3.0]}')
+    assert status == 400 and "must be finite" in answer["error"]
     with pytest.raises(runtime.BadRequest, match="must be finite"):
         service.schema.row([float("inf"), 1.0, 2.0, 3.0], "features")
     with pytest.raises(runtime.BadRequest, match="must be a number"):  # float() would overflow

@@ -31,6 +31,7 @@ ROUTES = (
     ("Predict", "POST", "/predict"),
     ("PredictBatch", "POST", "/predict_batch"),
     ("Invocations", "POST", "/invocations"),
+    ("Version", "GET", "/version"),  # MLflow's scoring server has it: its clients ask
 )
 S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 

@@ -7,7 +7,8 @@ entry points are thin adapters that move bytes in and out of `ModelService.handl
 
 - app/schema.py: validation of rows against the signature, the model's input (`Schema`);
 - app/scoring.py: loading the model and calling it the fastest exact way (`Scorer`);
-- app/service.py: the HTTP contract, parsing, MLflow's input formats (`ModelService`);
+- app/service.py: the HTTP contract, parsing (`ModelService`);
+- app/mlflow_protocol.py: `/invocations` parsed as `mlflow models serve` parses it;
 - app/logs.py: JSON log lines and the access log; app/jsonio.py: JSON in and out.
 
 This module is the stable facade: import from `app.runtime`, not from the modules behind it.

@@ -31,10 +31,21 @@ PYTYPES = {name: pytype for name, (_, pytype) in COLUMN_TYPES.items()}
 class BadRequest(Exception):
     """A request the service refuses: answered with `status` and {"error": message}."""
 
-    def __init__(self, message: str, status: int = 400) -> None:
+    def __init__(
+        self,
+        message: str,
+        status: int = 400,
+        error_code: str = "BAD_REQUEST",
+        error_class: str = "INVALID_PARAMETER_VALUE",
+        sqlstate: str = "KAM00",
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
+        # what `mlflow models serve` answers in its error body on /invocations
+        self.error_code = error_code
+        self.error_class = error_class
+        self.sqlstate = sqlstate
 
     @classmethod
     def too_large(cls) -> BadRequest:
@@ -106,7 +117,11 @@ class Schema:
         self.columns = columns
         self.names = [c["name"] for c in columns]
         self.index = {name: i for i, name in enumerate(self.names)}
-        self.checks = [(c["name"], CHECKS[c["type"]], c.get("required", True)) for c in columns]
+        self.checks = [
+            (c["name"], CHECKS[c["type"]] if required else _nan_is_missing(CHECKS[c["type"]]), required)
+            for c in columns
+            for required in [c.get("required", True)]
+        ]
         self.all_required = all(required for _, _, required in self.checks)
         self.array_dtype = self._array_dtype()
 
@@ -165,6 +180,18 @@ class Schema:
                 values = [np.nan if v is None and dtype == "float64" else v for v in values]
             data[col["name"]] = np.asarray(values, dtype=dtype)
         return pd.DataFrame(data, columns=self.names)
+
+
+def _nan_is_missing(check: Check) -> Check:
+    """An optional column's check: NaN (what pandas and MLflow's input examples write for a missing
+    value) is the value left out, like null. A required column refuses NaN as not finite."""
+
+    def optional(value: Any, name: str, where: str) -> Any:
+        if type(value) is float and value != value:
+            return None
+        return check(value, name, where)
+
+    return optional
 
 
 def _missing(name: str, required: bool, where: str) -> Any:

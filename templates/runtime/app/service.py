@@ -1,4 +1,5 @@
-"""The HTTP contract: routes, parsing, MLflow's input formats, and the answers (`ModelService`)."""
+"""The HTTP contract: routes, parsing, and the answers (`ModelService`); MLflow's protocol is in
+mlflow_protocol.py."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import mlflow_protocol
 from .jsonio import JSONDecodeError, dumps, loads
 from .logs import log
-from .schema import MAX_BODY_BYTES, BadRequest, Schema
+from .schema import MAX_BATCH_ROWS, MAX_BODY_BYTES, BadRequest, Schema
 from .scoring import Scorer, load_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,6 +29,23 @@ class Call:
     rows: list[list[Any]]
     probabilities: bool
     answer: Callable[[list[Any], Any], dict[str, Any]]
+    # /invocations: scored by its own scorer (MLflow's way, NaN allowed), written as MLflow writes JSON
+    scorer: Any = None
+    encode: Callable[[Any], bytes] = dumps
+
+
+class MlflowScorer:
+    """The model called on a DataFrame as `mlflow models serve` calls it: NaN reaches the model
+    (sklearn's own finiteness check stays on), and a model that raises is MLflow's 400."""
+
+    def __init__(self, model: Any, columns: list[dict[str, Any]]) -> None:
+        self.scorer = Scorer(model, Schema([{**c, "required": False} for c in columns]))
+
+    def score(self, rows: list[list[Any]], probabilities: bool = False) -> Scored:
+        try:
+            return self.scorer.score(rows, False)
+        except BadRequest as exc:
+            raise mlflow_protocol.model_failure(exc.message) from None
 
 
 class ModelService:
@@ -52,7 +71,12 @@ class ModelService:
             ("POST", "/predict_batch"): self.predict_batch,
             ("POST", "/invocations"): self.invocations,
         }
-        self.paths = {path for _, path in self.routes} | {"/health", "/ping"}
+        # the routes whose body is JSON parsed by `parse`; /invocations parses its own (text/csv too)
+        self.json_routes = {key: route for key, route in self.routes.items() if key[1] != "/invocations"}
+        self.paths = {path for _, path in self.routes} | {"/health", "/ping", "/version"}
+        self.mlflow_scorer = MlflowScorer(model, meta["columns"])
+        # GET /version answers as MLflow's scoring server: the MLflow version, as a bare string
+        self.version_body = str(meta.get("mlflow_version") or "unknown").encode()
         # /health never changes: serialize it once
         self.health_body = dumps(self.health())
 
@@ -89,9 +113,16 @@ class ModelService:
         return Call(self.schema.rows(items, "instances"), True, self._batch_answer)
 
     def invocations(self, body: Any) -> Call:
+        """MLflow's scoring protocol on a parsed JSON body (the embedding API's `answer`)."""
+        return self.mlflow_call(dumps(body), "application/json")
+
+    def mlflow_call(self, body: bytes, content_type: str | None) -> Call:
         """MLflow's scoring protocol, answered as `mlflow models serve` answers it."""
-        rows = self.schema.rows(_mlflow_rows(body), "input", strict=False)
-        return Call(rows, False, lambda labels, _: {"predictions": labels})
+        frame = mlflow_protocol.frame_of(body, content_type, self.schema)
+        if len(frame) > MAX_BATCH_ROWS:
+            raise BadRequest(f"input: {len(frame)} rows is over the limit of {MAX_BATCH_ROWS}", 413)
+        rows = mlflow_protocol.rows_of(frame, self.schema)
+        return Call(rows, False, _predictions, self.mlflow_scorer, mlflow_protocol.encode)
 
     def _one_answer(self, labels: list[Any], probas: Any) -> dict[str, Any]:
         answer: dict[str, Any] = {"prediction": labels[0]}
@@ -119,7 +150,7 @@ class ModelService:
         if endpoint is None:
             raise BadRequest(f"POST {path} is not served", 405 if path in self.paths else 404)
         call = endpoint(body)
-        return call.answer(*self.scorer.score(call.rows, call.probabilities))
+        return call.answer(*(call.scorer or self.scorer).score(call.rows, call.probabilities))
 
     # -- plumbing ---------------------------------------------------------------------------------
 
@@ -131,7 +162,8 @@ class ModelService:
             call = self.prepare(method, path, body, content_type)
             if isinstance(call, bytes):
                 return 200, call
-            return 200, self.respond(call, self.scorer.score(call.rows, call.probabilities))
+            scored = (call.scorer or self.scorer).score(call.rows, call.probabilities)
+            return 200, self.respond(call, scored)
         except BadRequest as exc:
             return exc.status, error_body(exc, path.rstrip("/"))
 
@@ -140,14 +172,20 @@ class ModelService:
         path = path.rstrip("/") or "/"
         if path in ("/health", "/ping") and method in ("GET", "HEAD"):
             return self.health_body
-        endpoint = self.routes.get((method, path))
-        if endpoint is None:
-            raise BadRequest(f"{method} {path} is not served", 405 if path in self.paths else 404)
-        return endpoint(self.parse(body, content_type))
+        endpoint = self.json_routes.get((method, path))
+        if endpoint is not None:
+            return endpoint(self.parse(body, content_type))
+        if path == "/invocations" and method == "POST":  # MLflow's protocol parses its own body
+            if len(body) > MAX_BODY_BYTES:
+                raise BadRequest.too_large()
+            return self.mlflow_call(body, content_type)
+        if path == "/version" and method in ("GET", "HEAD"):
+            return self.version_body
+        raise BadRequest(f"{method} {path} is not served", 405 if path in self.paths else 404)
 
     @staticmethod
     def respond(call: Call, scored: Scored) -> bytes:
-        return dumps(call.answer(*scored))
+        return call.encode(call.answer(*scored))
 
     @staticmethod
     def parse(body: bytes, content_type: str | None = None) -> Any:
@@ -160,7 +198,10 @@ class ModelService:
         try:
             return loads(body)
         except (JSONDecodeError, ValueError, UnicodeDecodeError) as exc:
-            raise BadRequest(f"the body is not valid JSON: {exc}") from None
+            try:  # NaN and Infinity literals (MLflow writes NaN in its input examples): rare, slow path
+                return json.loads(body)
+            except (ValueError, UnicodeDecodeError):
+                raise BadRequest(f"the body is not valid JSON: {exc}") from None
 
     def _probabilities(self, probas: Any) -> list[Any]:
         """Per row: P(classes_[1]) for a binary classifier, {class: p} for a multi-class one."""
@@ -171,34 +212,14 @@ class ModelService:
         return [dict(zip(keys, row)) for row in probas.tolist()]
 
 
-def _mlflow_rows(body: Any) -> Any:
-    """The rows of an MLflow scoring request, in any of its four input formats."""
-    formats = ("dataframe_split", "dataframe_records", "instances", "inputs")
-    if not isinstance(body, dict):
-        raise BadRequest(f"expected a JSON object with one of the keys {list(formats)}")
-    given = [key for key in formats if key in body]
-    if len(given) != 1:
-        raise BadRequest(f"expected exactly one of the keys {list(formats)}, got {sorted(body)}")
-    data = body[given[0]]
-    if given[0] == "dataframe_split":
-        if not isinstance(data, dict) or not isinstance(data.get("data"), list):
-            raise BadRequest('dataframe_split must be {"columns": [...], "data": [[...], ...]}')
-        columns = data.get("columns")
-        if columns is None:
-            return data["data"]
-        if not all(isinstance(row, list) and len(row) == len(columns) for row in data["data"]):
-            raise BadRequest("dataframe_split: every row of data must have one value per column")
-        return [dict(zip(columns, row)) for row in data["data"]]
-    if isinstance(data, dict):  # columnar: {"col": [v1, v2, ...], ...}
-        lengths = {len(v) if isinstance(v, list) else -1 for v in data.values()}
-        if len(lengths) != 1 or -1 in lengths:
-            raise BadRequest(f"{given[0]}: every column must be a list of the same length")
-        return [dict(zip(data, values)) for values in zip(*data.values())]
-    return data
+def _predictions(labels: list[Any], _: Any) -> dict[str, Any]:
+    return {"predictions": labels}
 
 
 def error_body(exc: BadRequest, path: str = "") -> bytes:
     body: dict[str, Any] = {"error": exc.message}
     if path == "/invocations":  # MLflow clients read error_code and message
-        body.update(error_code="BAD_REQUEST", message=exc.message)
+        body.update(
+            error_code=exc.error_code, message=exc.message, sqlstate=exc.sqlstate, error_class=exc.error_class
+        )
     return dumps(body)

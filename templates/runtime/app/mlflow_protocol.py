@@ -1,0 +1,189 @@
+"""MLflow's scoring protocol (`/invocations`), parsed as `mlflow models serve` parses it.
+
+Content types (application/json and text/csv, UTF-8 only), the four JSON formats, NaN and Infinity
+literals, and the signature enforced the way MLflow enforces it: a value pandas can convert to the
+column's type is converted ("17.99" for a double, 1.5 truncated for a long), extra columns are
+ignored, a missing column is refused. Errors carry MLflow's error_code, error_class and sqlstate.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .schema import DTYPES, BadRequest, Schema
+
+FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
+FORMATS_SET = "{" + ", ".join(repr(f) for f in FORMATS) + "}"
+REQUIRED_INPUT_FORMAT = (
+    f"The input must be a JSON dictionary with exactly one of the input fields {FORMATS_SET}"
+)
+CONTENT_TYPES = ["text/csv", "application/json", "application/vnd.apache.parquet"]
+
+
+def invalid_input(message: str) -> BadRequest:
+    """MLflow's MlflowInvalidInputException: 400 BAD_REQUEST."""
+    return BadRequest(message, 400, "BAD_REQUEST", "INVALID_PARAMETER_VALUE", "KAM00")
+
+
+def schema_failure(message: str) -> BadRequest:
+    """MLflow's schema enforcement failure: 400 INVALID_PARAMETER_VALUE."""
+    return BadRequest(message, 400, "INVALID_PARAMETER_VALUE", "SCHEMA_ENFORCEMENT_FAILED", "KAM01")
+
+
+def model_failure(detail: str) -> BadRequest:
+    """The model raised on the input: MLflow's 400 BAD_REQUEST."""
+    return invalid_input(
+        "Encountered an unexpected error while evaluating the model. Verify that the serialized "
+        f"input Dataframe is compatible with the model for inference. ({detail})"
+    )
+
+
+def unsupported(message: str) -> BadRequest:
+    return BadRequest(message, 415, "BAD_REQUEST", "INVALID_PARAMETER_VALUE", "KAM00")
+
+
+def frame_of(body: bytes, content_type: str | None, schema: Schema) -> pd.DataFrame:
+    """The request as MLflow's scoring server turns it into a DataFrame, before the signature."""
+    parts = [part.strip() for part in (content_type or "").split(";")]
+    params = {key: value for key, _, value in (p.partition("=") for p in parts[1:])}
+    if params.get("charset", "utf-8").lower() != "utf-8":
+        raise unsupported("The scoring server only supports UTF-8")
+    if set(params) - {"charset"}:
+        raise unsupported(f"Unrecognized content type parameters: {', '.join(set(params) - {'charset'})}.")
+    if parts[0] == "text/csv":
+        return _csv(body, schema)
+    if parts[0] != "application/json":
+        raise unsupported(
+            f"This predictor only supports the following content types: Types: {CONTENT_TYPES}. "
+            f"Got '{content_type}'."
+        )
+    try:
+        data = json.loads(body)  # the standard library reads NaN and Infinity, as MLflow does
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise invalid_input(
+            f"Invalid input. Ensure that input is a valid JSON formatted string. Error: '{exc!r}'"
+        ) from None
+    if not isinstance(data, dict):
+        raise invalid_input(f"Invalid input. {REQUIRED_INPUT_FORMAT}.")
+    given = [key for key in data if key in FORMATS]
+    if len(given) != 1:
+        raise invalid_input(f"{REQUIRED_INPUT_FORMAT}. Received dictionary with input fields: {list(data)}.")
+    value = data[given[0]]
+    if given[0] == "dataframe_split":
+        return _split(value)
+    if given[0] == "dataframe_records":
+        if not isinstance(value, list):
+            raise invalid_input(
+                "Invalid input. Dataframe records format must be a list of records. Got dictionary."
+            )
+        return _records(value)
+    return _tensor_input(value, schema)
+
+
+def _csv(body: bytes, schema: Schema) -> pd.DataFrame:
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise invalid_input(
+            f"Invalid input. Ensure that input is a valid UTF-8 encoded string. Error: '{exc!r}'"
+        ) from None
+    dtypes = {c["name"]: DTYPES[c["type"]] for c in schema.columns}
+    try:
+        return pd.read_csv(io.StringIO(text), dtype=dtypes)
+    except Exception as exc:
+        raise invalid_input(
+            "Failed to parse input as a Pandas DataFrame. Ensure that the input is a valid "
+            "CSV-formatted Pandas DataFrame produced using the `pandas.DataFrame.to_csv()` method. "
+            f"Error: '{exc}'"
+        ) from None
+
+
+def _split(value: Any) -> pd.DataFrame:
+    try:
+        if not isinstance(value, dict):
+            raise ValueError("dataframe_split must be an object")
+        return pd.DataFrame(**{k: value[k] for k in ("data", "columns", "index") if k in value})
+    except Exception as exc:
+        raise invalid_input(
+            "Invalid input. Provided dataframe_split field is not a valid dataframe representation "
+            f"in 'split' format. Error: '{exc}'"
+        ) from None
+
+
+def _records(value: list[Any]) -> pd.DataFrame:
+    try:
+        return pd.DataFrame(value)
+    except Exception as exc:
+        raise invalid_input(f"Invalid input. {exc}") from None
+
+
+def _tensor_input(value: Any, schema: Schema) -> pd.DataFrame:
+    """`instances` and `inputs`: records, or columns as lists; anything else is not a table."""
+    if isinstance(value, dict):
+        columns = {k: v if isinstance(v, list) else [v] for k, v in value.items()}
+        if len({len(v) for v in columns.values()}) > 1:
+            raise schema_failure("Failed to enforce schema: the columns have different lengths.")
+        return pd.DataFrame(columns)
+    if isinstance(value, list) and value and all(isinstance(item, dict) for item in value):
+        return pd.DataFrame(value)
+    if isinstance(value, list) and value and {c["type"] for c in schema.columns} & {"string", "boolean"}:
+        try:  # MLflow makes one array of the rows: a string column's value is no number
+            np.asarray(value, dtype="float64")
+        except (TypeError, ValueError) as exc:
+            raise invalid_input(f"Invalid input. {exc}") from None
+    raise schema_failure(
+        f"Failed to enforce schema with schema {schema.names}: the model expects a table with "
+        "named columns (records or columns), not a list of lists or an empty list."
+    )
+
+
+def rows_of(frame: pd.DataFrame, schema: Schema) -> list[list[Any]]:
+    """The frame's rows in signature order, converted to the signature's types as MLflow does."""
+    missing = [
+        n for n, c in zip(schema.names, schema.columns) if n not in frame.columns and c.get("required", True)
+    ]
+    if missing or (frame.empty and not len(frame.columns)):
+        raise schema_failure(
+            f"Failed to enforce schema with schema {schema.names}. Error: Model is missing inputs "
+            f"{missing or schema.names}."
+        )
+    columns = []
+    for col in schema.columns:
+        name, dtype = col["name"], DTYPES[col["type"]]
+        if name not in frame.columns:
+            columns.append([None] * len(frame))
+            continue
+        values = frame[name]
+        try:
+            if dtype == "object":
+                converted = values.tolist()
+            elif dtype == "bool":
+                converted = values.astype(bool).tolist() if values.dtype == bool else _refuse(values)
+            else:
+                converted = values.astype(dtype).tolist()
+        except Exception as exc:
+            raise invalid_input(
+                "Invalid input. Data is not compatible with model signature. Failed to convert "
+                f"column {name} to type '{dtype}'. Error: '{exc!r}'"
+            ) from None
+        columns.append(converted)
+    return [list(row) for row in zip(*columns)]
+
+
+def _refuse(values: pd.Series) -> list[Any]:
+    raise TypeError(f"values of type {values.dtype} are not booleans")
+
+
+def has_nonfinite(rows: list[list[Any]]) -> bool:
+    return any(type(v) is float and not math.isfinite(v) for row in rows for v in row)
+
+
+def encode(answer: Any) -> bytes:
+    """MLflow's JSON: NaN and Infinity as the literals its own client reads."""
+    return json.dumps(answer).encode()
