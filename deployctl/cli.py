@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 import time
 from collections.abc import Iterator
@@ -308,7 +307,7 @@ def run_smoke_test(
     from deployctl.errors import EndpointUnreachable
     from deployctl.manifest import Artifact
 
-    headers = parse_headers(header or [])
+    headers = smoke.parse_headers(header or [])
     redact = report.Redactor(headers.values())
 
     def say(text: str) -> None:  # progress that may quote an endpoint's answer
@@ -322,7 +321,7 @@ def run_smoke_test(
     if timeout is not None and timeout <= 0:
         raise UsageError(f"--timeout must be more than 0 seconds, got {timeout:g}.")
     if url is not None:
-        url = check_url(url)
+        url = smoke.check_url(url)
     if junit is not None and junit.is_dir():
         raise UsageError(f"--junit {junit} is a directory.", "Give a file path, e.g. reports/smoke.xml.")
     artifact = Artifact.open(path)
@@ -378,81 +377,8 @@ def run_smoke_test(
     if failure is not None:
         raise failure
     if failed:
-        raise smoke_failure(failed, len(checks))
+        raise smoke.failure(failed, len(checks))
     err.print(f"[green]Smoke test passed[/]: {len(checks)} checks")
-
-
-def smoke_failure(failed: list[Any], total: int) -> SmokeTestFailed:
-    """The first failure, said plainly; the hint for its kind."""
-    from deployctl.contract import HEALTH
-
-    first = failed[0]
-    if first.name == HEALTH:
-        if "refused authorization" in first.detail:
-            hint = "Pass the credentials the endpoint expects: --header 'Authorization: Bearer $TOKEN'."
-        elif first.expected and first.expected.startswith("version"):
-            hint = (
-                "The endpoint serves another deployment than this artifact: deploy this one, or "
-                "smoke-test with the artifact of the version deployed. While a rollout settles, "
-                "--retries N asks again with back-off."
-            )
-        else:
-            hint = "Check that the URL points at this model's service and that it is healthy."
-        return SmokeTestFailed(f"{first.detail}. No other check was run.", hint)
-    return SmokeTestFailed(
-        f"{len(failed)} of {total} checks failed; first: {first.name}: {first.detail}",
-        "Fix what the failing check names, then build and smoke-test again. A mismatch in answers "
-        "means the service does not serve the model as recorded.",
-    )
-
-
-HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an HTTP token (RFC 9110)
-
-
-def parse_headers(raw: list[str]) -> dict[str, str]:
-    """`['Authorization: Bearer x']` -> {'Authorization': 'Bearer x'}. Errors never quote a value."""
-    headers: dict[str, str] = {}
-    for i, item in enumerate(raw, 1):
-        name, colon, value = item.partition(":")
-        name, value = name.strip(), value.strip()
-        where = f"--header #{i}" + (f" ({name})" if HEADER_NAME.match(name) else "")
-        if not colon or not HEADER_NAME.match(name):
-            raise UsageError(
-                f"{where} is not 'NAME: VALUE' (its value is not shown here).",
-                "Quote it whole: --header 'Authorization: Bearer $TOKEN'.",
-            )
-        if any(c in value for c in "\r\n\0"):
-            raise UsageError(f"{where}: the value holds a line break or NUL (not shown here).")
-        try:
-            value.encode("latin-1")
-        except UnicodeEncodeError:
-            raise UsageError(f"{where}: HTTP header values must be ASCII/Latin-1 (not shown here).") from None
-        headers[name] = value
-    return headers
-
-
-def check_url(url: str) -> str:
-    """An http(s) URL with a host; its path is the base path. Credentials in it are refused."""
-    from urllib.parse import urlsplit
-
-    hint = "Give the service's base URL, e.g. https://ID.execute-api.REGION.amazonaws.com/prod."
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError for a bad port
-    except ValueError as exc:
-        raise UsageError(f"--url is not a valid URL ({exc}).", hint) from None
-    if parts.username is not None or parts.password is not None:
-        raise UsageError(
-            "--url must not hold credentials (user:password@); they would end up in logs and reports.",
-            "Send them as a header: --header 'Authorization: Basic ...' (never printed).",
-        )
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UsageError(f"--url must be an http:// or https:// URL with a host, got '{url}'.", hint)
-    if parts.query or parts.fragment:
-        raise UsageError(  # not quoted: a query may hold a key
-            "--url takes the base URL without ?query or #fragment; send keys as --header.", hint
-        )
-    return url.rstrip("/")
 
 
 @contextmanager
