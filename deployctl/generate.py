@@ -83,6 +83,7 @@ def manifest_model(model: ResolvedModel, expectations: Expectations) -> ModelRec
         task=expectations.task,
         classes=expectations.classes,
         requirements=model.requirements,
+        params=model.params,
     )
 
 

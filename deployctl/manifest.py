@@ -72,6 +72,9 @@ class ModelRecord:
     task: str  # "binary", "multiclass" or "regression"
     classes: list[Any] | None
     requirements: list[str]
+    # the signature's params: {"name", "type", "shape" (null or [-1]), "default"}; older manifests
+    # have none, which reads as a model without params
+    params: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -88,8 +91,14 @@ class ModelRecord:
             "task": str,
             "classes": (list, type(None)),
             "requirements": list,
+            "params": list,
         }
-        values = {f.name: _need(data, f.name, kinds.get(f.name, optional_str), "model.") for f in fields(cls)}
+        optional = {"params"}
+        values = {
+            f.name: _need(data, f.name, kinds.get(f.name, optional_str), "model.")
+            for f in fields(cls)
+            if f.name not in optional or (isinstance(data, dict) and f.name in data)
+        }
         return cls(**values)
 
 

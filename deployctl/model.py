@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from deployctl.columns import COLUMN_DTYPES
+from deployctl.columns import COLUMN_DTYPES, PYTHON_TYPES
 from deployctl.errors import DeployctlError, ModelNotFound, RegistryUnreachable, UsageError
 from deployctl.redact import redact
 
@@ -68,6 +68,7 @@ class ResolvedModel:
     tracking_uri: str | None = None
     source: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    params: list[dict[str, Any]] = field(default_factory=list)  # the signature's ParamSchema
 
     def describe(self) -> dict[str, Any]:
         """What `inspect --json` prints: every URI redacted (the manifest records less: `manifest_model`)."""
@@ -394,6 +395,7 @@ def _read_model(path: Path, uri: str, pinned: Pinned) -> ResolvedModel:
         run_id=pinned.run_id or mlmodel.run_id,
         flavor=flavor,
         columns=_columns(mlmodel, uri),
+        params=_params(mlmodel, uri),
         example_rows=_example_rows(mlmodel, path),
         requirements=_requirements(path),
         local_path=path,
@@ -429,6 +431,33 @@ def _columns(mlmodel: Any, uri: str) -> list[Column]:
             )
         columns.append(Column(spec["name"], spec["type"], bool(spec.get("required", True))))
     return columns
+
+
+def _params(mlmodel: Any, uri: str) -> list[dict[str, Any]]:
+    """The signature's params as the runtime checks them (app/params.py): name, type, shape, default."""
+    schema = mlmodel.signature.params if mlmodel.signature is not None else None
+    if schema is None:
+        return []
+    params = []
+    for spec in schema.to_dict():
+        shape = spec.get("shape")
+        if spec["type"] not in PYTHON_TYPES or shape not in (None, (-1,), [-1]):
+            raise DeployctlError(
+                f"The model at {redact(uri)} has a param '{spec['name']}' of type '{spec['type']}'"
+                f"{f' and shape {tuple(shape)}' if shape else ''}, which deployctl cannot serve.",
+                f"Params of type {', '.join(PYTHON_TYPES)}, as one value or a 1-D list, are served: "
+                "log the model with infer_signature(X, y, params={...}) holding such values.",
+            )
+        default = spec["default"]
+        params.append(
+            {
+                "name": spec["name"],
+                "type": spec["type"],
+                "shape": None if shape is None else [-1],
+                "default": default.tolist() if hasattr(default, "tolist") else default,
+            }
+        )
+    return params
 
 
 def _example_rows(mlmodel: Any, path: Path) -> list[dict[str, Any]]:

@@ -62,8 +62,8 @@ class MicroBatcher:
         self.pending: list[tuple[Call, asyncio.Future[Scored]]] = []
 
     async def score(self, call: Call) -> Scored:
-        if call.scorer is not None:  # /invocations: MLflow's way, never batched with others
-            return call.scorer.score(call.rows, call.probabilities)  # type: ignore[no-any-return]
+        if call.scorer is not None or call.params is not None:  # /invocations, or params: alone
+            return call.scored(self.scorer)
         if not self.enabled or len(call.rows) > SMALL_REQUEST_ROWS:
             return self.scorer.score(call.rows, call.probabilities)
         loop = asyncio.get_running_loop()

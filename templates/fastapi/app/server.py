@@ -43,6 +43,26 @@ def features_model(columns: list[dict[str, Any]]) -> type[BaseModel]:
     )
 
 
+def params_model(params: list[dict[str, Any]]) -> type[BaseModel]:
+    """The model's params (its signature's ParamSchema), each optional with its default; named as
+    the columns are (generated field names, the param's name as alias)."""
+    fields: dict[str, Any] = {}
+    for i, spec in enumerate(params):
+        pytype = PYTYPES[spec["type"]]
+        kind = list[pytype] if spec["shape"] is not None else pytype  # type: ignore[valid-type]
+        described = (
+            f"{spec['type']}{' list' if spec['shape'] is not None else ''}, default {spec['default']!r}"
+        )
+        fields[f"p{i}"] = (kind, Field(spec["default"], alias=spec["name"], description=described))
+    return create_model(  # type: ignore[call-overload, no-any-return]
+        "Params",
+        __config__=ConfigDict(extra="forbid"),
+        __doc__="Inference params passed to the model: a param left out takes its default; an "
+        "unknown name or a value of another type is a 400 naming the param.",
+        **fields,
+    )
+
+
 def prediction_type(cases: list[dict[str, Any]], classes: list[Any] | None) -> Any:
     """The Python type of a prediction: the classes' (or the recorded answers') common type."""
     values = classes if classes else [case["prediction"] for case in cases]
@@ -74,10 +94,15 @@ def api_models(manifest: dict[str, Any], classes: list[Any] | None) -> dict[str,
     one["model_version"] = (str, ...)
     many["model_version"] = (str, ...)
     described = f"One row: an object keyed by column, or a list in signature order {names!r}."
+    extra: dict[str, Any] = {}
+    if manifest["model"].get("params"):
+        extra["params"] = (params_model(manifest["model"]["params"]) | None, None)
     return {
-        "PredictRequest": create_model("PredictRequest", features=(row, Field(description=described))),
+        "PredictRequest": create_model(
+            "PredictRequest", features=(row, Field(description=described)), **extra
+        ),
         "PredictResponse": create_model("PredictResponse", **one),
-        "BatchRequest": create_model("BatchRequest", instances=(list[row], ...)),  # type: ignore[valid-type]
+        "BatchRequest": create_model("BatchRequest", instances=(list[row], ...), **extra),  # type: ignore[valid-type]
         "BatchResponse": create_model("BatchResponse", **many),
     }
 

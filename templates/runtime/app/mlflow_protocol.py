@@ -48,8 +48,9 @@ def unsupported(message: str) -> BadRequest:
     return BadRequest(message, 415, "BAD_REQUEST", "INVALID_PARAMETER_VALUE", "KAM00")
 
 
-def frame_of(body: bytes, content_type: str | None, schema: Schema) -> pd.DataFrame:
-    """The request as MLflow's scoring server turns it into a DataFrame, before the signature."""
+def frame_of(body: bytes, content_type: str | None, schema: Schema) -> tuple[pd.DataFrame, Any]:
+    """The request as MLflow's scoring server turns it into a DataFrame, before the signature, and
+    the request's `params` as sent (None for CSV or when absent)."""
     parts = [part.strip() for part in (content_type or "").split(";")]
     params = {key: value for key, _, value in (p.partition("=") for p in parts[1:])}
     if params.get("charset", "utf-8").lower() != "utf-8":
@@ -57,7 +58,7 @@ def frame_of(body: bytes, content_type: str | None, schema: Schema) -> pd.DataFr
     if set(params) - {"charset"}:
         raise unsupported(f"Unrecognized content type parameters: {', '.join(set(params) - {'charset'})}.")
     if parts[0] == "text/csv":
-        return _csv(body, schema)
+        return _csv(body, schema), None
     if parts[0] != "application/json":
         raise unsupported(
             f"This predictor only supports the following content types: Types: {CONTENT_TYPES}. "
@@ -74,10 +75,13 @@ def frame_of(body: bytes, content_type: str | None, schema: Schema) -> pd.DataFr
     given = [key for key in data if key in FORMATS]
     if len(given) != 1:
         raise invalid_input(f"{REQUIRED_INPUT_FORMAT}. Received dictionary with input fields: {list(data)}.")
-    value = data[given[0]]
-    if given[0] == "dataframe_split":
+    return _frame(given[0], data[given[0]], schema), data.get("params")
+
+
+def _frame(key: str, value: Any, schema: Schema) -> pd.DataFrame:
+    if key == "dataframe_split":
         return _split(value)
-    if given[0] == "dataframe_records":
+    if key == "dataframe_records":
         if not isinstance(value, list):
             raise invalid_input(
                 "Invalid input. Dataframe records format must be a list of records. Got dictionary."

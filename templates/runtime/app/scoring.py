@@ -9,6 +9,7 @@ answers the model gives on a DataFrame of the smoke-test rows.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import sys
 import warnings
 from pathlib import Path
@@ -77,6 +78,7 @@ class Scorer:
         has_proba = hasattr(model, "predict_proba") and hasattr(model, "classes_")
         self.classes: np.ndarray[Any, Any] | None = np.asarray(model.classes_) if has_proba else None
         self.from_proba = shortcuts and _argmax_classifier(self.final)
+        self.takes_params = "params" in inspect.signature(self.final.predict).parameters
         self.options = f"{'array' if array else 'DataFrame'} input{', shortcuts' if shortcuts else ''}"
 
     @classmethod
@@ -100,8 +102,12 @@ class Scorer:
             warnings.filterwarnings("ignore", FEATURE_NAMES_WARNING, UserWarning)
         return chosen
 
-    def score(self, rows: list[list[Any]], probabilities: bool = True) -> tuple[list[Any], Any]:
-        """(labels, probabilities or None) for validated rows; BadRequest(422) if the model refuses."""
+    def score(
+        self, rows: list[list[Any]], probabilities: bool = True, params: dict[str, Any] | None = None
+    ) -> tuple[list[Any], Any]:
+        """(labels, probabilities or None) for validated rows (and checked params, given to a model
+        whose predict takes them, as MLflow's scoring server does); BadRequest(422) if the model
+        refuses."""
         try:
             with self._checks_done():
                 inputs = self.schema.array(rows) if self.array else self.schema.frame(rows)
@@ -110,7 +116,7 @@ class Scorer:
                 probas = None
                 if probabilities and self.classes is not None:
                     probas = self.final.predict_proba(inputs)
-                return self._labels(inputs, probas), probas
+                return self._labels(inputs, probas, params), probas
         except Exception as exc:  # e.g. a category the encoder never saw: the input's fault
             log.warning("model refused input: %s", exc)
             raise BadRequest(f"the model could not score this input: {exc}", 422) from None
@@ -127,14 +133,19 @@ class Scorer:
             return False
         return probas is None or _close(probas, np.concatenate([one for _, one in alone]))
 
-    def _labels(self, inputs: Any, probas: Any) -> list[Any]:
+    def _labels(self, inputs: Any, probas: Any, params: dict[str, Any] | None = None) -> list[Any]:
         if probas is None or not self.from_proba or self.classes is None:
-            return _tolist(self.final.predict(inputs))
+            return _tolist(self._predict(inputs, params))
         best = probas.argmax(axis=1)
         top = probas[np.arange(len(best)), best]
         if np.count_nonzero(probas == top[:, None]) > len(best):  # a tie: let the model decide
-            return _tolist(self.final.predict(inputs))
+            return _tolist(self._predict(inputs, params))
         return self.classes.take(best).tolist()
+
+    def _predict(self, inputs: Any, params: dict[str, Any] | None) -> Any:
+        if params is None or not self.takes_params:
+            return self.final.predict(inputs)
+        return self.final.predict(inputs, params=params)
 
     def _checks_done(self) -> contextlib.AbstractContextManager[Any]:
         """Skip sklearn's finiteness check: validation refused NaN and inf in required columns."""

@@ -13,6 +13,7 @@ from typing import Any
 from . import mlflow_protocol
 from .jsonio import JSONDecodeError, dumps, loads
 from .logs import log
+from .params import Params
 from .schema import MAX_BATCH_ROWS, MAX_BODY_BYTES, BadRequest, Schema
 from .scoring import Scorer, load_model
 
@@ -32,6 +33,11 @@ class Call:
     # /invocations: scored by its own scorer (MLflow's way, NaN allowed), written as MLflow writes JSON
     scorer: Any = None
     encode: Callable[[Any], bytes] = dumps
+    params: dict[str, Any] | None = None  # checked against the model's ParamSchema (app/params.py)
+
+    def scored(self, scorer: Scorer) -> Scored:
+        """The model's answer to this call: by its own scorer if it has one, else by `scorer`."""
+        return (self.scorer or scorer).score(self.rows, self.probabilities, self.params)
 
 
 class MlflowScorer:
@@ -41,9 +47,11 @@ class MlflowScorer:
     def __init__(self, model: Any, columns: list[dict[str, Any]]) -> None:
         self.scorer = Scorer(model, Schema([{**c, "required": False} for c in columns]))
 
-    def score(self, rows: list[list[Any]], probabilities: bool = False) -> Scored:
+    def score(
+        self, rows: list[list[Any]], probabilities: bool = False, params: dict[str, Any] | None = None
+    ) -> Scored:
         try:
-            return self.scorer.score(rows, False)
+            return self.scorer.score(rows, False, params)
         except BadRequest as exc:
             raise mlflow_protocol.model_failure(exc.message) from None
 
@@ -62,6 +70,7 @@ class ModelService:
         self.name: str = meta["name"]
         self.version: str = meta["version"]
         self.schema = Schema(meta["columns"])
+        self.params = Params(meta.get("params", []))
         self.model = model
         self.probe = self._probe(manifest)
         self.scorer = Scorer.fastest(model, self.schema, self.probe)
@@ -104,13 +113,15 @@ class ModelService:
     def predict(self, body: Any) -> Call:
         if type(body) is not dict or "features" not in body:
             raise BadRequest('expected an object {"features": [...]} or {"features": {...}}')
-        return Call([self.schema.row(body["features"], "features")], True, self._one_answer)
+        params = self.params.strict(body.get("params"))
+        return Call([self.schema.row(body["features"], "features")], True, self._one_answer, params=params)
 
     def predict_batch(self, body: Any) -> Call:
         items = body.get("instances") if type(body) is dict else body
         if items is None:
             raise BadRequest('expected {"instances": [[...], ...]} or a list of objects')
-        return Call(self.schema.rows(items, "instances"), True, self._batch_answer)
+        params = self.params.strict(body.get("params") if type(body) is dict else None)
+        return Call(self.schema.rows(items, "instances"), True, self._batch_answer, params=params)
 
     def invocations(self, body: Any) -> Call:
         """MLflow's scoring protocol on a parsed JSON body (the embedding API's `answer`)."""
@@ -118,11 +129,12 @@ class ModelService:
 
     def mlflow_call(self, body: bytes, content_type: str | None) -> Call:
         """MLflow's scoring protocol, answered as `mlflow models serve` answers it."""
-        frame = mlflow_protocol.frame_of(body, content_type, self.schema)
+        frame, params = mlflow_protocol.frame_of(body, content_type, self.schema)
         if len(frame) > MAX_BATCH_ROWS:
             raise BadRequest(f"input: {len(frame)} rows is over the limit of {MAX_BATCH_ROWS}", 413)
-        rows = mlflow_protocol.rows_of(frame, self.schema)
-        return Call(rows, False, _predictions, self.mlflow_scorer, mlflow_protocol.encode)
+        rows = mlflow_protocol.rows_of(frame, self.schema)  # MLflow checks the input before params
+        checked = self.params.mlflow(params)
+        return Call(rows, False, _predictions, self.mlflow_scorer, mlflow_protocol.encode, checked)
 
     def _one_answer(self, labels: list[Any], probas: Any) -> dict[str, Any]:
         answer: dict[str, Any] = {"prediction": labels[0]}
@@ -150,7 +162,7 @@ class ModelService:
         if endpoint is None:
             raise BadRequest(f"POST {path} is not served", 405 if path in self.paths else 404)
         call = endpoint(body)
-        return call.answer(*(call.scorer or self.scorer).score(call.rows, call.probabilities))
+        return call.answer(*call.scored(self.scorer))
 
     # -- plumbing ---------------------------------------------------------------------------------
 
@@ -162,8 +174,7 @@ class ModelService:
             call = self.prepare(method, path, body, content_type)
             if isinstance(call, bytes):
                 return 200, call
-            scored = (call.scorer or self.scorer).score(call.rows, call.probabilities)
-            return 200, self.respond(call, scored)
+            return 200, self.respond(call, call.scored(self.scorer))
         except BadRequest as exc:
             return exc.status, error_body(exc, path.rstrip("/"))
 
