@@ -9,6 +9,7 @@ Nothing from the registry is pasted into this file: a column or class may be nam
 from __future__ import annotations
 
 import functools
+import json
 import operator
 from typing import Any
 
@@ -50,10 +51,10 @@ def params_model(params: list[dict[str, Any]]) -> type[BaseModel]:
     for i, spec in enumerate(params):
         pytype = PYTYPES[spec["type"]]
         kind = list[pytype] if spec["shape"] is not None else pytype  # type: ignore[valid-type]
-        described = (
-            f"{spec['type']}{' list' if spec['shape'] is not None else ''}, default {spec['default']!r}"
-        )
-        fields[f"p{i}"] = (kind, Field(spec["default"], alias=spec["name"], description=described))
+        shape = " list" if spec["shape"] is not None else ""
+        described = f"{spec['type']}{shape}, default {json.dumps(spec['default'])}"
+        field = Field(spec["default"], alias=spec["name"], title=spec["name"], description=described)
+        fields[f"p{i}"] = (kind, field)
     return create_model(  # type: ignore[call-overload, no-any-return]
         "Params",
         __config__=ConfigDict(extra="forbid"),
