@@ -6,13 +6,17 @@ the model with its own code (app/runtime.py), so the comparison is between two i
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import math
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any
 
 from deployctl.columns import COLUMN_DTYPES, PLACEHOLDERS
 from deployctl.errors import DeployctlError
 from deployctl.model import Column, ResolvedModel
+from deployctl.render import templates_root
 
 MAX_CASES = 5
 # Native flavors whose labels are recorded through MLflow's pyfunc loader (what `mlflow models
@@ -34,7 +38,7 @@ def record_expectations(model: ResolvedModel) -> Expectations:
     estimator = _load(model)
     labeller = _load(model, pyfunc=True) if model.flavor in PYFUNC_LABELS else estimator
     try:
-        labels = _plain(labeller.predict(frame))
+        labels = runtime_outputs().per_row(labeller.predict(frame), len(rows))
         has_proba = hasattr(estimator, "predict_proba") and hasattr(estimator, "classes_")
         probas = estimator.predict_proba(frame).tolist() if has_proba else None
     except Exception as exc:
@@ -43,7 +47,7 @@ def record_expectations(model: ResolvedModel) -> Expectations:
             f"The model failed to predict on {source}: {exc}",
             "Log the model with input_example=X[:5] so deployctl has real rows to test with.",
         ) from exc
-    classes = _plain(estimator.classes_) if probas is not None else None
+    classes = runtime_outputs().plain(estimator.classes_) if probas is not None else None
     task = "regression" if classes is None else ("binary" if len(classes) == 2 else "multiclass")
     cases = []
     for i, row in enumerate(rows):
@@ -54,10 +58,20 @@ def record_expectations(model: ResolvedModel) -> Expectations:
     return Expectations(task, classes, _type_name(labels), cases)
 
 
+@functools.cache
+def runtime_outputs() -> ModuleType:
+    """The serving runtime's app/outputs.py, loaded from the templates: the recorded predictions
+    are turned into JSON by the very code the service uses (it imports only numpy and pandas)."""
+    path = templates_root() / "runtime" / "app" / "outputs.py"
+    spec = importlib.util.spec_from_file_location("deployctl_runtime_outputs", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def _load(model: ResolvedModel, pyfunc: bool = False) -> Any:
     """The model through MLflow's loader for its flavor (native object), or its pyfunc wrapper."""
-    import importlib
-
     import mlflow.pyfunc
 
     try:
@@ -79,15 +93,6 @@ def _frame(rows: list[dict[str, Any]], columns: list[Column]) -> Any:
     return frame.astype({c.name: COLUMN_DTYPES[c.type] for c in columns if frame[c.name].notna().all()})
 
 
-def _plain(values: Any) -> list[Any]:
-    if hasattr(values, "to_numpy"):
-        values = values.to_numpy()
-    values = values.tolist() if hasattr(values, "tolist") else list(values)
-    if values and isinstance(values[0], list) and len(values[0]) == 1:
-        values = [v[0] for v in values]  # a one-column output frame
-    return values
-
-
 def _type_name(labels: list[Any]) -> str:
     kinds = {type(v) for v in labels}
     if kinds <= {bool}:
@@ -102,7 +107,12 @@ def _type_name(labels: list[Any]) -> str:
 
 
 def same_prediction(expected: Any, got: Any) -> bool:
-    """Labels equal exactly; numbers within 1e-9 relative (JSON round trip of a float is exact)."""
+    """Labels equal exactly; numbers within 1e-9 relative (JSON round trip of a float is exact);
+    several outputs (an object per row) or a tensor row (a list) compared value by value."""
     if isinstance(expected, float) and isinstance(got, (int, float)):
         return math.isclose(expected, got, rel_tol=1e-9, abs_tol=1e-12)
+    if isinstance(expected, dict) and isinstance(got, dict):
+        return expected.keys() == got.keys() and all(same_prediction(expected[k], got[k]) for k in expected)
+    if isinstance(expected, list) and isinstance(got, list):
+        return len(expected) == len(got) and all(same_prediction(e, g) for e, g in zip(expected, got))
     return bool(expected == got)

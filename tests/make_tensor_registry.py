@@ -3,7 +3,8 @@ tests/test_params_tensors.py).
 
   scaler_params   a pyfunc whose signature has params: factor (double, 2.0), offset (long, 0),
                   mode (string, "sum"), clip (boolean, false), weights (double list, [1.0, 1.0])
-  multi_output    a pyfunc returning a two-column DataFrame (sum, diff) and, with no params, that only
+  multi_output    a pyfunc returning a two-column DataFrame (sum, diff)
+  dict_output     a pyfunc returning the same as a dict of two arrays
   tensor_sum      a pyfunc over a float64 ndarray of shape (-1, 3): a tensor signature
   torch_linear    a PyTorch nn.Linear(3, 2) (mlflow.pytorch), float32 tensor (-1, 3) signature
 
@@ -43,6 +44,12 @@ class SumAndDiff(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
         return pd.DataFrame({"sum": model_input.a + model_input.b, "diff": model_input.a - model_input.b})
 
 
+class SumAndDiffDict(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+    def predict(self, context: Any, model_input: pd.DataFrame) -> dict[str, np.ndarray]:
+        a, b = model_input.a.to_numpy(), model_input.b.to_numpy()
+        return {"sum": a + b, "diff": a - b}
+
+
 class RowSum(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
     def predict(self, context: Any, model_input: np.ndarray) -> np.ndarray:
         return np.asarray(model_input, dtype=float).sum(axis=1)
@@ -55,6 +62,7 @@ def main(tracking_uri: str) -> None:
     models: list[tuple[str, Any, Any, dict[str, Any] | None]] = [
         ("scaler_params", ScaledSum(), X, PARAMS),
         ("multi_output", SumAndDiff(), X, None),
+        ("dict_output", SumAndDiffDict(), X, None),
         ("tensor_sum", RowSum(), np.arange(12, dtype=np.float64).reshape(4, 3) / 4, None),
     ]
     for name, python_model, example, params in models:
@@ -64,7 +72,9 @@ def main(tracking_uri: str) -> None:
                 name="model",
                 python_model=python_model,
                 registered_model_name=name,
-                signature=infer_signature(example, output, params=params),
+                signature=infer_signature(
+                    example, None if isinstance(output, dict) else output, params=params
+                ),
                 input_example=(example, params) if params else example,
             )
         print(f"{name}={run.info.run_id}")

@@ -12,29 +12,19 @@ import contextlib
 import inspect
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from .logs import log
+from .outputs import per_row
 from .schema import BadRequest, Schema
 
 # sklearn warns on every call when an array replaces the DataFrame a model was fitted on. The
 # array path is only taken after checking the columns match by name and order, so it is noise.
 FEATURE_NAMES_WARNING = "X does not have valid feature names"
-
-
-def _tolist(values: Any) -> list[Any]:
-    """Predictions as plain JSON values, whatever container the model returned."""
-    if isinstance(values, pd.DataFrame):
-        if values.shape[1] == 1:
-            return values.iloc[:, 0].tolist()
-        return values.to_dict(orient="records")
-    if hasattr(values, "tolist"):
-        return values.tolist()
-    return list(values)
 
 
 def _is_sklearn(obj: Any, module: str, name: str) -> bool:
@@ -68,8 +58,17 @@ class Scorer:
     - sklearn's per-call checks that validation already made (finite numbers) are skipped.
     """
 
-    def __init__(self, model: Any, schema: Schema, *, array: bool = False, shortcuts: bool = False) -> None:
+    def __init__(
+        self,
+        model: Any,
+        schema: Schema,
+        *,
+        array: bool = False,
+        shortcuts: bool = False,
+        convert: Callable[[Any], Any] = per_row,
+    ) -> None:
         self.model = model
+        self.convert = convert  # the model's output as JSON values (app/outputs.py)
         self.schema = schema
         self.array = array
         self.head: Any
@@ -135,11 +134,11 @@ class Scorer:
 
     def _labels(self, inputs: Any, probas: Any, params: dict[str, Any] | None = None) -> list[Any]:
         if probas is None or not self.from_proba or self.classes is None:
-            return _tolist(self._predict(inputs, params))
+            return self.convert(self._predict(inputs, params))
         best = probas.argmax(axis=1)
         top = probas[np.arange(len(best)), best]
         if np.count_nonzero(probas == top[:, None]) > len(best):  # a tie: let the model decide
-            return _tolist(self._predict(inputs, params))
+            return self.convert(self._predict(inputs, params))
         return self.classes.take(best).tolist()
 
     def _predict(self, inputs: Any, params: dict[str, Any] | None) -> Any:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import mlflow_protocol
+from . import mlflow_protocol, outputs
 from .jsonio import JSONDecodeError, dumps, loads
 from .logs import log
 from .params import Params
@@ -45,7 +45,8 @@ class MlflowScorer:
     (sklearn's own finiteness check stays on), and a model that raises is MLflow's 400."""
 
     def __init__(self, model: Any, columns: list[dict[str, Any]]) -> None:
-        self.scorer = Scorer(model, Schema([{**c, "required": False} for c in columns]))
+        schema = Schema([{**c, "required": False} for c in columns])
+        self.scorer = Scorer(model, schema, convert=outputs.as_mlflow)
 
     def score(
         self, rows: list[list[Any]], probabilities: bool = False, params: dict[str, Any] | None = None

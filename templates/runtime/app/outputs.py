@@ -1,0 +1,62 @@
+"""A model's predictions as JSON values: the one place that decides their shape.
+
+deployctl's smoke-test recorder (deployctl/expect.py) loads this very file, so what it records
+and what the service answers cannot disagree. Only numpy and pandas are imported here.
+
+- `per_row` (/predict, /predict_batch): one JSON value per input row. A single output (a 1-D
+  array, a Series, a one-column DataFrame or (n, 1) array) gives one value per row; several
+  outputs give an object per row: a DataFrame's columns, or a dict of equally long arrays, by
+  name ({"sum": 4.0, "diff": -2.0}); a 2-D array's rows stay lists (a tensor output row).
+- `as_mlflow` (/invocations): what MLflow's scoring server writes under "predictions"
+  (`predictions_to_json`): a DataFrame or Series as records, an array as nested lists, a dict of
+  arrays as a dict of lists, numpy scalars as Python ones.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+
+def per_row(values: Any, rows: int | None = None) -> list[Any]:
+    """One JSON value per row; `rows` (when known) checks a dict of outputs has one per row."""
+    if isinstance(values, pd.DataFrame):
+        if values.shape[1] == 1:
+            return plain(values.iloc[:, 0].to_numpy())
+        return plain(values.to_dict(orient="records"))
+    if isinstance(values, dict):
+        columns = {str(k): plain(v) for k, v in values.items()}
+        lengths = {len(v) if isinstance(v, list) else -1 for v in columns.values()}
+        if len(lengths) != 1 or -1 in lengths or (rows is not None and lengths != {rows}):
+            raise ValueError(f"the model's outputs {list(columns)} do not hold one value per row")
+        return [dict(zip(columns, row)) for row in zip(*columns.values())]
+    if isinstance(values, pd.Series):
+        values = values.to_numpy()
+    if isinstance(values, np.ndarray) and values.ndim == 2 and values.shape[1] == 1:
+        values = values[:, 0]
+    converted = plain(values)
+    return converted if isinstance(converted, list) else [converted]
+
+
+def as_mlflow(values: Any) -> Any:
+    """The "predictions" MLflow's scoring server answers for this model output."""
+    if isinstance(values, pd.DataFrame):
+        return plain(values.to_dict(orient="records"))
+    if isinstance(values, pd.Series):
+        return plain(pd.DataFrame(values).to_dict(orient="records"))
+    return plain(values)
+
+
+def plain(value: Any) -> Any:
+    """numpy arrays and scalars (in lists and dicts too) as Python lists and scalars."""
+    if isinstance(value, np.ndarray):
+        return [plain(v) for v in value.tolist()] if value.dtype == object else value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value
