@@ -17,7 +17,7 @@ from functools import partial
 from typing import Any, Protocol
 
 from deployctl.errors import EndpointUnreachable
-from deployctl.expect import same_prediction
+from deployctl.expect import runtime_outputs, same_prediction
 from deployctl.manifest import Artifact
 from deployctl.process import request
 
@@ -118,11 +118,12 @@ def http_checks(
     if not health.ok:
         return [health]
     names = [c["name"] for c in model["columns"]]
+    tensor = model.get("tensor") is not None  # a row is then one example, a nested list
     checks = [health]
     for i, case in enumerate(cases):
         # the first row goes positionally (signature order), the others keyed by column name
-        features = [case["row"][n] for n in names] if i == 0 else case["row"]
-        form = "list" if i == 0 else "object"
+        features = [case["row"][n] for n in names] if i == 0 and not tensor else case["row"]
+        form = "example" if tensor else "list" if i == 0 else "object"
         checks.append(
             _check(
                 client,
@@ -145,13 +146,14 @@ def http_checks(
         )
     )
     split = {"columns": names, "data": [[r[n] for n in names] for r in rows]}
+    body, form = ({"inputs": rows}, "inputs") if tensor else ({"dataframe_split": split}, "dataframe_split")
     checks.append(
         _check(
             client,
-            "POST /invocations dataframe_split",
+            f"POST /invocations {form}",
             "POST",
             "/invocations",
-            {"dataframe_split": split},
+            body,
             lambda b: _predictions(b, cases),
         )
     )
@@ -350,6 +352,7 @@ def _batch(body: Any, cases: list[dict[str, Any]], model: dict[str, Any]) -> Pro
 
 def _predictions(body: Any, cases: list[dict[str, Any]]) -> Problem | None:
     got = body.get("predictions") if isinstance(body, dict) else None
+    got = runtime_outputs().from_mlflow(got)  # MLflow's shape of several outputs, read per row
     want = [c["prediction"] for c in cases]
     if not isinstance(got, list) or len(got) != len(want):
         return Problem(f"predictions {got} != recorded {want}", want, got)

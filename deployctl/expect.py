@@ -33,8 +33,8 @@ class Expectations:
 
 
 def record_expectations(model: ResolvedModel) -> Expectations:
-    rows = model.example_rows[:MAX_CASES] or [{c.name: PLACEHOLDERS[c.type] for c in model.columns}]
-    frame = _frame(rows, model.columns)
+    rows = model.example_rows[:MAX_CASES] or [_placeholder(model)]
+    frame = _frame(rows, model.columns) if model.tensor is None else _tensor(rows, model.tensor)
     estimator = _load(model)
     labeller = _load(model, pyfunc=True) if model.flavor in PYFUNC_LABELS else estimator
     try:
@@ -84,6 +84,22 @@ def _load(model: ResolvedModel, pyfunc: bool = False) -> Any:
             f"MLflow could not load the model {model.uri}: {exc}",
             "Check that this environment has the model's requirements (its requirements.txt).",
         ) from exc
+
+
+def _placeholder(model: ResolvedModel) -> Any:
+    """A row of zeros: of each column's type, or of the tensor's shape (a -1 dim of length 1)."""
+    if model.tensor is None:
+        return {c.name: PLACEHOLDERS[c.type] for c in model.columns}
+    import numpy as np
+
+    dims = [1 if d == -1 else d for d in model.tensor["shape"][1:]]
+    return np.zeros(dims, dtype=model.tensor["dtype"]).tolist()
+
+
+def _tensor(rows: list[Any], tensor: dict[str, Any]) -> Any:
+    import numpy as np
+
+    return np.asarray(rows, dtype=tensor["dtype"])
 
 
 def _frame(rows: list[dict[str, Any]], columns: list[Column]) -> Any:

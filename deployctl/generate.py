@@ -84,6 +84,7 @@ def manifest_model(model: ResolvedModel, expectations: Expectations) -> ModelRec
         classes=expectations.classes,
         requirements=model.requirements,
         params=model.params,
+        tensor=model.tensor,
     )
 
 

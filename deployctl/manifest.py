@@ -75,6 +75,8 @@ class ModelRecord:
     # the signature's params: {"name", "type", "shape" (null or [-1]), "default"}; older manifests
     # have none, which reads as a model without params
     params: list[dict[str, Any]] = field(default_factory=list)
+    # a tensor signature's one tensor {"dtype", "shape"} (its columns are empty); None: columns
+    tensor: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -92,8 +94,9 @@ class ModelRecord:
             "classes": (list, type(None)),
             "requirements": list,
             "params": list,
+            "tensor": (dict, type(None)),
         }
-        optional = {"params"}
+        optional = {"params", "tensor"}
         values = {
             f.name: _need(data, f.name, kinds.get(f.name, optional_str), "model.")
             for f in fields(cls)

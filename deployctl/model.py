@@ -59,7 +59,7 @@ class ResolvedModel:
     run_id: str | None
     flavor: str
     columns: list[Column]
-    example_rows: list[dict[str, Any]]
+    example_rows: list[Any]  # records; for a tensor signature, examples (nested lists)
     requirements: list[str]
     local_path: Path
     loader: dict[str, Any]
@@ -69,6 +69,7 @@ class ResolvedModel:
     source: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     params: list[dict[str, Any]] = field(default_factory=list)  # the signature's ParamSchema
+    tensor: dict[str, Any] | None = None  # {"dtype", "shape"}: a tensor signature (columns empty)
 
     def describe(self) -> dict[str, Any]:
         """What `inspect --json` prints: every URI redacted (the manifest records less: `manifest_model`)."""
@@ -395,6 +396,7 @@ def _read_model(path: Path, uri: str, pinned: Pinned) -> ResolvedModel:
         run_id=pinned.run_id or mlmodel.run_id,
         flavor=flavor,
         columns=_columns(mlmodel, uri),
+        tensor=_tensor(mlmodel, uri),
         params=_params(mlmodel, uri),
         example_rows=_example_rows(mlmodel, path),
         requirements=_requirements(path),
@@ -417,9 +419,7 @@ def _columns(mlmodel: Any, uri: str) -> list[Column]:
         raise DeployctlError(f"The model at {redact(uri)} has no signature.", fix)
     inputs = signature.inputs.to_dict()
     if any(spec.get("type") == "tensor" for spec in inputs):
-        raise DeployctlError(
-            f"The model at {redact(uri)} has a tensor signature; deployctl serves column signatures.", fix
-        )
+        return []  # one tensor, not columns: `_tensor`
     columns = []
     for spec in inputs:
         if "name" not in spec:
@@ -431,6 +431,40 @@ def _columns(mlmodel: Any, uri: str) -> list[Column]:
             )
         columns.append(Column(spec["name"], spec["type"], bool(spec.get("required", True))))
     return columns
+
+
+# numpy kinds of the tensor dtypes served: floats, signed and unsigned integers, booleans
+TENSOR_KINDS = "fiub"
+
+
+def _tensor(mlmodel: Any, uri: str) -> dict[str, Any] | None:
+    """A tensor signature's one unnamed tensor, {"dtype", "shape"}; None for a column signature."""
+    inputs = mlmodel.signature.inputs.to_dict()
+    if not any(spec.get("type") == "tensor" for spec in inputs):
+        return None
+    import numpy as np
+
+    fix = (
+        "Log the model with one unnamed tensor input whose first dimension is the batch: "
+        "signature=mlflow.models.infer_signature(X, model.predict(X)) for a numpy array X, or "
+        "with a DataFrame input example to get named columns."
+    )
+    if len(inputs) != 1 or "name" in inputs[0]:
+        names = [spec.get("name") for spec in inputs]
+        raise DeployctlError(
+            f"The model at {redact(uri)} takes {len(inputs)} named tensors {names}; deployctl serves "
+            "a model of one unnamed tensor.",
+            fix,
+        )
+    spec = inputs[0]["tensor-spec"]
+    dtype, shape = np.dtype(spec["dtype"]), [int(d) for d in spec["shape"]]
+    if dtype.kind not in TENSOR_KINDS or not shape or shape[0] != -1:
+        raise DeployctlError(
+            f"The model at {redact(uri)} takes a {dtype.name} tensor of shape {tuple(shape)}; "
+            "deployctl serves number and boolean tensors whose first dimension is -1 (the batch).",
+            fix,
+        )
+    return {"dtype": dtype.name, "shape": shape}
 
 
 def _params(mlmodel: Any, uri: str) -> list[dict[str, Any]]:
@@ -460,11 +494,13 @@ def _params(mlmodel: Any, uri: str) -> list[dict[str, Any]]:
     return params
 
 
-def _example_rows(mlmodel: Any, path: Path) -> list[dict[str, Any]]:
+def _example_rows(mlmodel: Any, path: Path) -> list[Any]:
     try:
         example = mlmodel.load_input_example(str(path))
     except Exception:  # a broken example must not block a deployment; smoke rows fall back
         return []
+    if hasattr(example, "ndim") and hasattr(example, "tolist"):  # a tensor's examples
+        return list(example[:5].tolist()) if example.ndim > 1 else []
     if example is None or not hasattr(example, "to_json"):
         return []
     return json.loads(example.head(5).to_json(orient="records"))

@@ -95,6 +95,11 @@ def api_models(manifest: dict[str, Any], classes: list[Any] | None) -> dict[str,
     one["model_version"] = (str, ...)
     many["model_version"] = (str, ...)
     described = f"One row: an object keyed by column, or a list in signature order {names!r}."
+    tensor = manifest["model"].get("tensor")
+    if tensor:  # one example of the model's tensor, its batch dimension left out
+        row = list[Any]
+        dims = tuple(tensor["shape"][1:])
+        described = f"One example: a nested list of shape {dims} (-1: any length) of {tensor['dtype']}."
     extra: dict[str, Any] = {}
     if manifest["model"].get("params"):
         extra["params"] = (params_model(manifest["model"]["params"]) | None, None)

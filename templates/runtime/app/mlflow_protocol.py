@@ -17,11 +17,16 @@ import numpy as np
 import pandas as pd
 
 from .schema import DTYPES, BadRequest, Schema
+from .tensors import InputSchema, TensorSchema
 
 FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 FORMATS_SET = "{" + ", ".join(repr(f) for f in FORMATS) + "}"
 REQUIRED_INPUT_FORMAT = (
     f"The input must be a JSON dictionary with exactly one of the input fields {FORMATS_SET}"
+)
+CSV_FAILED = (
+    "Failed to parse input as a Pandas DataFrame. Ensure that the input is a valid CSV-formatted "
+    "Pandas DataFrame produced using the `pandas.DataFrame.to_csv()` method."
 )
 CONTENT_TYPES = ["text/csv", "application/json", "application/vnd.apache.parquet"]
 
@@ -48,7 +53,7 @@ def unsupported(message: str) -> BadRequest:
     return BadRequest(message, 415, "BAD_REQUEST", "INVALID_PARAMETER_VALUE", "KAM00")
 
 
-def frame_of(body: bytes, content_type: str | None, schema: Schema) -> tuple[pd.DataFrame, Any]:
+def frame_of(body: bytes, content_type: str | None, schema: InputSchema) -> tuple[Any, Any]:
     """The request as MLflow's scoring server turns it into a DataFrame, before the signature, and
     the request's `params` as sent (None for CSV or when absent)."""
     parts = [part.strip() for part in (content_type or "").split(";")]
@@ -58,6 +63,8 @@ def frame_of(body: bytes, content_type: str | None, schema: Schema) -> tuple[pd.
     if set(params) - {"charset"}:
         raise unsupported(f"Unrecognized content type parameters: {', '.join(set(params) - {'charset'})}.")
     if parts[0] == "text/csv":
+        if isinstance(schema, TensorSchema):  # MLflow builds no DataFrame for a tensor signature
+            raise invalid_input(f"{CSV_FAILED} Error: 'TensorSpec only supports numpy types'")
         return _csv(body, schema), None
     if parts[0] != "application/json":
         raise unsupported(
@@ -75,7 +82,36 @@ def frame_of(body: bytes, content_type: str | None, schema: Schema) -> tuple[pd.
     given = [key for key in data if key in FORMATS]
     if len(given) != 1:
         raise invalid_input(f"{REQUIRED_INPUT_FORMAT}. Received dictionary with input fields: {list(data)}.")
+    if isinstance(schema, TensorSchema):
+        return _tensor(given[0], data[given[0]], schema), data.get("params")
     return _frame(given[0], data[given[0]], schema), data.get("params")
+
+
+def _tensor(key: str, value: Any, schema: TensorSchema) -> Any:
+    """MLflow's input for an unnamed tensor: `instances`/`inputs` made one array of the tensor's
+    dtype (numpy converts "1.5" and true, null is NaN), a DataFrame format its values."""
+    if key == "dataframe_split":
+        return _split(value)
+    if key == "dataframe_records":
+        return _frame(key, value, Schema([]))
+    if isinstance(value, dict):
+        raise invalid_input(
+            "Invalid input. Failed to parse input data. This model contains an un-named model "
+            "signature which expects a single n-dimensional array or a single value as input, "
+            f"however, an input of type {type(value)} was found."
+        )
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        raise schema_failure(
+            f"Failed to enforce schema with schema {schema.describe()}: a tensor-based model "
+            "signature with no input names expects an array, not records."
+        )
+    try:
+        array = np.array(value, dtype=schema.dtype)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise invalid_input(f"Invalid input. {exc}") from None
+    if not array.ndim:  # a single value: its shape () is checked (and refused) as MLflow does
+        return _tensor_rows(array, schema)
+    return array
 
 
 def _frame(key: str, value: Any, schema: Schema) -> pd.DataFrame:
@@ -101,11 +137,7 @@ def _csv(body: bytes, schema: Schema) -> pd.DataFrame:
     try:
         return pd.read_csv(io.StringIO(text), dtype=dtypes)
     except Exception as exc:
-        raise invalid_input(
-            "Failed to parse input as a Pandas DataFrame. Ensure that the input is a valid "
-            "CSV-formatted Pandas DataFrame produced using the `pandas.DataFrame.to_csv()` method. "
-            f"Error: '{exc}'"
-        ) from None
+        raise invalid_input(f"{CSV_FAILED} Error: '{exc}'") from None
 
 
 def _split(value: Any) -> pd.DataFrame:
@@ -147,8 +179,11 @@ def _tensor_input(value: Any, schema: Schema) -> pd.DataFrame:
     )
 
 
-def rows_of(frame: pd.DataFrame, schema: Schema) -> list[list[Any]]:
-    """The frame's rows in signature order, converted to the signature's types as MLflow does."""
+def rows_of(frame: Any, schema: InputSchema) -> Any:
+    """The frame's rows in signature order, converted to the signature's types as MLflow does
+    (for a tensor signature: the array, its shape checked)."""
+    if isinstance(schema, TensorSchema):
+        return _tensor_rows(frame, schema)
     missing = [
         n for n, c in zip(schema.names, schema.columns) if n not in frame.columns and c.get("required", True)
     ]
@@ -178,6 +213,31 @@ def rows_of(frame: pd.DataFrame, schema: Schema) -> list[list[Any]]:
             ) from None
         columns.append(converted)
     return [list(row) for row in zip(*columns)]
+
+
+def _tensor_rows(data: Any, schema: TensorSchema) -> np.ndarray[Any, Any]:
+    """The array of a tensor request, its shape checked; a DataFrame's values reshaped to the
+    tensor's shape, as MLflow enforces an unnamed tensor signature on a DataFrame."""
+    expected = tuple(schema.tensor["shape"])
+    if isinstance(data, pd.DataFrame):
+        size = int(np.prod([d for d in expected[1:]]))
+        if -1 in expected[1:] or data.shape[1] != size or not len(data):
+            raise schema_failure(
+                f"Failed to enforce schema with schema {schema.describe()}: the DataFrame has "
+                f"{data.shape[1]} columns; an unnamed tensor of shape {expected} takes {size}."
+            )
+        try:
+            data = data.to_numpy(dtype=schema.dtype).reshape((len(data), *expected[1:]))
+        except (TypeError, ValueError) as exc:
+            raise invalid_input(f"Invalid input. {exc}") from None
+    if data.ndim != len(expected) or any(e not in (-1, got) for e, got in zip(expected, data.shape)):
+        raise schema_failure(
+            f"Failed to enforce schema with schema {schema.describe()}. Error: Shape of input "
+            f"{data.shape} does not match expected shape {expected}."
+        )
+    if not data.size and data.shape[0] == 0:
+        raise schema_failure(f"Failed to enforce schema with schema {schema.describe()}: no input.")
+    return data
 
 
 def _refuse(values: pd.Series) -> list[Any]:

@@ -7,6 +7,7 @@ and what the service answers cannot disagree. Only numpy and pandas are imported
   array, a Series, a one-column DataFrame or (n, 1) array) gives one value per row; several
   outputs give an object per row: a DataFrame's columns, or a dict of equally long arrays, by
   name ({"sum": 4.0, "diff": -2.0}); a 2-D array's rows stay lists (a tensor output row).
+  A dict of one array is one output too.
 - `as_mlflow` (/invocations): what MLflow's scoring server writes under "predictions"
   (`predictions_to_json`): a DataFrame or Series as records, an array as nested lists, a dict of
   arrays as a dict of lists, numpy scalars as Python ones.
@@ -31,6 +32,8 @@ def per_row(values: Any, rows: int | None = None) -> list[Any]:
         lengths = {len(v) if isinstance(v, list) else -1 for v in columns.values()}
         if len(lengths) != 1 or -1 in lengths or (rows is not None and lengths != {rows}):
             raise ValueError(f"the model's outputs {list(columns)} do not hold one value per row")
+        if len(columns) == 1:
+            return next(iter(columns.values()))
         return [dict(zip(columns, row)) for row in zip(*columns.values())]
     if isinstance(values, pd.Series):
         values = values.to_numpy()
@@ -47,6 +50,20 @@ def as_mlflow(values: Any) -> Any:
     if isinstance(values, pd.Series):
         return plain(pd.DataFrame(values).to_dict(orient="records"))
     return plain(values)
+
+
+def from_mlflow(predictions: Any) -> Any:
+    """/invocations' "predictions" read back as `per_row` gives them (the smoke test compares
+    them with the recorded per-row predictions): a dict of lists and one-output records or
+    rows ({"y": 1.0} or [1.0] each) become one value per row."""
+    if isinstance(predictions, dict):
+        return per_row(predictions)
+    if isinstance(predictions, list) and predictions:
+        if all(isinstance(p, dict) and len(p) == 1 for p in predictions):
+            return [next(iter(p.values())) for p in predictions]
+        if all(isinstance(p, list) and len(p) == 1 for p in predictions):
+            return [p[0] for p in predictions]
+    return predictions
 
 
 def plain(value: Any) -> Any:

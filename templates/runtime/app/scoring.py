@@ -20,7 +20,8 @@ import numpy as np
 
 from .logs import log
 from .outputs import per_row
-from .schema import BadRequest, Schema
+from .schema import BadRequest
+from .tensors import InputSchema
 
 # sklearn warns on every call when an array replaces the DataFrame a model was fitted on. The
 # array path is only taken after checking the columns match by name and order, so it is noise.
@@ -61,7 +62,7 @@ class Scorer:
     def __init__(
         self,
         model: Any,
-        schema: Schema,
+        schema: InputSchema,
         *,
         array: bool = False,
         shortcuts: bool = False,
@@ -81,7 +82,7 @@ class Scorer:
         self.options = f"{'array' if array else 'DataFrame'} input{', shortcuts' if shortcuts else ''}"
 
     @classmethod
-    def fastest(cls, model: Any, schema: Schema, probe: list[list[Any]]) -> Scorer:
+    def fastest(cls, model: Any, schema: InputSchema, probe: list[list[Any]]) -> Scorer:
         """The fastest options that answer the probe rows exactly as the model does on a DataFrame."""
         reference = cls(model, schema)
         candidates = [cls(model, schema, shortcuts=True)]

@@ -16,6 +16,7 @@ from .logs import log
 from .params import Params
 from .schema import MAX_BATCH_ROWS, MAX_BODY_BYTES, BadRequest, Schema
 from .scoring import Scorer, load_model
+from .tensors import InputSchema, input_schema
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -44,8 +45,9 @@ class MlflowScorer:
     """The model called on a DataFrame as `mlflow models serve` calls it: NaN reaches the model
     (sklearn's own finiteness check stays on), and a model that raises is MLflow's 400."""
 
-    def __init__(self, model: Any, columns: list[dict[str, Any]]) -> None:
-        schema = Schema([{**c, "required": False} for c in columns])
+    def __init__(self, model: Any, schema: InputSchema) -> None:
+        if isinstance(schema, Schema):  # MLflow leaves a missing value to the model
+            schema = Schema([{**c, "required": False} for c in schema.columns])
         self.scorer = Scorer(model, schema, convert=outputs.as_mlflow)
 
     def score(
@@ -70,7 +72,7 @@ class ModelService:
         self.manifest = manifest  # read-only: adapters document their API from it
         self.name: str = meta["name"]
         self.version: str = meta["version"]
-        self.schema = Schema(meta["columns"])
+        self.schema = input_schema(meta)  # the signature's columns, or its tensor (app/tensors.py)
         self.params = Params(meta.get("params", []))
         self.model = model
         self.probe = self._probe(manifest)
@@ -84,7 +86,7 @@ class ModelService:
         # the routes whose body is JSON parsed by `parse`; /invocations parses its own (text/csv too)
         self.json_routes = {key: route for key, route in self.routes.items() if key[1] != "/invocations"}
         self.paths = {path for _, path in self.routes} | {"/health", "/ping", "/version"}
-        self.mlflow_scorer = MlflowScorer(model, meta["columns"])
+        self.mlflow_scorer = MlflowScorer(model, self.schema)
         # GET /version answers as MLflow's scoring server: the MLflow version, as a bare string
         self.version_body = str(meta.get("mlflow_version") or "unknown").encode()
         # /health never changes: serialize it once

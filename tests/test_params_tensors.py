@@ -1,0 +1,321 @@
+"""Params, multi-output models and tensor signatures, served.
+
+The registry (tests/make_tensor_registry.py: a params pyfunc, multi-output pyfuncs, a tensor pyfunc
+and a PyTorch model) is built once per session in a subprocess. Each model is generated, built and
+smoke-tested through the CLI on fastapi and flask; answers are compared with
+mlflow.pyfunc.load_model(...).predict in this process, and /invocations with a real
+`mlflow models serve` of the same model.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from conftest import ROOT, Registry, build_registry, run_cli
+from test_invocations import assert_same
+from test_rest import serve
+
+from deployctl.process import free_port
+
+pytestmark = pytest.mark.slow
+ROW = {"a": 1.0, "b": 3}
+ROWS = [ROW, {"a": 2.5, "b": 4}, {"a": -3.0, "b": 5}]
+PARAMS = {"factor": 2.0, "offset": 0, "mode": "sum", "clip": False, "weights": [1.0, 1.0]}
+COLUMN_MODELS = ["scaler_params", "multi_output", "dict_output"]
+TARGETS = ["fastapi", "flask"]
+
+
+@pytest.fixture(scope="session")
+def tensor_registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
+    return build_registry("make_tensor_registry.py", tmp_path_factory.mktemp("tensor-registry"))
+
+
+@pytest.fixture(scope="session")
+def built(tensor_registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, str], Path]:
+    """generate + build through the CLI, once per (model, target)."""
+    cache: dict[tuple[str, str], Path] = {}
+
+    def make(name: str, target: str) -> Path:
+        if (name, target) not in cache:
+            out = tmp_path_factory.mktemp(f"{name}-{target}") / "artifact"
+            uri = f"models:/{name}/1"
+            result = run_cli("generate", "-m", uri, "-t", target, "-o", str(out), env=tensor_registry.env())
+            assert result.code == 0, result.output
+            result = run_cli("build", str(out))
+            assert result.code == 0, result.output
+            cache[(name, target)] = out
+        return cache[(name, target)]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def service(built: Callable[[str, str], Path]) -> Iterator[Callable[[str, str], str]]:
+    """A running service (`deployctl serve`) per (model, target), started once."""
+    started: dict[tuple[str, str], tuple[subprocess.Popen[bytes], str]] = {}
+
+    def get(name: str, target: str) -> str:
+        if (name, target) not in started:
+            started[name, target] = serve(built(name, target))
+        return started[name, target][1]
+
+    yield get
+    for proc, _ in started.values():
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(20)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tensor_registry: Registry) -> Iterator[Callable[[str], str]]:
+    """`mlflow models serve --env-manager local` per model, started once."""
+    started: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
+
+    def get(name: str) -> str:
+        if name not in started:
+            port = free_port()
+            cmd = ["mlflow", "models", "serve", "-m", f"models:/{name}/1", "--env-manager", "local"]
+            proc = subprocess.Popen(
+                [*cmd, "-p", str(port), "-h", "127.0.0.1"],
+                env=tensor_registry.env(),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            url = f"http://127.0.0.1:{port}"
+            started[name] = (proc, url)
+            wait_ready(f"{url}/ping", proc)
+        return started[name][1]
+
+    yield get
+    for proc, _ in started.values():
+        proc.terminate()
+        proc.wait(30)
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
+    for _ in range(600):
+        try:
+            if httpx.get(url).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.2)
+        assert proc.poll() is None, "the server exited"
+    raise AssertionError(f"{url} never answered")
+
+
+@pytest.fixture(scope="session")
+def pyfunc(tensor_registry: Registry) -> Callable[[str], Any]:
+    """mlflow.pyfunc.load_model of a registered model, in this process, once per model."""
+    import mlflow
+    import mlflow.pyfunc
+
+    cache: dict[str, Any] = {}
+
+    def load(name: str) -> Any:
+        if name not in cache:
+            mlflow.set_tracking_uri(tensor_registry.tracking_uri)
+            mlflow.set_registry_uri(tensor_registry.tracking_uri)
+            cache[name] = mlflow.pyfunc.load_model(f"models:/{name}/1")
+        return cache[name]
+
+    return load
+
+
+def per_row(values: Any) -> list[Any]:
+    """The documented /predict_batch shape of a model's output (README: one value, or an object of
+    outputs, per row), written here independently of the runtime's code."""
+    import numpy as np
+    import pandas as pd
+
+    if isinstance(values, pd.DataFrame):
+        return values.to_dict(orient="records") if values.shape[1] > 1 else values.iloc[:, 0].tolist()
+    if isinstance(values, dict):
+        return [dict(zip(values, row)) for row in zip(*(np.asarray(v).tolist() for v in values.values()))]
+    return np.asarray(values).tolist()
+
+
+# -- params -----------------------------------------------------------------------------------------
+
+
+def test_manifest_records_the_param_schema(built: Callable[[str, str], Path]) -> None:
+    manifest = json.loads((built("scaler_params", "fastapi") / "deployctl.json").read_text())
+    assert manifest["model"]["params"] == [
+        {"name": "factor", "type": "double", "shape": None, "default": 2.0},
+        {"name": "offset", "type": "long", "shape": None, "default": 0},
+        {"name": "mode", "type": "string", "shape": None, "default": "sum"},
+        {"name": "clip", "type": "boolean", "shape": None, "default": False},
+        {"name": "weights", "type": "double", "shape": [-1], "default": [1.0, 1.0]},
+    ]
+
+
+GOOD_PARAMS = [
+    {},
+    {"factor": 3},
+    {"factor": 0.5, "offset": 7},
+    {"mode": "max", "weights": [2, 0.5]},
+    {"clip": True, "factor": -1.0},
+    {"weights": [1.0, 1.0], "offset": -2},
+]
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_params_reach_the_model_on_predict(
+    service: Callable[[str, str], str], pyfunc: Callable[[str], Any], target: str
+) -> None:
+    import pandas as pd
+
+    url = service("scaler_params", target)
+    model = pyfunc("scaler_params")
+    for params in GOOD_PARAMS:
+        expected = model.predict(pd.DataFrame(ROWS), params=params).tolist()
+        batch = httpx.post(f"{url}/predict_batch", json={"instances": ROWS, "params": params}).json()
+        assert batch["predictions"] == expected, params
+        one = httpx.post(f"{url}/predict", json={"features": ROWS[1], "params": params}).json()
+        assert one["prediction"] == expected[1], params
+    # params change the answer: a test that would pass with params ignored is no test
+    plain = httpx.post(f"{url}/predict", json={"features": ROW}).json()["prediction"]
+    assert (
+        plain
+        != httpx.post(f"{url}/predict", json={"features": ROW, "params": {"factor": 5}}).json()["prediction"]
+    )
+
+
+BAD_PARAMS = [
+    ({"factor": "2"}, "factor"),
+    ({"factor": True}, "factor"),
+    ({"offset": 1.5}, "offset"),
+    ({"mode": 3}, "mode"),
+    ({"clip": 1}, "clip"),
+    ({"clip": None}, "clip"),
+    ({"weights": 2.0}, "weights"),
+    ({"weights": [[1.0, 2.0]]}, "weights"),
+    ({"weights": [1.0, "x"]}, "weights"),
+    ({"nope": 1}, "nope"),
+    ([1, 2], "params"),
+    ("factor", "params"),
+]
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_bad_params_are_a_400_naming_the_param(service: Callable[[str, str], str], target: str) -> None:
+    url = service("scaler_params", target)
+    for params, name in BAD_PARAMS:
+        for path, body in (("/predict", {"features": ROW}), ("/predict_batch", {"instances": [ROW]})):
+            answer = httpx.post(f"{url}{path}", json={**body, "params": params})
+            assert answer.status_code == 400, (path, params, answer.text)
+            assert name in answer.json()["error"], (path, params, answer.text)
+    assert httpx.get(f"{url}/health").status_code == 200
+
+
+def test_a_model_without_params_refuses_params_on_predict(service: Callable[[str, str], str]) -> None:
+    url = service("multi_output", "fastapi")
+    answer = httpx.post(f"{url}/predict", json={"features": ROW, "params": {"factor": 2}})
+    assert answer.status_code == 400 and "factor" in answer.json()["error"]
+    assert httpx.post(f"{url}/predict", json={"features": ROW, "params": {}}).status_code == 200
+
+
+def params_corpus() -> list[tuple[str, bytes]]:
+    def body(params: Any = ..., rows: Any = None) -> bytes:
+        data: dict[str, Any] = {"dataframe_records": rows or [ROW, ROWS[2]]}
+        if params is not ...:
+            data["params"] = params
+        return json.dumps(data).encode()
+
+    cases = [("none", body()), ("null", body(None))]
+    cases += [(f"good-{i}", body(p)) for i, p in enumerate(GOOD_PARAMS)]
+    cases += [(f"bad-{i}", body(p)) for i, (p, _) in enumerate(BAD_PARAMS)]
+    cases += [
+        ("unknown_ignored", body({"nope": 1, "factor": 4})),
+        ("big_long", body({"offset": 2**40})),
+        ("nan_factor", body().replace(b"]}", b'], "params": {"factor": NaN}}')),
+        ("null_factor_model_fails", body({"factor": None})),
+        ("bad_input_and_bad_params", body({"factor": "x"}, rows=[{"a": 1.0}])),
+        (
+            "inputs_with_params",
+            json.dumps({"inputs": {"a": [1.0], "b": [2]}, "params": {"mode": "max"}}).encode(),
+        ),
+        (
+            "split_with_params",
+            json.dumps(
+                {"dataframe_split": {"columns": ["a", "b"], "data": [[1.0, 2]]}, "params": {"offset": 3}}
+            ).encode(),
+        ),
+    ]
+    return cases
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_params_on_invocations_as_mlflow_models_serve(
+    service: Callable[[str, str], str], mlflow_server: Callable[[str], str], target: str
+) -> None:
+    ours, theirs = service("scaler_params", target), mlflow_server("scaler_params")
+    headers = {"content-type": "application/json"}
+    for case, body in params_corpus():
+        mine = httpx.post(f"{ours}/invocations", content=body, headers=headers)
+        reference = httpx.post(f"{theirs}/invocations", content=body, headers=headers)
+        assert_same(mine, reference, case)
+
+
+def test_params_are_documented_in_the_openapi(service: Callable[[str, str], str]) -> None:
+    spec = httpx.get(f"{service('scaler_params', 'fastapi')}/openapi.json").json()
+    schemas = spec["components"]["schemas"]
+    params = schemas["Params"]["properties"]
+    assert {name: p["default"] for name, p in params.items()} == PARAMS
+    assert params["weights"]["type"] == "array" and params["offset"]["type"] == "integer"
+    for request in ("PredictRequest", "BatchRequest"):
+        assert "params" in schemas[request]["properties"]
+
+
+# -- multi-output -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("name", COLUMN_MODELS)
+def test_generated_built_smoke_tested_and_answering_as_in_process(
+    built: Callable[[str, str], Path],
+    service: Callable[[str, str], str],
+    pyfunc: Callable[[str], Any],
+    name: str,
+    target: str,
+) -> None:
+    import pandas as pd
+
+    artifact = built(name, target)
+    result = run_cli("smoke-test", str(artifact), "--json")
+    assert result.code == 0, result.output
+    assert json.loads(result.stdout)["ok"]
+    url = service(name, target)
+    expected = per_row(pyfunc(name).predict(pd.DataFrame(ROWS)))
+    got = httpx.post(f"{url}/predict_batch", json={"instances": ROWS}).json()
+    assert got["predictions"] == expected
+    one = httpx.post(f"{url}/predict", json={"features": ROWS[2]}).json()
+    assert one["prediction"] == expected[2]
+
+
+@pytest.mark.parametrize("name", ["multi_output", "dict_output"])
+def test_multi_output_on_invocations_as_mlflow_models_serve(
+    service: Callable[[str, str], str], mlflow_server: Callable[[str], str], name: str
+) -> None:
+    ours, theirs = service(name, "fastapi"), mlflow_server(name)
+    for data in (
+        {"dataframe_records": ROWS},
+        {"dataframe_split": {"columns": ["a", "b"], "data": [[1.0, 2]]}},
+    ):
+        mine = httpx.post(f"{ours}/invocations", json=data)
+        reference = httpx.post(f"{theirs}/invocations", json=data)
+        assert_same(mine, reference, name)
+        assert mine.status_code == 200
+
+
+def test_the_recorder_uses_the_runtimes_output_code() -> None:
+    """One function turns predictions into JSON: expect.py loads the runtime's own file."""
+    from deployctl.expect import runtime_outputs
+
+    assert Path(runtime_outputs().__file__) == ROOT / "templates" / "runtime" / "app" / "outputs.py"
