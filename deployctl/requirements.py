@@ -65,6 +65,16 @@ def parse(model_requirements: list[str]) -> list[str]:
     return lines
 
 
+# Packages whose wheel loads the system's OpenMP runtime (libgomp.so.1) instead of bundling one,
+# as scikit-learn's, xgboost's and torch's wheels do: slim images lack it (Debian's libgomp1).
+NEEDS_SYSTEM_OPENMP = ("lightgbm",)
+
+
+def needs_system_openmp(requirements: list[str]) -> bool:
+    """Whether an image for these requirements must install the OpenMP runtime (libgomp1)."""
+    return any(package_name(line) in NEEDS_SYSTEM_OPENMP for line in requirements)
+
+
 def cpu_only(requirements: list[str]) -> list[str]:
     """`xgboost==X` becomes `xgboost-cpu==X` where PyPI has it (Linux, Windows).
 

@@ -244,3 +244,21 @@ def test_cloud_function_serves_lightgbm_loaded_after_the_fork(built: Callable[[s
     result = run_cli("smoke-test", str(artifact), "--json")
     assert result.code == 0, result.output
     assert json.loads(result.stdout)["ok"]
+
+
+@pytest.mark.docker
+def test_lightgbm_container_has_the_openmp_runtime(
+    built: Callable[[str, str], Path], flavor_registry: Registry, tmp_path: Path
+) -> None:
+    """lightgbm needs the system's libgomp.so.1, which slim images lack: the image installs it
+    (and only an image whose model needs it), then serves the model and passes the smoke test."""
+    artifact = built("lgbm_binary", "docker")
+    assert "apt-get install -y --no-install-recommends libgomp1" in (artifact / "Dockerfile").read_text()
+    result = run_cli("smoke-test", str(artifact), "--json")
+    assert result.code == 0, result.output
+    assert json.loads(result.stdout)["ok"]
+    other = tmp_path / "xgb"
+    uri = "models:/xgb_multiclass/1"
+    result = run_cli("generate", "-m", uri, "-t", "docker", "-o", str(other), env=flavor_registry.env())
+    assert result.code == 0, result.output
+    assert "apt-get" not in (other / "Dockerfile").read_text()

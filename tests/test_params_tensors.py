@@ -319,3 +319,119 @@ def test_the_recorder_uses_the_runtimes_output_code() -> None:
     from deployctl.expect import runtime_outputs
 
     assert Path(runtime_outputs().__file__) == ROOT / "templates" / "runtime" / "app" / "outputs.py"
+
+
+# -- tensors ------------------------------------------------------------------------------------------
+
+TENSOR_MODELS = ["tensor_sum", "torch_linear"]
+EXAMPLES = [[0.1, 0.2, 0.3], [1, 2, 3], [-1.5, 0.0, 2.25]]
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("name", TENSOR_MODELS)
+def test_tensor_model_generated_built_smoke_tested_and_answering_as_in_process(
+    built: Callable[[str, str], Path],
+    service: Callable[[str, str], str],
+    pyfunc: Callable[[str], Any],
+    name: str,
+    target: str,
+) -> None:
+    import numpy as np
+
+    artifact = built(name, target)
+    manifest = json.loads((artifact / "deployctl.json").read_text())
+    assert manifest["model"]["tensor"]["shape"] == [-1, 3] and manifest["model"]["columns"] == []
+    result = run_cli("smoke-test", str(artifact), "--json")
+    assert result.code == 0, result.output
+    url = service(name, target)
+    dtype = manifest["model"]["tensor"]["dtype"]
+    expected = per_row(pyfunc(name).predict(np.asarray(EXAMPLES, dtype=dtype)))
+    got = httpx.post(f"{url}/predict_batch", json={"instances": EXAMPLES}).json()
+    assert got["predictions"] == expected
+    one = httpx.post(f"{url}/predict", json={"features": EXAMPLES[2]}).json()
+    assert one["prediction"] == expected[2]
+
+
+BAD_TENSORS = [
+    ([0.1, "x", 0.3], "features[1]"),
+    ([0.1, True, 0.3], "features[1]"),
+    ([0.1, None, 0.3], "features[1]"),
+    ([0.1, 0.2], "features"),
+    ([[0.1, 0.2, 0.3]], "features"),
+    (0.5, "features"),
+    ([0.1, [0.2], 0.3], "features[1]"),
+]
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_bad_tensors_are_a_400_with_the_offending_index(
+    service: Callable[[str, str], str], target: str
+) -> None:
+    url = service("torch_linear", target)
+    for features, where in BAD_TENSORS:
+        answer = httpx.post(f"{url}/predict", json={"features": features})
+        assert answer.status_code == 400, (features, answer.text)
+        assert answer.json()["error"].startswith(f"{where}:"), (features, answer.text)
+    answer = httpx.post(f"{url}/predict_batch", json={"instances": [EXAMPLES[0], [1.0, 2.0]]})
+    assert answer.status_code == 400 and answer.json()["error"].startswith("instances[1]:"), answer.text
+    answer = httpx.post(f"{url}/predict", json={"features": [1.0, 1e300, 0.0]})  # beyond float32
+    assert answer.status_code == 400 and answer.json()["error"].startswith("features[1]:"), answer.text
+    assert httpx.get(f"{url}/health").status_code == 200
+
+
+def tensor_corpus() -> list[tuple[str, str, bytes]]:
+    def j(obj: object) -> bytes:
+        return json.dumps(obj).encode()
+
+    r = EXAMPLES[0]
+    cases = [
+        ("instances", {"instances": [r, r]}),
+        ("inputs", {"inputs": [r, r]}),
+        ("inputs_ints", {"inputs": [[1, 2, 3]]}),
+        ("inputs_str_number", {"inputs": [["1.5", 2, 3]]}),
+        ("inputs_bool", {"inputs": [[True, 2, 3]]}),
+        ("inputs_null", {"inputs": [[None, 2, 3]]}),
+        ("inputs_short", {"inputs": [[1.0, 2.0]]}),
+        ("inputs_long", {"inputs": [[1.0, 2.0, 3.0, 4.0]]}),
+        ("inputs_ragged", {"inputs": [r, [1.0]]}),
+        ("inputs_flat", {"inputs": r}),
+        ("inputs_3d", {"inputs": [[r]]}),
+        ("inputs_named", {"inputs": {"x": [r]}}),
+        ("inputs_scalar", {"inputs": 3}),
+        ("inputs_empty", {"inputs": []}),
+        ("inputs_word", {"inputs": [["abc", 2, 3]]}),
+        ("instances_records", {"instances": [{"a": 1}]}),
+        ("records", {"dataframe_records": [{"0": 1.0, "1": 2.0, "2": 3.0}]}),
+        ("split", {"dataframe_split": {"data": [r, r]}}),
+        ("split_columns", {"dataframe_split": {"columns": ["a", "b", "c"], "data": [r]}}),
+        ("split_two_columns", {"dataframe_split": {"data": [[1.0, 2.0]]}}),
+        ("with_params", {"inputs": [r], "params": {"x": 1}}),
+        ("no_key", {}),
+    ]
+    out = [(case, "application/json", j(body)) for case, body in cases]
+    out.append(("nan", "application/json", b'{"inputs": [[NaN, 1.0, 2.0]]}'))
+    out.append(("csv", "text/csv", b"a,b,c\n1,2,3\n"))
+    return out
+
+
+@pytest.mark.parametrize("name", TENSOR_MODELS)
+def test_tensors_on_invocations_as_mlflow_models_serve(
+    service: Callable[[str, str], str], mlflow_server: Callable[[str], str], name: str
+) -> None:
+    ours, theirs = service(name, "fastapi"), mlflow_server(name)
+    for case, content_type, body in tensor_corpus():
+        headers = {"content-type": content_type}
+        mine = httpx.post(f"{ours}/invocations", content=body, headers=headers)
+        reference = httpx.post(f"{theirs}/invocations", content=body, headers=headers)
+        assert_same(mine, reference, case)
+
+
+def test_pytorch_artifact_runs_a_cpu_torch(built: Callable[[str, str], Path]) -> None:
+    """The artifact's venv has the CPU build of torch (no CUDA libraries pulled in)."""
+    artifact = built("torch_linear", "fastapi")
+    python = artifact / ".venv" / "bin" / "python"
+    code = "import torch; print(torch.__version__, torch.version.cuda)"
+    version, cuda = subprocess.run(
+        [str(python), "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert version.startswith("2.13.0") and cuda == "None", version

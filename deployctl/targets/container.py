@@ -71,6 +71,7 @@ def image_context(base: dict[str, Any]) -> dict[str, Any]:
         "labels": labels,  # data: the template escapes them (`docker` filter)
         "cpus": f"{cpu_cores(options['cpu']):g}",
         "memory_bytes": memory_bytes(options["memory"]),
+        "openmp": requirements.needs_system_openmp(base["requirements"]),  # libgomp1 (Dockerfile)
     }
     return {**base, "image": image, "docker": docker}
 

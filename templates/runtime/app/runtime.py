@@ -6,6 +6,9 @@ once, validate requests against the model's signature, predict, and answer the H
 entry points are thin adapters that move bytes in and out of `ModelService.handle`.
 
 - app/schema.py: validation of rows against the signature, the model's input (`Schema`);
+- app/tensors.py: the same for a tensor signature (`TensorSchema`), chosen from the manifest;
+- app/params.py: the signature's params, checked per request (`Params`);
+- app/outputs.py: the model's predictions as JSON (shared with deployctl's smoke-test recorder);
 - app/scoring.py: loading the model and calling it the fastest exact way (`Scorer`);
 - app/service.py: the HTTP contract, parsing (`ModelService`);
 - app/mlflow_protocol.py: `/invocations` parsed as `mlflow models serve` parses it;
