@@ -87,6 +87,9 @@ def cpu_only(requirements: list[str]) -> list[str]:
 
     out: list[str] = []
     for line in requirements:
+        if package_name(line) == "torch":
+            out += [t for t in _cpu_torch(line) if t not in out]
+            continue
         if package_name(line) != "xgboost":
             if line not in out:
                 out.append(line)
@@ -103,6 +106,25 @@ def cpu_only(requirements: list[str]) -> list[str]:
     if any(";" in r for r in cpu):
         out = [r for r in out if not (package_name(r) == "xgboost-cpu" and ";" not in r)]
     return out
+
+
+def _cpu_torch(line: str) -> list[str]:
+    """`torch==X` becomes `torch==X+cpu` on Linux, where PyPI's `torch==X` is the CUDA build (GBs
+    of GPU libraries). The +cpu wheel comes from PyTorch's CPU index or a wheel directory
+    (pip's find-links), configured where the artifact is built; macOS and Windows keep `torch==X`
+    (their PyPI wheels are CPU builds). Any other pin (a range, a local label) is kept as is."""
+    from packaging.requirements import Requirement
+
+    req = Requirement(line)
+    pins = list(req.specifier)
+    if len(pins) != 1 or pins[0].operator != "==" or "+" in pins[0].version or "*" in pins[0].version:
+        return [line]
+    marker = f"({req.marker}) and " if req.marker else ""
+    version = pins[0].version
+    return [
+        f'torch=={version}+cpu; {marker}sys_platform == "linux"',
+        f'torch=={version}; {marker}sys_platform != "linux"',
+    ]
 
 
 def merge(model_requirements: list[str], loader: dict[str, str], server: tuple[str, ...]) -> list[str]:

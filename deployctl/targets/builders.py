@@ -9,6 +9,7 @@ The Lambda zip builder lives with the Lambda target (`deployctl.targets.aws_lamb
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -55,7 +56,7 @@ def create_venv(venv: Path, requirements_txt: Path, console: Console) -> None:
                 [sys.executable, "-m", "venv", "--clear", "--without-pip", str(venv)],
                 "create the venv",
             )
-            install = [uv, "pip", "install", "--python", python]
+            install = [uv, "pip", "install", "--python", python, *_pip_find_links()]
             freeze = [uv, "pip", "freeze", "--python", python]
         else:
             _run([sys.executable, "-m", "venv", "--clear", str(venv)], "create the venv")
@@ -64,6 +65,13 @@ def create_venv(venv: Path, requirements_txt: Path, console: Console) -> None:
         _run([*install, "-r", str(requirements_txt)], f"install {requirements_txt.name}")
         frozen = subprocess.run(freeze, capture_output=True, text=True, check=True)
         (requirements_txt.parent / "requirements.lock").write_text(frozen.stdout)
+
+
+def _pip_find_links() -> list[str]:
+    """uv does not read pip's settings: give it the wheel directories PIP_FIND_LINKS names (where
+    a CPU build of torch, `torch==X+cpu`, may come from), as pip would use them."""
+    links = os.environ.get("PIP_FIND_LINKS", "").split()
+    return [arg for link in links for arg in ("--find-links", link)]
 
 
 def _run(cmd: list[str], what: str) -> None:
