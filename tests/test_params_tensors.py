@@ -9,12 +9,14 @@ mlflow.pyfunc.load_model(...).predict in this process, and /invocations with a r
 
 from __future__ import annotations
 
+import importlib
 import json
 import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import httpx
@@ -435,3 +437,111 @@ def test_pytorch_artifact_runs_a_cpu_torch(built: Callable[[str, str], Path]) ->
         [str(python), "-c", code], capture_output=True, text=True, check=True
     ).stdout.split()
     assert version.startswith("2.13.0") and cuda == "None", version
+
+
+# -- in-process: the runtime's checks against MLflow's own code ----------------------------------------
+
+
+def runtime_module(name: str) -> ModuleType:
+    from test_runtime import runtime  # the runtime package, imported under another name
+
+    return importlib.import_module(f"{runtime.__name__.rsplit('.', 1)[0]}.{name}")
+
+
+def test_params_are_checked_as_mlflow_checks_them() -> None:
+    """Every value of a corpus, for every param type: accepted (with the same value and type) or
+    refused by the runtime exactly when MLflow's _enforce_params_schema accepts or refuses it."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.models.utils import _enforce_params_schema
+    from mlflow.types.schema import ParamSchema, ParamSpec
+
+    schema = ParamSchema(
+        [
+            ParamSpec("factor", "double", 2.0),
+            ParamSpec("f32", "float", 1.0),
+            ParamSpec("offset", "long", 0),
+            ParamSpec("n", "integer", 1),
+            ParamSpec("mode", "string", "sum"),
+            ParamSpec("clip", "boolean", False),
+            ParamSpec("weights", "double", [1.0, 1.0], (-1,)),
+            ParamSpec("names", "string", ["a"], (-1,)),
+        ]
+    )
+    specs = [{**s, "shape": None if s["shape"] is None else [-1]} for s in schema.to_dict()]
+    params = runtime_module("params").Params(specs)
+    bad_request = runtime_module("schema").BadRequest
+    values = [3, -7, 3.5, 0.0, True, False, "2", "x", "", None, [1], [1, 2.5], [], ["a", "b"]]
+    values += [[1, "a"], [[1.0]], {"a": 1}, 2**40, 1e308, [None], [True]]
+    for spec in schema.params:
+        for value in values:
+            try:
+                expected = repr(_enforce_params_schema({spec.name: value}, schema)[spec.name])
+            except MlflowException:
+                expected = "refused"
+            try:
+                got = repr(params.mlflow({spec.name: value})[spec.name])
+            except bad_request as exc:
+                assert exc.error_code == "INVALID_PARAMETER_VALUE"
+                got = "refused"
+            assert got == expected, (spec.name, value)
+    assert params.mlflow({"unknown": 1}) == params.defaults  # MLflow ignores unknown names
+    assert params.mlflow(None) == params.defaults
+
+
+@pytest.mark.parametrize(
+    "output",
+    [
+        "series",
+        "frame1",
+        "frame2",
+        "dict2",
+        "dict1",
+        "array1",
+        "array2",
+        "array_col",
+        "list",
+        "strings",
+    ],
+)
+def test_invocations_predictions_are_written_as_mlflow_writes_them(output: str) -> None:
+    import io
+
+    import numpy as np
+    import pandas as pd
+    from mlflow.pyfunc.scoring_server import predictions_to_json
+
+    a = np.array([1.5, -2.0, np.nan])
+    values = {
+        "series": pd.Series(a, name="y"),
+        "frame1": pd.DataFrame({"y": a}),
+        "frame2": pd.DataFrame({"y": a, "n": [1, 2, 3]}),
+        "dict2": {"y": a, "n": np.array([1, 2, 3])},
+        "dict1": {"y": a},
+        "array1": a,
+        "array2": np.stack([a, a], axis=1).astype(np.float32),
+        "array_col": a[:, None],
+        "list": [1, 2.5, "x"],
+        "strings": np.array(["a", "b", "c"], dtype=object),
+    }[output]
+    theirs = io.StringIO()
+    predictions_to_json(values, theirs)
+    outputs = runtime_module("outputs")
+    assert json.dumps({"predictions": outputs.as_mlflow(values)}) == theirs.getvalue()
+    per_row_values = outputs.per_row(values)
+    assert len(per_row_values) == 3
+    # the smoke test reads /invocations' shape back per row as the runtime answers /predict_batch
+    assert json.dumps(outputs.from_mlflow(json.loads(theirs.getvalue())["predictions"])) == json.dumps(
+        per_row_values
+    )
+
+
+def test_torch_becomes_the_cpu_build_on_linux() -> None:
+    from deployctl.requirements import cpu_only
+
+    assert cpu_only(["torch==2.13.0", "numpy==2.1.0"]) == [
+        'torch==2.13.0+cpu; sys_platform == "linux"',
+        'torch==2.13.0; sys_platform != "linux"',
+        "numpy==2.1.0",
+    ]
+    assert cpu_only(["torch>=2.1"]) == ["torch>=2.1"]  # not a pin: left alone
+    assert cpu_only(["torch==2.13.0+cpu"]) == ["torch==2.13.0+cpu"]
