@@ -96,10 +96,16 @@ def inspect(
     table = Table(show_header=False)
     for key in ("uri", "name", "version", "run_id", "flavor", "source", "tracking_uri"):
         table.add_row(key, str(data[key]))
-    table.add_row(
-        "signature",
-        "\n".join(f"{c.name}: {c.type}{'' if c.required else ' (optional)'}" for c in resolved.columns),
-    )
+    columns = [f"{c.name}: {c.type}{'' if c.required else ' (optional)'}" for c in resolved.columns]
+    if resolved.tensor is not None:
+        columns = [f"tensor: {resolved.tensor['dtype']} {tuple(resolved.tensor['shape'])}"]
+    table.add_row("signature", "\n".join(columns))
+    if resolved.params:
+        params = [
+            f"{p['name']}: {p['type']}{'[]' if p['shape'] else ''} = {json.dumps(p['default'])}"
+            for p in resolved.params
+        ]
+        table.add_row("params", "\n".join(params))
     table.add_row("input example", json.dumps(resolved.example_rows[:3]))
     table.add_row("requirements", "\n".join(resolved.requirements))
     out.print(table)
