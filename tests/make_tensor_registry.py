@@ -6,6 +6,7 @@ tests/test_params_tensors.py).
   multi_output    a pyfunc returning a two-column DataFrame (sum, diff)
   dict_output     a pyfunc returning the same as a dict of two arrays
   tensor_sum      a pyfunc over a float64 ndarray of shape (-1, 3): a tensor signature
+  named_tensors   a pyfunc over two named tensors x, y: refused at generate (not served)
   torch_linear    a PyTorch nn.Linear(3, 2) (mlflow.pytorch), float32 tensor (-1, 3) signature
 
 Prints `name=run_id` lines.
@@ -50,6 +51,11 @@ class SumAndDiffDict(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
         return {"sum": a + b, "diff": a - b}
 
 
+class NamedSum(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+    def predict(self, context: Any, model_input: Any) -> np.ndarray:
+        return np.asarray(model_input["x"]).sum(axis=1) + np.asarray(model_input["y"]).sum(axis=1)
+
+
 class RowSum(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
     def predict(self, context: Any, model_input: np.ndarray) -> np.ndarray:
         return np.asarray(model_input, dtype=float).sum(axis=1)
@@ -64,6 +70,7 @@ def main(tracking_uri: str) -> None:
         ("multi_output", SumAndDiff(), X, None),
         ("dict_output", SumAndDiffDict(), X, None),
         ("tensor_sum", RowSum(), np.arange(12, dtype=np.float64).reshape(4, 3) / 4, None),
+        ("named_tensors", NamedSum(), {"x": np.ones((2, 3)), "y": np.zeros((2, 2))}, None),
     ]
     for name, python_model, example, params in models:
         output = python_model.predict(None, example)

@@ -381,6 +381,25 @@ def test_bad_tensors_are_a_400_with_the_offending_index(
     assert httpx.get(f"{url}/health").status_code == 200
 
 
+def test_named_tensors_are_refused_at_generate_saying_what_to_log(
+    tensor_registry: Registry, tmp_path: Path
+) -> None:
+    out = tmp_path / "named"
+    result = run_cli(
+        "generate",
+        "-m",
+        "models:/named_tensors/1",
+        "-t",
+        "fastapi",
+        "-o",
+        str(out),
+        env=tensor_registry.env(),
+    )
+    assert result.code != 0 and "Traceback" not in result.output, result.output
+    assert "2 named tensors" in result.output and "one unnamed tensor" in result.output, result.output
+    assert not (out / "deployctl.json").exists()
+
+
 def tensor_corpus() -> list[tuple[str, str, bytes]]:
     def j(obj: object) -> bytes:
         return json.dumps(obj).encode()
