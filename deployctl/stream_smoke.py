@@ -175,7 +175,7 @@ def crash_and_resume(stream: Stream, reader: kafka_broker.Reader, timeout: float
     stream.produce(first)
     consumer, joined = stream.start_consumer(timeout)
     checks = [Check("consumer joined its group (/health 200)", True, f"after {joined:.1f} s", joined * 1000)]
-    feeding = threading.Thread(target=_paced, args=(stream, rest, 20, 0.05), daemon=True)
+    feeding = threading.Thread(target=paced, args=(stream, rest, 20, 0.05), daemon=True)
     feeding.start()
     reader.read_until(lambda records: len(records) >= len(first) // 2, timeout)
     os.killpg(consumer.proc.pid, signal.SIGKILL)
@@ -210,21 +210,21 @@ def latency_and_drain(stream: Stream, reader: kafka_broker.Reader, timeout: floa
     """End-to-end latency at a paced rate, then SIGTERM: the batch finished, exit status 0."""
     consumer, _ = stream.start_consumer(timeout)
     before = len(reader.records)
-    _paced(stream, stream.good_records(LATENCY_RECORDS, "paced"), 50, 0.02)
+    paced(stream, stream.good_records(LATENCY_RECORDS, "paced"), 50, 0.02)
     complete = reader.read_until(stream.all_answered, timeout)
-    paced = [r for r in reader.records[before:] if r.key().startswith(b"paced-")]
-    latencies = sorted(r.timestamp()[1] - stream.sent_ms[r.key()] for r in paced)
+    timed = [r for r in reader.records[before:] if r.key().startswith(b"paced-")]
+    latencies = sorted(r.timestamp()[1] - stream.sent_ms[r.key()] for r in timed)
     consumer.stop()
     status = consumer.proc.returncode
     p50, p99 = (statistics.quantiles(latencies, n=100)[i] for i in (49, 98)) if len(latencies) > 1 else (0, 0)
     return [
-        Check("end-to-end latency, paced input", complete and bool(paced),
-              f"p50 {p50:.1f} ms, p99 {p99:.1f} ms over {len(paced)} records", p50),
+        Check("end-to-end latency, paced input", complete and bool(timed),
+              f"p50 {p50:.1f} ms, p99 {p99:.1f} ms over {len(timed)} records", p50),
         Check("SIGTERM: batch drained, group left, exit 0", status == 0, f"exit status {status}"),
     ]  # fmt: skip
 
 
-def _paced(stream: Stream, records: list[tuple[bytes, bytes]], chunks: int, pause: float) -> None:
+def paced(stream: Stream, records: list[tuple[bytes, bytes]], chunks: int, pause: float) -> None:
     """Send `records` in `chunks` parts, `pause` seconds apart: a stream, not one burst."""
     size = max(1, len(records) // chunks)
     for start in range(0, len(records), size):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -33,6 +34,10 @@ CONSUMER_DEFAULTS = {
 }
 PRODUCER_DEFAULTS = {"acks": "all", "linger.ms": 2}
 FLUSH_TIMEOUT_S = 30.0
+
+
+class DeliveryFailed(Exception):
+    """The broker did not acknowledge every output of a batch: its offsets stay uncommitted."""
 
 
 @dataclass(frozen=True)
@@ -143,7 +148,7 @@ class StreamScorer:
         if remaining or self.failed_deliveries:
             # Not committing is enough for at least once; exiting lets the orchestrator restart
             # us from the last commit instead of carrying on past records without outputs.
-            raise RuntimeError(f"{remaining} outputs unacknowledged, failed: {self.failed_deliveries[:3]}")
+            raise DeliveryFailed(f"{remaining} outputs unacknowledged, failed: {self.failed_deliveries[:3]}")
         if inputs:
             self.commit(inputs)
 
@@ -211,7 +216,8 @@ def _broker_error(record: Message) -> bool:
     return error is not None
 
 
-def main() -> None:
+def main(scorer: type[StreamScorer] = StreamScorer) -> None:
+    """Load the model, serve /health, consume until SIGTERM (`scorer`: bench/ swaps in a naive one)."""
     configure_logging()
     stream: list[StreamScorer] = []
 
@@ -223,10 +229,14 @@ def main() -> None:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     service = ModelService.from_artifact()
-    settings = Settings.from_env(os.environ.get("SERVICE_NAME") or service.manifest["name"])
+    settings = Settings.from_env(service.manifest["name"])
     health = Health(service)
+    try:
+        stream.append(scorer(service, settings, health))
+    except KafkaException as exc:  # a KAFKA_<PROPERTY> librdkafka does not accept
+        log.error("bad Kafka settings", extra={"fields": {"error": str(exc.args[0])}})
+        sys.exit(2)
     server = health.serve(settings.port)
-    stream.append(StreamScorer(service, settings, health))
     log.info(
         "consuming",
         extra={"fields": {"input": settings.input_topic, "group": settings.group_id,
@@ -234,6 +244,9 @@ def main() -> None:
     )  # fmt: skip
     try:
         stream[0].run()
+    except DeliveryFailed as exc:  # exit: a restart resumes from the last commit
+        log.error("outputs not acknowledged", extra={"fields": {"error": str(exc)}})
+        sys.exit(1)
     finally:
         server.shutdown()
     log.info("stopped: last batch committed, group left")
