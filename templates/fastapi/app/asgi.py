@@ -15,7 +15,6 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from app.batching import score_together
 from app.runtime import (
     MAX_BODY_BYTES,
     BadRequest,
@@ -27,6 +26,7 @@ from app.runtime import (
     error_body,
     log,
     log_request,
+    score_together,
 )
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 

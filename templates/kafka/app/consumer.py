@@ -18,8 +18,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from app.batching import score_together
-from app.runtime import BadRequest, Call, ModelService, configure_logging, dumps, log
+from app.runtime import BadRequest, Call, ModelService, configure_logging, dumps, log, score_together
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 # Consumer settings that make a group join take ~1 s instead of ~10 s (measured against the
