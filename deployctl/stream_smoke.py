@@ -125,11 +125,10 @@ class Stream:
                 problems.append(f"{record.key()!r}: an answer for a record that was not a good one")
                 continue
             problem = predict_problem(body, cases[case], model)
-            if problem is None and set(body.get("input", {})) != {"topic", "partition", "offset"}:
-                problem_text = f"no input topic/partition/offset in {body}"
-                problems.append(f"{record.key()!r}: {problem_text}")
-            elif problem is not None:
+            if problem is not None:
                 problems.append(f"{record.key()!r}: {problem.detail}")
+            elif set(body.get("input", {})) != {"topic", "partition", "offset"}:
+                problems.append(f"{record.key()!r}: no input topic/partition/offset in {body}")
         detail = f"{len(good)} answers checked against the recorded ones"
         return Check(
             "every answer is the recorded one", not problems and bool(good), "; ".join(problems[:3]) or detail

@@ -168,18 +168,21 @@ def scaled_object_check(scaled: dict[str, Any], dep: dict[str, Any], container: 
     env = {e["name"]: e.get("value") for e in container.get("env", [])}
     trigger = (spec.get("triggers") or [{}])[0]
     meta = trigger.get("metadata", {})
-    problems = [
-        f"scaleTargetRef {spec.get('scaleTargetRef')} is not Deployment {dep['metadata']['name']}"
-        * (spec.get("scaleTargetRef", {}).get("name") != dep["metadata"]["name"]),
-        f"trigger type {trigger.get('type')} is not kafka" * (trigger.get("type") != "kafka"),
-        f"topic {meta.get('topic')} is not INPUT_TOPIC {env.get('INPUT_TOPIC')}"
-        * (meta.get("topic") != env.get("INPUT_TOPIC")),
-        f"consumerGroup {meta.get('consumerGroup')} is not GROUP_ID {env.get('GROUP_ID')}"
-        * (meta.get("consumerGroup") != env.get("GROUP_ID")),
-        "lagThreshold must be a string of digits" * (not str(meta.get("lagThreshold", "")).isdigit()),
-        "minReplicaCount > maxReplicaCount"
-        * (spec.get("minReplicaCount", 0) > spec.get("maxReplicaCount", 100)),
-    ]
-    problems = [p for p in problems if p]
+    deployment = dep["metadata"]["name"]
+    target, group, topic = (
+        spec.get("scaleTargetRef", {}).get("name"),
+        meta.get("consumerGroup"),
+        meta.get("topic"),
+    )
+    found = [
+        (f"scaleTargetRef {target} is not Deployment {deployment}", target != deployment),
+        (f"trigger type {trigger.get('type')} is not kafka", trigger.get("type") != "kafka"),
+        (f"topic {topic} is not INPUT_TOPIC {env.get('INPUT_TOPIC')}", topic != env.get("INPUT_TOPIC")),
+        (f"consumerGroup {group} is not GROUP_ID {env.get('GROUP_ID')}", group != env.get("GROUP_ID")),
+        ("lagThreshold must be a string of digits", not str(meta.get("lagThreshold", "")).isdigit()),
+        ("minReplicaCount is above maxReplicaCount",
+         spec.get("minReplicaCount", 0) > spec.get("maxReplicaCount", 100)),
+    ]  # fmt: skip
+    problems = [problem for problem, bad in found if bad]
     return Check("ScaledObject scales this consumer group", not problems, "; ".join(problems) or
                  f"topic {meta.get('topic')}, lag {meta.get('lagThreshold')} per replica")  # fmt: skip

@@ -116,12 +116,11 @@ class StreamScorer:
         self.settings = settings
         self.health = health
         self.stopping = False
-        common = {**settings.kafka}
+        # KAFKA_* last: the operator's settings win over the defaults
         self.consumer = Consumer(
-            {**CONSUMER_DEFAULTS, "group.id": settings.group_id, **common},
-            logger=log,
+            {**CONSUMER_DEFAULTS, "group.id": settings.group_id, **settings.kafka}, logger=log
         )
-        self.producer = Producer({**PRODUCER_DEFAULTS, **common}, logger=log)
+        self.producer = Producer({**PRODUCER_DEFAULTS, **settings.kafka}, logger=log)
         self.failed_deliveries: list[str] = []
 
     def run(self) -> None:
