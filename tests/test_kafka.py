@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,14 +21,14 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import Registry, run_cli
+from conftest import ROOT, Registry, run_cli
 from test_docker import assert_user_error, build, generate
 
 from deployctl import kafka_broker
 from deployctl.docker_engine import RunSpec
 from deployctl.docker_engine import run as run_container
 from deployctl.manifest import Artifact
-from deployctl.process import free_port, get, wait_healthy
+from deployctl.process import ProcessService, free_port, get, wait_healthy
 from deployctl.stream_smoke import Stream, paced
 from deployctl.targets import get as get_target
 
@@ -72,12 +74,17 @@ def test_smoke_test_kills_mid_stream_and_loses_nothing(stream_dir: Path) -> None
     assert "p99" in checks["end-to-end latency, paced input"]["detail"]
 
 
-def test_sigterm_mid_stream_commits_exactly_what_it_answered(stream: Stream) -> None:
-    """The batch in hand is finished and committed, then the group left: no output beyond the
-    commit (a restart would answer twice), no commit beyond the outputs (one would be lost)."""
+def test_serve_runs_the_consumer_and_sigterm_commits_exactly_what_it_answered(stream: Stream) -> None:
+    """`deployctl serve` execs the consumer; on SIGTERM mid-stream the batch in hand is finished
+    and committed, then the group left: no output beyond the commit (a restart would answer
+    twice), no commit beyond the outputs (one would be lost)."""
     records = stream.good_records(20000, "drain")
+    port = free_port()
+    serve = [sys.executable, "-m", "deployctl", "serve", str(stream.artifact.path), "--port", str(port)]
+    env = {**stream.env(MAX_BATCH_ROWS="100"), "PYTHONPATH": str(ROOT)}
     with stream.reader() as reader:
-        consumer, _ = stream.start_consumer(MAX_BATCH_ROWS="100")
+        consumer = ProcessService(serve, stream.artifact.path, port, env)
+        wait_healthy(consumer, 60)
         feeding = threading.Thread(target=paced, args=(stream, records, 100, 0.03), daemon=True)
         feeding.start()
         assert reader.read_until(lambda records: len(records) > 0, 30)
@@ -129,9 +136,9 @@ def test_two_consumers_share_three_partitions_and_a_clean_rebalance_answers_each
 def test_settings_come_from_the_environment_and_pass_through_to_librdkafka(stream_dir: Path) -> None:
     """INPUT_TOPIC... default from the service name; KAFKA_<PROPERTY> reaches librdkafka (SASL)."""
     script = (
-        "import json; from app.consumer import Settings, Consumer, CONSUMER_DEFAULTS\n"
+        "import json; from app.consumer import Settings, kafka_clients\n"
         "s = Settings.from_env('fraud-detector')\n"
-        "Consumer({**CONSUMER_DEFAULTS, 'group.id': s.group_id, **s.kafka})\n"
+        "kafka_clients(s)\n"
         "print(json.dumps(s.__dict__))"
     )
     env = {
@@ -179,7 +186,7 @@ def test_manifests_validate_and_keda_scales_on_the_groups_lag(stream_dir: Path, 
     assert trigger["metadata"]["topic"] == "fraud-detector-requests"
     assert trigger["metadata"]["consumerGroup"] == "fraud-detector"
     broken = tmp_path / "broken"
-    subprocess.run(["cp", "-r", str(stream_dir), str(broken)], check=True)
+    shutil.copytree(stream_dir, broken, ignore=shutil.ignore_patterns(".venv"))
     scaling = broken / "k8s" / "scaling.yaml"
     scaling.write_text(scaling.read_text().replace('topic: "fraud-detector-requests"', 'topic: "other"'))
     failed = [c for c in target.extra_checks(Artifact.open(broken)) if not c.ok]

@@ -9,6 +9,7 @@ acknowledged all of them: a crash at any point replays from the last commit, nev
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from app.runtime import BadRequest, Call, ModelService, configure_logging, dumps, log, score_together
+from app.runtime import ROOT, BadRequest, Call, ModelService, configure_logging, dumps, log, score_together
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 # Consumer settings that make a group join take ~1 s instead of ~10 s (measured against the
@@ -108,19 +109,25 @@ class Health:
         return server
 
 
+Clients = tuple[Consumer, Producer]
+
+
+def kafka_clients(settings: Settings) -> Clients:
+    """The consumer and producer; KAFKA_* last, so the operator's settings win over the defaults.
+    Raises KafkaException for a property librdkafka does not accept."""
+    consumer = Consumer({**CONSUMER_DEFAULTS, "group.id": settings.group_id, **settings.kafka}, logger=log)
+    return consumer, Producer({**PRODUCER_DEFAULTS, **settings.kafka}, logger=log)
+
+
 class StreamScorer:
     """One micro-batch at a time: poll, validate, score together, produce, wait for acks, commit."""
 
-    def __init__(self, service: ModelService, settings: Settings, health: Health) -> None:
+    def __init__(self, service: ModelService, settings: Settings, health: Health, clients: Clients) -> None:
         self.service = service
         self.settings = settings
         self.health = health
         self.stopping = False
-        # KAFKA_* last: the operator's settings win over the defaults
-        self.consumer = Consumer(
-            {**CONSUMER_DEFAULTS, "group.id": settings.group_id, **settings.kafka}, logger=log
-        )
-        self.producer = Producer({**PRODUCER_DEFAULTS, **settings.kafka}, logger=log)
+        self.consumer, self.producer = clients
         self.failed_deliveries: list[str] = []
 
     def run(self) -> None:
@@ -226,14 +233,15 @@ def main(scorer: type[StreamScorer] = StreamScorer) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    service = ModelService.from_artifact()
-    settings = Settings.from_env(service.manifest["name"])
-    health = Health(service)
-    try:
-        stream.append(scorer(service, settings, health))
+    settings = Settings.from_env(json.loads((ROOT / "deployctl.json").read_text())["name"])
+    try:  # before the model loads: a bad setting fails in a second, not after a long load
+        clients = kafka_clients(settings)
     except KafkaException as exc:  # a KAFKA_<PROPERTY> librdkafka does not accept
-        log.error("bad Kafka settings", extra={"fields": {"error": str(exc.args[0])}})
+        log.error("bad Kafka settings", extra={"fields": {"error": exc.args[0].str()}})
         sys.exit(2)
+    service = ModelService.from_artifact()
+    health = Health(service)
+    stream.append(scorer(service, settings, health, clients))
     server = health.serve(settings.port)
     log.info(
         "consuming",
