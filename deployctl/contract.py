@@ -131,7 +131,7 @@ def http_checks(
                 "POST",
                 "/predict",
                 {"features": features},
-                partial(_single, case=case, model=model),
+                partial(predict_problem, case=case, model=model),
             )
         )
     rows = [c["row"] for c in cases]
@@ -327,7 +327,8 @@ def _probability_problem(case: dict[str, Any], model: dict[str, Any], got: Any) 
     return Problem(f"probabilities differ for {bad}: {got} != {expected}", expected, got) if bad else None
 
 
-def _single(body: Any, case: dict[str, Any], model: dict[str, Any]) -> Problem | None:
+def predict_problem(body: Any, case: dict[str, Any], model: dict[str, Any]) -> Problem | None:
+    """What is wrong with `body` as the /predict answer to `case` (None: it is the recorded one)."""
     if not isinstance(body, dict):
         return Problem(f"not a JSON object: {body}", case["prediction"], body)
     problem = _version(body, model)

@@ -21,6 +21,9 @@ from deployctl.targets import get as get_target
 def run(artifact: Artifact, timeout: float = 120.0) -> list[Check]:
     """Start the built artifact on a free loopback port, check it, stop it."""
     target = get_target(artifact.target)
+    own = target.smoke(artifact, timeout)
+    if own is not None:
+        return own
     checks = target.extra_checks(artifact)
     if not all(c.ok for c in checks):
         return checks

@@ -69,7 +69,7 @@ def rendered_from_templates(layers: tuple[str, ...]) -> set[Path]:
     }
 
 
-@pytest.mark.parametrize("target", ["fastapi", "flask"])
+@pytest.mark.parametrize("target", ["fastapi", "flask", "kafka"])
 def test_rendered_files_match_the_golden_files(
     target: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
@@ -92,7 +92,7 @@ def test_rendered_files_match_the_golden_files(
     assert {p.relative_to(golden) for p in golden.rglob("*") if p.is_file()} == rendered
 
 
-@pytest.mark.parametrize("target", ["flask", "fastapi", "docker", "k8s", "lambda", "gcf"])
+@pytest.mark.parametrize("target", ["flask", "fastapi", "docker", "k8s", "lambda", "gcf", "kafka"])
 def test_verbatim_files_are_copied_unchanged(target: str, tmp_path: Path) -> None:
     """Every target carries the one runtime: each file of the runtime package, byte for byte."""
     assert get_target(target).layers[0] == "runtime"
@@ -105,7 +105,7 @@ def test_verbatim_files_are_copied_unchanged(target: str, tmp_path: Path) -> Non
         assert copy.read_bytes() == source.read_bytes(), copy
 
 
-@pytest.mark.parametrize("target", ["fastapi", "flask"])
+@pytest.mark.parametrize("target", ["fastapi", "flask", "kafka"])
 def test_generated_python_is_lint_clean(target: str, tmp_path: Path) -> None:
     render_layers(get_target(target).layers, fixed_context(target), tmp_path)
     result = subprocess.run(

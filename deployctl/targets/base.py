@@ -128,6 +128,11 @@ class Target:
         else:  # a target that only overrides start()
             run_until_signalled(lambda: self.start(artifact, port), console)
 
+    def smoke(self, artifact: Artifact, timeout: float) -> list[Check] | None:
+        """A target whose service is not HTTP (a stream consumer) runs its own smoke test here;
+        None: the HTTP one (`deployctl.smoke.run`: start, the contract, `service_checks`)."""
+        return None
+
     def extra_checks(self, artifact: Artifact) -> list[Check]:
         """Checks that need no running service (schema validation, package size...)."""
         return []

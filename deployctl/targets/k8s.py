@@ -307,34 +307,41 @@ def consistency_checks(artifact: Artifact, docs: list[dict[str, Any]]) -> list[C
     hpa, pdb = by_kind["HorizontalPodAutoscaler"], by_kind["PodDisruptionBudget"]
     pods = dep["spec"]["template"]["metadata"].get("labels", {})
     container = _container(dep)
-    built = build_facts(artifact)
-    want_image = built["image"] if built else image_ref(artifact)
     target = hpa["spec"]["scaleTargetRef"]
     return [
-        _selects("Deployment selector matches its pods", dep["spec"]["selector"].get("matchLabels"), pods),
-        _selects("Service selects the pods", svc["spec"].get("selector"), pods),
-        _selects("PodDisruptionBudget selects the pods", pdb["spec"]["selector"].get("matchLabels"), pods),
-        _ports_reach("Service targetPort reaches a container port",
+        selects("Deployment selector matches its pods", dep["spec"]["selector"].get("matchLabels"), pods),
+        selects("Service selects the pods", svc["spec"].get("selector"), pods),
+        selects("PodDisruptionBudget selects the pods", pdb["spec"]["selector"].get("matchLabels"), pods),
+        ports_reach("Service targetPort reaches a container port",
                      [p.get("targetPort", p["port"]) for p in svc["spec"]["ports"]], container),
-        _ports_reach("probes use a container port",
+        ports_reach("probes use a container port",
                      [container[k]["httpGet"]["port"] for k in PROBES if "httpGet" in container.get(k, {})],
                      container),
         Check("HPA scales this Deployment",
               (target["kind"], target["name"]) == ("Deployment", dep["metadata"]["name"]),
               f"scaleTargetRef {target['kind']}/{target['name']}"),
-        Check("image is the one `deployctl build` tagged", container["image"] == want_image,
-              f"{container['image']}" + ("" if container["image"] == want_image else f" != {want_image}")),
+        image_check(artifact, container),
     ]  # fmt: skip
 
 
-def _selects(name: str, selector: dict[str, str] | None, labels: dict[str, str]) -> Check:
+def image_check(artifact: Artifact, container: dict[str, Any]) -> Check:
+    """The container runs the image `deployctl build` tagged (or will: before the first build)."""
+    built = build_facts(artifact)
+    want = built["image"] if built else image_ref(artifact)
+    got = container["image"]
+    return Check(
+        "image is the one `deployctl build` tagged", got == want, got + ("" if got == want else f" != {want}")
+    )
+
+
+def selects(name: str, selector: dict[str, str] | None, labels: dict[str, str]) -> Check:
     selector = selector or {}
     ok = bool(selector) and all(labels.get(k) == v for k, v in selector.items())
     shown = ", ".join(f"{k}={v}" for k, v in selector.items()) or "no selector"
     return Check(name, ok, shown if ok else f"{shown} does not match the pod labels {labels}")
 
 
-def _ports_reach(name: str, ports: list[Any], container: dict[str, Any]) -> Check:
+def ports_reach(name: str, ports: list[Any], container: dict[str, Any]) -> Check:
     unknown = [p for p in ports if _port_number(container, p) is None]
     declared = [(p.get("name"), p.get("containerPort")) for p in container.get("ports", [])]
     detail = (
@@ -424,11 +431,11 @@ def _empty_dirs(pod: dict[str, Any], container: dict[str, Any]) -> dict[str, str
     return mounts
 
 
-def write_dist(artifact: Artifact, image_id: str) -> Path:
+def write_dist(artifact: Artifact, image_id: str, resources: tuple[str, ...] = RESOURCES) -> Path:
     """All manifests in one file, in kustomization order; the pod template carries the image id,
     so rebuilding under the same tag still changes the template and rolls the pods."""
     docs = []
-    for name in RESOURCES:
+    for name in resources:
         for doc in yaml.safe_load_all((artifact.path / MANIFESTS / name).read_text()):
             if isinstance(doc, dict) and doc.get("kind") == "Deployment" and image_id:
                 template = doc["spec"]["template"]["metadata"]

@@ -26,6 +26,7 @@ from app.runtime import (
     error_body,
     log,
     log_request,
+    score_together,
 )
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
@@ -75,29 +76,14 @@ class MicroBatcher:
 
     def _flush(self) -> None:
         batch, self.pending = self.pending, []
-        rows = [row for call, _ in batch for row in call.rows]
-        try:
-            labels, probas = self.scorer.score(rows, any(call.probabilities for call, _ in batch))
-        except BadRequest:  # one request's input the model refuses: only that one fails
-            for call, future in batch:
-                _settle(future, lambda call=call: self.scorer.score(call.rows, call.probabilities))
-            return
-        start = 0
-        for call, future in batch:
-            end = start + len(call.rows)
-            part = (labels[start:end], None if probas is None else probas[start:end])
-            _settle(future, lambda part=part: part)
-            start = end
-
-
-def _settle(future: asyncio.Future[Scored], scored: Callable[[], Scored]) -> None:
-    """Give a waiting request its answer or its error (unless its client has gone)."""
-    if future.done():
-        return
-    try:
-        future.set_result(scored())
-    except BadRequest as exc:
-        future.set_exception(exc)
+        results = score_together(self.scorer, [call for call, _ in batch])
+        for (_, future), result in zip(batch, results):
+            if future.done():  # its client has gone
+                continue
+            if isinstance(result, BadRequest):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
 
 
 class ModelRoutes:

@@ -12,6 +12,7 @@ entry points are thin adapters that move bytes in and out of `ModelService.handl
 - app/scoring.py: loading the model and calling it the fastest exact way (`Scorer`);
 - app/service.py: the HTTP contract, parsing (`ModelService`);
 - app/mlflow_protocol.py: `/invocations` parsed as `mlflow models serve` parses it;
+- app/batching.py: the Calls of several requests or records scored in one model call;
 - app/logs.py: JSON log lines and the access log; app/jsonio.py: JSON in and out.
 
 This module is the stable facade: import from `app.runtime`, not from the modules behind it.
@@ -19,6 +20,7 @@ This module is the stable facade: import from `app.runtime`, not from the module
 
 from __future__ import annotations
 
+from .batching import score_together
 from .jsonio import JSONDecodeError, dumps, loads
 from .logs import ACCESS, AccessLog, JsonFormatter, configure_logging, log, log_request
 from .schema import (
@@ -65,4 +67,5 @@ __all__ = [
     "loads",
     "log",
     "log_request",
+    "score_together",
 ]

