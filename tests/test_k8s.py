@@ -68,9 +68,20 @@ def test_pod_is_hardened(fraud: Path) -> None:
     assert "emptyDir" in next(v for v in pod["volumes"] if v["name"] == tmp["name"])
     assert pod["terminationGracePeriodSeconds"] >= 30
     assert {c["topologyKey"] for c in pod["topologySpreadConstraints"]} >= {"kubernetes.io/hostname"}
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert container[probe]["httpGet"] == {"path": "/health", "port": "http"}
-    assert container["startupProbe"]["periodSeconds"] * container["startupProbe"]["failureThreshold"] >= 60
+    probes = {
+        probe: container[probe]["httpGet"] for probe in ("startupProbe", "readinessProbe", "livenessProbe")
+    }
+    assert probes == {
+        "startupProbe": {"path": "/health/ready", "port": "http"},
+        "readinessProbe": {"path": "/health/ready", "port": "http"},
+        "livenessProbe": {"path": "/health/live", "port": "http"},
+    }
+    assert container["startupProbe"]["periodSeconds"] * container["startupProbe"]["failureThreshold"] >= 300
+    assert objects(fraud)["Deployment"]["spec"]["template"]["metadata"]["annotations"] == {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(container["ports"][0]["containerPort"]),
+        "prometheus.io/path": "/metrics",
+    }
     secret = next(e for e in container["env"] if e["name"] == "MLFLOW_TRACKING_URI")["valueFrom"]
     assert secret["secretKeyRef"]["optional"] is True
     assert container["resources"] == {

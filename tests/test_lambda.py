@@ -172,6 +172,11 @@ def test_sam_template_declares_the_function_and_one_http_route_per_endpoint(
         ("POST", "/predict_batch"),
         ("POST", "/invocations"),
         ("GET", "/version"),
+        ("GET", "/health/live"),
+        ("GET", "/health/ready"),
+        ("GET", "/v2"),
+        ("GET", "/v2/{proxy+}"),
+        ("POST", "/v2/{proxy+}"),
     }
     assert {e["Type"] for e in function["Events"].values()} == {"HttpApi"}
     s3 = cfn_yaml(iris_s3_fn / "template.yaml")

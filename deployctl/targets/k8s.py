@@ -163,6 +163,7 @@ class KubernetesTarget(Target):
             "metadata": metadata,
             "selector": selector,
             "pod_labels": labels,
+            "pod_annotations": prometheus_annotations(context["docker"]["port"]),
             "resources": RESOURCES,
         }
         return context
@@ -190,6 +191,11 @@ class KubernetesTarget(Target):
             f"deployctl smoke-test {artifact.path}",
             f"kubectl apply -k {artifact.path / MANIFESTS}",
         ]
+
+
+def prometheus_annotations(port: int) -> dict[str, str]:
+    """What Prometheus's kubernetes_sd pod discovery (the usual relabel rules) reads to scrape a pod."""
+    return {"prometheus.io/scrape": "true", "prometheus.io/port": str(port), "prometheus.io/path": "/metrics"}
 
 
 def _probe_check(kind: str, container: dict[str, Any], base_url: str) -> Check:
