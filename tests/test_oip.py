@@ -16,11 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 import pytest
 import tritonclient.http as oip
 import yaml
-from conftest import FRAUD_ROW, REQUIRE_DOCKER, Registry, run_cli
+from conftest import FRAUD_ROW, REQUIRE_DOCKER, Registry, infer_inputs, run_cli
 from prometheus_client.parser import text_string_to_metric_families
 
 from deployctl.manifest import Artifact
@@ -34,8 +33,6 @@ MODELS = {  # uri -> the service name (`--name` defaults to the DNS-safe model n
     "models:/churn_logreg/1": "churn-logreg",  # binary, numbers only
 }
 FRAUD = "models:/fraud_detector@production"
-# numpy dtype of each OIP datatype the metadata announces
-NUMPY = {"FP64": np.float64, "FP32": np.float32, "INT64": np.int64, "INT32": np.int32, "BOOL": np.bool_}
 
 
 @pytest.fixture(scope="module")
@@ -99,19 +96,6 @@ def serving(built: Callable[[str, str], Path]) -> Iterator[Callable[[str, str], 
 
 def recorded_rows(artifact: Path) -> list[dict[str, Any]]:
     return [case["row"] for case in Artifact.open(artifact).smoke_cases]
-
-
-def infer_inputs(metadata: dict[str, Any], rows: list[dict[str, Any]]) -> list[oip.InferInput]:
-    """One typed input per column, in the datatype the model's metadata announces."""
-    inputs = []
-    for tensor in metadata["inputs"]:
-        values = [row[tensor["name"]] for row in rows]
-        datatype = tensor["datatype"]
-        array = np.array(values, dtype=object if datatype == "BYTES" else NUMPY[datatype])
-        infer_input = oip.InferInput(tensor["name"], [len(rows)], datatype)
-        infer_input.set_data_from_numpy(array, binary_data=False)
-        inputs.append(infer_input)
-    return inputs
 
 
 @pytest.mark.parametrize("target", ["fastapi", "flask"])
