@@ -210,6 +210,24 @@ def test_probes(serving: Callable[[str, str], Service], target: str) -> None:
     assert httpx.get(f"{url}/health").json()["status"] == "healthy"  # as before
 
 
+@pytest.mark.parametrize(
+    ("uri", "target"),
+    [(FRAUD, "flask"), ("models:/iris_species/1", "fastapi"), ("models:/house_price/1", "fastapi")],
+)
+def test_smoke_test_checks_oip_and_metrics(built: Callable[[str, str], Path], uri: str, target: str) -> None:
+    artifact = built(uri, target)
+    result = run_cli("smoke-test", str(artifact), "--json")
+    assert result.code == 0, result.output
+    checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
+    assert all(c["ok"] for c in checks.values())
+    assert checks["GET /v2/health/ready"]["ok"]
+    assert any(name.startswith(f"POST /v2/models/{MODELS[uri]}/infer") for name in checks)
+    # one /predict per recorded row, one /predict_batch, one infer, two bad /predict
+    sent = len(Artifact.open(artifact).smoke_cases) + 4
+    detail = checks["GET /metrics counts the smoke test's requests"]["detail"]
+    assert detail.startswith(f"{sent} requests on 4 routes")
+
+
 # -- metrics --------------------------------------------------------------------------------------
 
 
