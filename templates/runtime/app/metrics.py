@@ -105,6 +105,14 @@ class Metrics:
         self.rows.inc(rows)
         self.batch_rows.observe(rows)
 
+    @classmethod
+    def chosen(
+        cls, model: dict[str, Any], runtime: str, paths: set[str], label: Callable[[str], str]
+    ) -> Metrics:
+        """The metrics, or with METRICS=0 none recorded (what measures their cost: bench/)."""
+        chosen = cls if os.environ.get("METRICS", "1") != "0" else Unrecorded
+        return chosen(model, runtime, paths, label)
+
     def exposition(self) -> bytes:
         """Every metric in the Prometheus text format, summed over the worker processes if several."""
         if not self.multiprocess:
@@ -112,3 +120,16 @@ class Metrics:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
         return generate_latest(registry)
+
+
+class Unrecorded(Metrics):
+    """METRICS=0: /metrics still answers (model info only); requests and rows are not counted."""
+
+    def started(self) -> float:
+        return time.perf_counter()
+
+    def finished(self, path: str, status: int, started: float) -> None:
+        pass
+
+    def scored(self, rows: int) -> None:
+        pass

@@ -83,7 +83,7 @@ class ModelService:
         # /health never changes: serialize it once
         self.health_body = dumps(self.health())
         self.oip = OpenInference(manifest, self.schema, self.classes, self.parse)
-        self.metrics = Metrics(meta, manifest.get("target", "-"), self.paths, _route_label)
+        self.metrics = Metrics.chosen(meta, manifest.get("target", "-"), self.paths, _route_label)
         # adapters answer JSON but for these paths
         self.media_types = {"/metrics": MEDIA_TYPE, "/metrics/": MEDIA_TYPE}
         # loaded, and warmed up on the smoke-test rows (Scorer.fastest scored them): ready
