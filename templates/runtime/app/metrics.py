@@ -77,7 +77,9 @@ class Metrics:
             registry=self.registry,
             multiprocess_mode="max",
         )
-        info.labels(str(model["name"]), str(model["version"]), str(model["flavor"]), runtime).set(1)
+        info.labels(
+            str(model["name"]), str(model["version"]), str(model.get("flavor", "unknown")), runtime
+        ).set(1)
         self.routes = {variant: path for path in paths for variant in (path, path + "/")}
         # (route, status) -> (the route's request counter, its duration histogram): bound once
         self.children: dict[tuple[str, int], tuple[Any, Any]] = {}

@@ -63,14 +63,17 @@ class OpenInference:
     ) -> None:
         model = manifest["model"]
         self.parse = parse
-        self.name: str = manifest["name"]
+        # the service name; a manifest written by hand for the embedding API may leave it out
+        self.name: str = manifest.get("name") or model["name"]
         self.version = str(model["version"])
         self.schema = schema
         self.classes = classes
         self.outputs = [PREDICT, PROBA] if classes else [PREDICT]
         self.model_ready = dumps({"name": self.name, "ready": True})
-        self.server = dumps({"name": "deployctl", "version": manifest["tool_version"], "extensions": []})
-        recorded = [case["prediction"] for case in manifest.get("smoke_cases", [])]
+        self.server = dumps(
+            {"name": "deployctl", "version": manifest.get("tool_version", "unknown"), "extensions": []}
+        )
+        recorded = [case["prediction"] for case in manifest.get("smoke_cases", []) if "prediction" in case]
         self.metadata = dumps(self._metadata(model, datatype_of(classes or recorded)))
 
     def _metadata(self, model: dict[str, Any], predict_type: str) -> dict[str, Any]:
@@ -78,14 +81,14 @@ class OpenInference:
             {"name": c["name"], "datatype": DATATYPES[c["type"]], "shape": [-1]} for c in model["columns"]
         ]
         outputs = [{"name": PREDICT, "datatype": predict_type, "shape": [-1]}]
-        parameters: dict[str, Any] = {"flavor": model["flavor"], "task": model.get("task")}
+        parameters: dict[str, Any] = {"flavor": model.get("flavor"), "task": model.get("task")}
         if self.classes:
             outputs.append({"name": PROBA, "datatype": "FP64", "shape": [-1, len(self.classes)]})
             parameters["classes"] = self.classes
         return {
             "name": self.name,
             "versions": [self.version],
-            "platform": f"mlflow_{model['flavor']}",
+            "platform": f"mlflow_{model.get('flavor', 'pyfunc')}",
             "inputs": inputs,
             "outputs": outputs,
             "parameters": parameters,
