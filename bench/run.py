@@ -201,9 +201,12 @@ def servers(artifacts: dict[str, Path], uri: str, tracking_uri: str, workers: in
     flask_sync = [gunicorn, "--config", "gunicorn.conf.py", "--worker-class", "sync", "app.server:app"]
     quiet = ["--no-access-log", "--log-level", "warning"]
     unbatched = {**ours, "MICRO_BATCH": "0"}
+    unmetered = {**ours, "METRICS": "0"}
     return [
         Server("deployctl fastapi", fastapi, artifacts["fastapi"], ours, ("predict", "invocations", "batch")),
         Server("deployctl fastapi, MICRO_BATCH=0", fastapi, artifacts["fastapi"], unbatched, ("predict",)),
+        # the same service without recording metrics: what the metrics cost
+        Server("deployctl fastapi, METRICS=0", fastapi, artifacts["fastapi"], unmetered, ("predict",)),
         Server("deployctl flask", flask, artifacts["flask"], ours, ("predict", "batch")),
         Server("deployctl flask, gunicorn sync (before)", flask_sync, artifacts["flask"], ours, ("predict",)),
         Server("mlflow models serve", mlflow, REPO, mlflow_env, ("invocations",)),

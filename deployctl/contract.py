@@ -106,12 +106,17 @@ class Problem:
 
 
 def http_checks(
-    artifact: Artifact, client: Client, retries: int = 0, log: Callable[[str], None] | None = None
+    artifact: Artifact,
+    client: Client,
+    retries: int = 0,
+    log: Callable[[str], None] | None = None,
+    metrics: bool = False,
 ) -> list[Check]:
     """The HTTP contract, checked against the outputs recorded at generate time.
 
     The first check is `/health` naming the pinned model version; if it fails, nothing else is
-    asked: every other answer would be compared with another model's.
+    asked: every other answer would be compared with another model's. With `metrics` (a service
+    started here, the only client), /metrics must count exactly the requests the checks sent.
     """
     model, cases = artifact.model, artifact.smoke_cases
     health = health_check(model, client, retries, log)
@@ -157,12 +162,114 @@ def http_checks(
             lambda b: _predictions(b, cases),
         )
     )
+    checks += oip_checks(artifact, client)
     checks.append(_expect_4xx(client, "POST /predict malformed JSON", b"{not json"))
     checks.append(_expect_4xx(client, "POST /predict wrong shape", b'{"features": "oops"}'))
     checks.append(
         _check(client, "GET /health after bad input", "GET", "/health", None, lambda b: _health(b, model))
     )
+    if metrics:
+        sent = {("/predict", "200"): len(cases), ("/predict_batch", "200"): 1, ("/predict", "400"): 2}
+        checks.append(metrics_check(client, {**sent, ("/v2/models/{name}/infer", "200"): 1}))
     return checks
+
+
+def oip_checks(artifact: Artifact, client: Client) -> list[Check]:
+    """The Open Inference Protocol v2: ready, and one infer of the recorded rows."""
+    model, cases = artifact.model, artifact.smoke_cases
+    ready = _check(
+        client,
+        "GET /v2/health/ready",
+        "GET",
+        "/v2/health/ready",
+        None,
+        lambda b: None if b == {"ready": True} else Problem(f"not ready: {b}", {"ready": True}, b),
+    )
+    inputs = [
+        {"name": c["name"], "datatype": OIP_DATATYPES[c["type"]], "shape": [len(cases)], "data": [
+            case["row"][c["name"]] for case in cases
+        ]}
+        for c in model["columns"]
+    ]  # fmt: skip
+    infer = _check(
+        client,
+        f"POST /v2/models/{artifact.name}/infer {len(cases)} rows",
+        "POST",
+        f"/v2/models/{artifact.name}/infer",
+        {"id": "smoke-test", "inputs": inputs},
+        lambda b: _oip_answer(b, cases, model),
+    )
+    return [ready, infer]
+
+
+# MLflow signature column type -> the Open Inference Protocol's tensor datatype (as app/oip.py says)
+OIP_DATATYPES = {
+    "double": "FP64",
+    "float": "FP32",
+    "long": "INT64",
+    "integer": "INT32",
+    "boolean": "BOOL",
+    "string": "BYTES",
+}
+
+
+def _oip_answer(body: Any, cases: list[dict[str, Any]], model: dict[str, Any]) -> Problem | None:
+    """An infer answer: `predict` as recorded, `predict_proba` ([N, n_classes]) as recorded."""
+    outputs = (
+        {o.get("name"): o for o in body.get("outputs", []) if isinstance(o, dict)}
+        if isinstance(body, dict)
+        else {}
+    )
+    if "predict" not in outputs:
+        return Problem(f"no `predict` output in {str(body)[:200]}", "outputs predict", body)
+    problem = _predictions({"predictions": outputs["predict"].get("data")}, cases)
+    classes = model.get("classes")
+    if problem or not classes or "probabilities" not in cases[0]:
+        return problem
+    flat = outputs.get("predict_proba", {}).get("data") or []
+    width = len(classes)
+    rows = [dict(zip(map(str, classes), flat[i * width : (i + 1) * width])) for i in range(len(cases))]
+    for case, got in zip(cases, rows):
+        want = case["probabilities"]
+        if set(got) != set(want) or not all(same_prediction(want[k], got[k]) for k in want):
+            return Problem(f"predict_proba {got} != recorded {want}", want, got)
+    return None
+
+
+def metrics_check(client: Client, sent: dict[tuple[str, str], int]) -> Check:
+    """GET /metrics parses as Prometheus text and counts, per (route, code), what was sent."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    name = "GET /metrics counts the smoke test's requests"
+    started = time.perf_counter()
+    try:
+        status, payload = client.send("GET", "/metrics", None)
+    except NO_ANSWER as exc:
+        return Check(name, False, f"no answer: {describe(exc)}", None, "HTTP 200", "no answer")
+    ms = (time.perf_counter() - started) * 1000
+    if status != 200:
+        return Check(name, False, f"HTTP {status}: {payload[:200]!r}", ms, "HTTP 200", f"HTTP {status}")
+    try:
+        families = list(text_string_to_metric_families(payload.decode()))
+    except (ValueError, UnicodeDecodeError) as exc:
+        return Check(name, False, f"not the Prometheus text format: {exc}", ms)
+    counted = {
+        (s.labels.get("route"), s.labels.get("code")): int(s.value)
+        for family in families
+        for s in family.samples
+        if s.name == "deployctl_requests_total"
+    }
+    got = {key: counted.get(key, 0) for key in sent}
+    if got != sent:
+        wrong = {
+            f"{route} {code}": f"{got[(route, code)]} (sent {n})"
+            for (route, code), n in sent.items()
+            if got[(route, code)] != n
+        }
+        return Check(name, False, f"deployctl_requests_total: {wrong}", ms, _text(str(sent)), _text(str(got)))
+    return Check(
+        name, True, f"{sum(sent.values())} requests on {len(sent)} routes, {len(families)} metrics", ms
+    )
 
 
 def backoff(attempt: int) -> float:

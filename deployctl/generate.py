@@ -45,7 +45,7 @@ def generate(
         strip_host_paths(stage / "model")
         model.local_path = out / "model"
         context = template_context(target, model, expectations, service_name, options)
-        render_layers(target.layers, context, stage, templates, target.templates)
+        render_layers(target.layers_for(options), context, stage, templates, target.templates)
         plan = plan_install(out, stage, previous)
         manifest = Manifest(
             tool_version=__version__,

@@ -19,7 +19,7 @@ FLASK = ("flask==3.1.3", "gunicorn==26.2.0", "orjson==3.13.0")
 # The streaming consumer: librdkafka's Python client (wheels bundle librdkafka).
 KAFKA = ("confluent-kafka==2.16.1", "orjson==3.13.0")
 # What app/runtime.py imports; pinned to the versions that produced the recorded smoke outputs.
-RUNTIME = ("numpy", "pandas")
+RUNTIME = ("numpy", "pandas", "prometheus_client")
 LOADER_PACKAGES = {"skops": "skops", "cloudpickle": "cloudpickle"}
 
 

@@ -31,7 +31,7 @@ def run(artifact: Artifact, timeout: float = 120.0) -> list[Check]:
     try:
         seconds = wait_healthy(service, timeout)
         checks.append(Check("ready: /health answers 200", True, f"after {seconds:.1f} s", seconds * 1000))
-        checks += http_checks(artifact, Client(service.base_url))
+        checks += http_checks(artifact, Client(service.base_url), metrics=True)
         checks += target.service_checks(artifact, service.base_url)
         if not service.alive():
             checks.append(Check("service still running", False, service.logs()))

@@ -17,6 +17,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -101,6 +102,22 @@ def cli(registry: Registry):  # type: ignore[no-untyped-def]
         return run_cli(*args, env=registry.env(), **kwargs)  # type: ignore[arg-type]
 
     return call
+
+
+def infer_inputs(metadata: dict[str, Any], rows: list[dict[str, Any]]) -> list[Any]:
+    """tritonclient InferInputs for `rows`: one per column, typed as the model's OIP metadata says."""
+    import numpy as np
+    import tritonclient.http as oip
+
+    dtypes = {"FP64": np.float64, "FP32": np.float32, "INT64": np.int64, "INT32": np.int32, "BOOL": np.bool_}
+    inputs = []
+    for tensor in metadata["inputs"]:
+        values = [row[tensor["name"]] for row in rows]
+        array = np.array(values, dtype=dtypes.get(tensor["datatype"], object))  # BYTES: str objects
+        infer_input = oip.InferInput(tensor["name"], [len(rows)], tensor["datatype"])
+        infer_input.set_data_from_numpy(array, binary_data=False)
+        inputs.append(infer_input)
+    return inputs
 
 
 def docker_available() -> str | None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import Registry, run_cli
+from conftest import Registry, infer_inputs, run_cli
 
 from deployctl.manifest import Artifact
 from deployctl.process import free_port
@@ -126,6 +126,25 @@ def test_the_function_answers_as_the_model_did_in_process(
     assert invocations == {"predictions": [c["prediction"] for c in cases]}
     health = httpx.get(f"{fraud_url}/health").json()
     assert health == {"status": "healthy", "model_name": "fraud_detector", "model_version": "1"}
+
+
+def test_the_function_answers_the_open_inference_protocol(
+    built: Callable[[str], tuple[Path, str]], fraud_url: str
+) -> None:
+    """A real OIP client (tritonclient) against the function; infer answers as /predict_batch."""
+    import tritonclient.http as oip
+
+    rows = [case["row"] for case in Artifact.open(built(FRAUD)[0]).smoke_cases]
+    client = oip.InferenceServerClient(url=fraud_url.removeprefix("http://"))
+    assert (
+        client.is_server_live() and client.is_server_ready() and client.is_model_ready("fraud-detector", "1")
+    )
+    metadata = client.get_model_metadata("fraud-detector")
+    result = client.infer("fraud-detector", infer_inputs(metadata, rows))
+    batch = httpx.post(f"{fraud_url}/predict_batch", json={"instances": rows}).json()
+    assert result.as_numpy("predict").tolist() == batch["predictions"]
+    assert result.as_numpy("predict_proba")[:, 1].tolist() == batch["probabilities"]
+    assert httpx.get(f"{fraud_url}/health/ready").status_code == 200
 
 
 def test_post_to_the_bare_url_predicts(fraud_url: str) -> None:

@@ -15,6 +15,7 @@ import yaml
 from conftest import Registry, run_cli
 from test_docker import assert_user_error, build, docker_client, generate
 
+from deployctl import kserve
 from deployctl.manifest import Artifact
 from deployctl.process import free_port
 from deployctl.targets import get as get_target
@@ -27,7 +28,8 @@ KINDS = {"ServiceAccount", "Deployment", "Service", "HorizontalPodAutoscaler", "
 
 @pytest.fixture(scope="module")
 def fraud(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return generate(registry, tmp_path_factory.mktemp("k8s") / "fraud", FRAUD, "k8s", "--image", IMAGE)
+    out = tmp_path_factory.mktemp("k8s") / "fraud"
+    return generate(registry, out, FRAUD, "k8s", "--image", IMAGE, "--kserve", "true")
 
 
 def objects(artifact: Path) -> dict[str, dict[str, Any]]:
@@ -45,12 +47,39 @@ def pod_spec(artifact: Path) -> dict[str, Any]:
 @pytest.mark.parametrize("version", [K8S_VERSION, kubernetes_validate.latest_version()])
 def test_every_manifest_validates_strictly(fraud: Path, version: str) -> None:
     found = objects(fraud)
-    assert set(found) == KINDS | {"Kustomization"}
+    assert set(found) == KINDS | {"Kustomization", "InferenceService"}
     for kind in KINDS:
         kubernetes_validate.validate(found[kind], version, strict=True)
+    # the InferenceService is the alternative to the others: applied alone, not by the kustomization
     assert sorted(found["Kustomization"]["resources"]) == sorted(
-        p.name for p in (fraud / "k8s").glob("*.yaml") if p.name != "kustomization.yaml"
+        p.name for p in (fraud / "k8s").glob("*.yaml") if p.name not in ("kustomization.yaml", kserve.FILE)
     )
+
+
+def test_the_kserve_inference_service_runs_the_image_as_the_deployment_does(fraud: Path) -> None:
+    found = objects(fraud)
+    service = found["InferenceService"]
+    assert kserve.errors(service) == []
+    assert service["apiVersion"] == "serving.kserve.io/v1beta1"
+    predictor = service["spec"]["predictor"]
+    assert (predictor["minReplicas"], predictor["maxReplicas"]) == (2, 10)
+    [container] = predictor["containers"]
+    deployed = found["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    assert container["name"] == "kserve-container" and container["image"] == deployed["image"] == IMAGE
+    assert container["ports"] == [{"containerPort": 8080, "protocol": "TCP"}]
+    assert {"name": "PORT", "value": "8080"} in container["env"]
+    assert container["resources"] == deployed["resources"]
+    assert container["readinessProbe"]["httpGet"] == {"path": "/health/ready", "port": 8080}
+    assert predictor["annotations"] == {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": "8080",
+        "prometheus.io/path": "/metrics",
+    }
+
+
+def test_the_inference_service_is_only_written_when_asked(registry: Registry, tmp_path: Path) -> None:
+    out = generate(registry, tmp_path / "plain", FRAUD, "k8s")
+    assert not (out / "k8s" / kserve.FILE).exists()
 
 
 def test_pod_is_hardened(fraud: Path) -> None:
@@ -68,9 +97,20 @@ def test_pod_is_hardened(fraud: Path) -> None:
     assert "emptyDir" in next(v for v in pod["volumes"] if v["name"] == tmp["name"])
     assert pod["terminationGracePeriodSeconds"] >= 30
     assert {c["topologyKey"] for c in pod["topologySpreadConstraints"]} >= {"kubernetes.io/hostname"}
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert container[probe]["httpGet"] == {"path": "/health", "port": "http"}
-    assert container["startupProbe"]["periodSeconds"] * container["startupProbe"]["failureThreshold"] >= 60
+    probes = {
+        probe: container[probe]["httpGet"] for probe in ("startupProbe", "readinessProbe", "livenessProbe")
+    }
+    assert probes == {
+        "startupProbe": {"path": "/health/ready", "port": "http"},
+        "readinessProbe": {"path": "/health/ready", "port": "http"},
+        "livenessProbe": {"path": "/health/live", "port": "http"},
+    }
+    assert container["startupProbe"]["periodSeconds"] * container["startupProbe"]["failureThreshold"] >= 300
+    assert objects(fraud)["Deployment"]["spec"]["template"]["metadata"]["annotations"] == {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(container["ports"][0]["containerPort"]),
+        "prometheus.io/path": "/metrics",
+    }
     secret = next(e for e in container["env"] if e["name"] == "MLFLOW_TRACKING_URI")["valueFrom"]
     assert secret["secretKeyRef"]["optional"] is True
     assert container["resources"] == {
@@ -145,6 +185,7 @@ def test_options_are_rendered(registry: Registry, tmp_path: Path) -> None:
         (["--namespace", "ML_Prod"], ["--namespace: 'ML_Prod' is not a valid namespace"]),
         (["--k8s-version", "1.12"], ["--k8s-version: no schemas for Kubernetes 1.12", K8S_VERSION]),
         (["--max-replicas", "ten"], ["--max-replicas expects int, got 'ten'"]),
+        (["--kserve", "maybe"], ["--kserve expects bool, got 'maybe'"]),
     ],
 )
 def test_bad_options_are_refused_naming_the_field(
@@ -187,6 +228,19 @@ def broken_copy(fraud: Path, tmp_path: Path, file: str, old: str, new: str) -> P
             "minReplicas: 2",
             "minReplicas: two",
             ["k8s/hpa.yaml", "spec.minReplicas", "'two' is not of type 'integer'"],
+        ),
+        (
+            "inferenceservice.yaml",
+            "name: kserve-container",
+            "name: kserve-container\n        imagePolicy: Always",
+            ["k8s/inferenceservice.yaml", "schema serving.kserve.io/v1beta1",
+             "spec.predictor.containers.0", "'imagePolicy' was unexpected"],
+        ),
+        (
+            "inferenceservice.yaml",
+            "maxReplicas: 10",
+            "maxReplicas: ten",
+            ["k8s/inferenceservice.yaml", "spec.predictor.maxReplicas", "'ten' is not of type 'integer'"],
         ),
         (
             "service.yaml",
@@ -244,8 +298,11 @@ def test_smoke_test_validates_then_probes_the_pod(built: Path) -> None:
     assert all(c["ok"] for c in checks.values())
     for kind in KINDS:
         assert any(n.startswith(f"schema {K8S_VERSION}: k8s/") and f"({kind} " in n for n in checks)
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert checks[f"{probe} GET /health"]["detail"] == "HTTP 200"
+    for probe, path in (("startupProbe", "ready"), ("readinessProbe", "ready"), ("livenessProbe", "live")):
+        assert checks[f"{probe} GET /health/{path}"]["detail"] == "HTTP 200"
+    assert checks[
+        "schema serving.kserve.io/v1beta1: k8s/inferenceservice.yaml (InferenceService fraud-detector)"
+    ]["ok"]
     assert checks["image is the one `deployctl build` tagged"]["ok"]
     assert "POST /invocations dataframe_split" in checks
 

@@ -172,6 +172,11 @@ def test_sam_template_declares_the_function_and_one_http_route_per_endpoint(
         ("POST", "/predict_batch"),
         ("POST", "/invocations"),
         ("GET", "/version"),
+        ("GET", "/health/live"),
+        ("GET", "/health/ready"),
+        ("GET", "/v2"),
+        ("GET", "/v2/{proxy+}"),
+        ("POST", "/v2/{proxy+}"),
     }
     assert {e["Type"] for e in function["Events"].values()} == {"HttpApi"}
     s3 = cfn_yaml(iris_s3_fn / "template.yaml")
@@ -254,6 +259,37 @@ def test_smoke_test_before_build_says_to_build(generate: Callable[..., Path]) ->
 
 
 # -- the handler, from the unpacked zip, in a clean interpreter -------------------------------------
+
+
+@pytest.mark.parametrize("payload", ["1.0", "2.0"])
+def test_handler_answers_the_open_inference_protocol(
+    fraud_fn: tuple[Path, str], fraud_invoker: apigw.Invoker, payload: str
+) -> None:
+    rows = [case["row"] for case in recorded(fraud_fn[0])]
+    model = "/v2/models/fraud-detector"
+    status, metadata = call(fraud_invoker, payload, "GET", model)
+    assert status == 200 and [t["name"] for t in metadata["inputs"]] == list(ROW)
+    inputs = [
+        {
+            "name": t["name"],
+            "datatype": t["datatype"],
+            "shape": [len(rows)],
+            "data": [r[t["name"]] for r in rows],
+        }
+        for t in metadata["inputs"]
+    ]
+    status, answer = call(fraud_invoker, payload, "POST", f"{model}/versions/1/infer", {"inputs": inputs})
+    status_batch, batch = call(fraud_invoker, payload, "POST", "/predict_batch", {"instances": rows})
+    assert (status, status_batch) == (200, 200), answer
+    outputs = {o["name"]: o for o in answer["outputs"]}
+    assert outputs["predict"]["data"] == batch["predictions"]
+    assert outputs["predict_proba"]["data"][1::2] == batch["probabilities"]
+    for path in ("/v2/health/ready", f"{model}/ready", "/health/ready", "/health/live"):
+        assert call(fraud_invoker, payload, "GET", path)[0] == 200, path
+    status, error = call(fraud_invoker, payload, "POST", "/v2/models/other/infer", {"inputs": inputs})
+    assert status == 404 and "'other' is not served" in error["error"]
+    status, error = call(fraud_invoker, payload, "POST", f"{model}/infer", {"inputs": inputs[1:]})
+    assert status == 400 and "'amount' is required" in error["error"]
 
 
 @pytest.mark.parametrize("payload", ["1.0", "2.0"])

@@ -549,7 +549,7 @@ class CountingScorer:
 def score_together(service: Any, bodies: list[Any]) -> tuple[list[Any], int]:
     """Score requests that arrive together through a MicroBatcher: (answers or errors, model calls)."""
     scorer = CountingScorer(service.scorer)
-    batcher = asgi.MicroBatcher(scorer, enabled=True)
+    batcher = asgi.MicroBatcher(scorer, enabled=True, metrics=service.metrics)
     calls = [service.prepare("POST", "/predict", json.dumps(b).encode(), None) for b in bodies]
 
     async def all_at_once() -> list[Any]:
@@ -562,12 +562,42 @@ def score_together(service: Any, bodies: list[Any]) -> tuple[list[Any], int]:
     return answers, scorer.calls
 
 
+def batch_rows(service: Any) -> tuple[float, float]:
+    """(count, sum) of the deployctl_batch_rows histogram in the service's /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    found = {
+        s.name: s.value
+        for family in text_string_to_metric_families(service.metrics.exposition().decode())
+        for s in family.samples
+    }
+    return found["deployctl_batch_rows_count"], found["deployctl_batch_rows_sum"]
+
+
+def test_not_ready_is_503_json_on_every_readiness_path(binary: tuple[Any, pd.DataFrame]) -> None:
+    service, _ = binary
+    paths = ["/health/ready", "/v2/health/ready", "/v2/models/m/ready", "/v2/models/m/versions/7/ready"]
+    assert [call(service, path, None, "GET")[0] for path in paths] == [200] * 4
+    service.ready = False
+    try:
+        for path in paths:
+            status, body = call(service, path, None, "GET")
+            assert status == 503 and "still loading" in body["error"], path
+        assert call(service, "/health/live", None, "GET") == (200, {"status": "live"})
+        assert call(service, "/v2/health/live", None, "GET") == (200, {"live": True})
+    finally:
+        service.ready = True
+
+
 def test_requests_arriving_together_are_scored_in_one_call(binary: tuple[Any, pd.DataFrame]) -> None:
     service, X = binary
     assert service.scorer.agrees_in_batches(service.probe)
     bodies = [{"features": X.iloc[i].tolist()} for i in range(12)]
+    before = batch_rows(service)
     answers, model_calls = score_together(service, bodies)
     assert model_calls == 1
+    # deployctl_batch_rows shows it: one model call of 12 rows
+    assert batch_rows(service) == (before[0] + 1, before[1] + 12)
     for body, answer in zip(bodies, answers):
         alone = call(service, "/predict", body)[1]
         assert answer["prediction"] == alone["prediction"]

@@ -111,6 +111,10 @@ class Target:
         """Template variables beyond the common ones (model, name, options, requirements)."""
         return base
 
+    def layers_for(self, options: dict[str, Any]) -> tuple[str, ...]:
+        """The template layers rendered with these options (an option may add files)."""
+        return self.layers
+
     # -- after generate: read only the artifact dir ---------------------------------------------
 
     def build(self, artifact: Artifact, console: Console) -> dict[str, Any]:

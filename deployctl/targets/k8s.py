@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import yaml
 from rich.console import Console
 
-from deployctl import docker_engine, requirements
+from deployctl import docker_engine, kserve, requirements
 from deployctl.contract import Check
 from deployctl.docker_engine import RunSpec
 from deployctl.errors import SmokeTestFailed, UsageError
@@ -117,6 +117,12 @@ class KubernetesTarget(Target):
             "Kubernetes version whose schemas validate the manifests.",
             check=check_k8s_version,
         ),
+        Option(
+            "kserve",
+            False,
+            f"Also write {MANIFESTS}/{kserve.FILE}: a KServe InferenceService running the image.",
+            bool,
+        ),
     )
 
     server_requirements = requirements.FASTAPI
@@ -124,6 +130,9 @@ class KubernetesTarget(Target):
     runner = ContainerRunner(pod_spec)  # the image runs as the pod spec says, not as docker's target
 
     # -- generate ---------------------------------------------------------------------------------
+
+    def layers_for(self, options: dict[str, Any]) -> tuple[str, ...]:
+        return (*self.layers, "kserve") if options["kserve"] else self.layers
 
     def check_options(self, values: dict[str, Any]) -> None:
         super().check_options(values)
@@ -163,8 +172,10 @@ class KubernetesTarget(Target):
             "metadata": metadata,
             "selector": selector,
             "pod_labels": labels,
+            "pod_annotations": prometheus_annotations(context["docker"]["port"]),
             "resources": RESOURCES,
         }
+        context["kserve"] = {"port": kserve.PORT, "annotations": prometheus_annotations(kserve.PORT)}
         return context
 
     # -- smoke test ---------------------------------------------------------------------------------
@@ -172,10 +183,18 @@ class KubernetesTarget(Target):
     def extra_checks(self, artifact: Artifact) -> list[Check]:
         version = str(artifact.options["k8s_version"])
         documents, checks = load_manifests(artifact)
-        checks += [schema_check(rel, doc, version) for rel, doc in documents]
+        checks += [
+            kserve_check(rel, doc) if doc["kind"] == kserve.KIND else schema_check(rel, doc, version)
+            for rel, doc in documents
+        ]
         if all(c.ok for c in checks):
             checks += consistency_checks(
-                artifact, [doc for rel, doc in documents if rel.parent.name == MANIFESTS]
+                artifact,
+                [
+                    doc
+                    for rel, doc in documents
+                    if rel.parent.name == MANIFESTS and doc["kind"] != kserve.KIND
+                ],
             )
         return checks
 
@@ -190,6 +209,11 @@ class KubernetesTarget(Target):
             f"deployctl smoke-test {artifact.path}",
             f"kubectl apply -k {artifact.path / MANIFESTS}",
         ]
+
+
+def prometheus_annotations(port: int) -> dict[str, str]:
+    """What Prometheus's kubernetes_sd pod discovery (the usual relabel rules) reads to scrape a pod."""
+    return {"prometheus.io/scrape": "true", "prometheus.io/port": str(port), "prometheus.io/path": "/metrics"}
 
 
 def _probe_check(kind: str, container: dict[str, Any], base_url: str) -> Check:
@@ -239,7 +263,8 @@ def kustomization_check(artifact: Artifact) -> Check:
         listed = yaml.safe_load(path.read_text()).get("resources", [])
     except (OSError, yaml.YAMLError, AttributeError) as exc:
         return Check("kustomization lists every manifest", False, f"{MANIFESTS}/kustomization.yaml: {exc}")
-    present = {p.name for p in path.parent.glob("*.yaml")} - {"kustomization.yaml"}
+    # the InferenceService is the alternative to the listed manifests, applied on its own
+    present = {p.name for p in path.parent.glob("*.yaml")} - {"kustomization.yaml", kserve.FILE}
     missing, unlisted = sorted(set(listed) - present), sorted(present - set(listed))
     detail = "; ".join(
         [f"missing files {missing}"] * bool(missing) + [f"not listed {unlisted}"] * bool(unlisted)
@@ -262,6 +287,13 @@ def schema_check(rel: Path, doc: dict[str, Any], version: str) -> Check:
     except (kubernetes_validate.SchemaNotFoundError, VersionNotSupportedError) as exc:
         return Check(name, False, str(exc.message))
     return Check(name, True, "valid (strict)")
+
+
+def kserve_check(rel: Path, doc: dict[str, Any]) -> Check:
+    """Strict validation against KServe's v1beta1 InferenceService schema (packaged with deployctl)."""
+    name = f"schema {kserve.API_VERSION}: {rel} ({doc['kind']} {doc.get('metadata', {}).get('name', '?')})"
+    problems = kserve.errors(doc)
+    return Check(name, not problems, "; ".join(problems[:5]) or "valid (strict)")
 
 
 def deployment(artifact: Artifact) -> dict[str, Any]:

@@ -47,8 +47,9 @@ def handle(request: flask.Request) -> flask.Response:
     except Exception as exc:  # the server refuses the framing (e.g. a chunk size that is no number)
         payload = error_body(BadRequest(f"the request body could not be read: {type(exc).__name__}: {exc}"))
         return flask.Response(payload, 400, mimetype="application/json")
-    status, payload = model_service().handle(request.method, path, body, request.content_type)
-    return flask.Response(payload, status, mimetype="application/json")
+    served = model_service()
+    status, payload = served.handle(request.method, path, body, request.content_type)
+    return flask.Response(payload, status, content_type=served.media_types.get(path, "application/json"))
 
 
 @functions_framework.errorhandler(HTTPException)

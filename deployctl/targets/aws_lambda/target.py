@@ -32,6 +32,12 @@ ROUTES = (
     ("PredictBatch", "POST", "/predict_batch"),
     ("Invocations", "POST", "/invocations"),
     ("Version", "GET", "/version"),  # MLflow's scoring server has it: its clients ask
+    ("HealthLive", "GET", "/health/live"),
+    ("HealthReady", "GET", "/health/ready"),
+    # the Open Inference Protocol v2: GET /v2, its health, the model's metadata; POST .../infer
+    ("OpenInference", "GET", "/v2"),
+    ("OpenInferenceGet", "GET", "/v2/{proxy+}"),
+    ("OpenInferencePost", "POST", "/v2/{proxy+}"),
 )
 S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 

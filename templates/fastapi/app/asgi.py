@@ -2,7 +2,8 @@
 
 FastAPI's routing, request and response objects cost more per request than the model on a small
 input does, and do nothing here: the runtime validates and answers every model route itself. So
-/health, /predict, /predict_batch and /invocations are answered straight from the ASGI messages,
+/health, /predict, /predict_batch, /invocations, the probes, /metrics and the Open Inference
+Protocol's /v2 paths are answered straight from the ASGI messages,
 while /docs, /openapi.json and unknown paths are FastAPI's, as before.
 """
 
@@ -11,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -19,11 +19,13 @@ from app.runtime import (
     MAX_BODY_BYTES,
     BadRequest,
     Call,
+    Metrics,
     ModelService,
     Scored,
     Scorer,
     dumps,
     error_body,
+    is_oip_path,
     log,
     log_request,
     score_together,
@@ -57,15 +59,18 @@ class MicroBatcher:
     MICRO_BATCH=0 turns it off, for answers that are bit for bit those of each request alone.
     """
 
-    def __init__(self, scorer: Scorer, enabled: bool) -> None:
+    def __init__(self, scorer: Scorer, enabled: bool, metrics: Metrics) -> None:
         self.scorer = scorer
+        self.metrics = metrics
         self.enabled = enabled
         self.pending: list[tuple[Call, asyncio.Future[Scored]]] = []
 
     async def score(self, call: Call) -> Scored:
         if call.scorer is not None or call.params is not None:  # /invocations, or params: alone
+            self.metrics.scored(len(call.rows))
             return call.scored(self.scorer)
         if not self.enabled or len(call.rows) > SMALL_REQUEST_ROWS:
+            self.metrics.scored(len(call.rows))
             return self.scorer.score(call.rows, call.probabilities)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Scored] = loop.create_future()
@@ -76,6 +81,7 @@ class MicroBatcher:
 
     def _flush(self) -> None:
         batch, self.pending = self.pending, []
+        self.metrics.scored(sum(len(call.rows) for call, _ in batch))
         results = score_together(self.scorer, [call for call, _ in batch])
         for (_, future), result in zip(batch, results):
             if future.done():  # its client has gone
@@ -95,24 +101,29 @@ class ModelRoutes:
         self.paths = service.paths | {path + "/" for path in service.paths}
         wanted = os.environ.get("MICRO_BATCH", "1") != "0"
         agrees = wanted and service.scorer.agrees_in_batches(service.probe)
-        self.batcher = MicroBatcher(service.scorer, wanted and agrees)
+        self.batcher = MicroBatcher(service.scorer, wanted and agrees, service.metrics)
+        self.metrics = service.metrics
+        self.media_types = {path: type_.encode() for path, type_ in service.media_types.items()}
         log.info("micro-batching", extra={"fields": {"wanted": wanted, "enabled": self.batcher.enabled}})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] not in self.paths:
+        path = scope["path"]
+        if scope["type"] != "http" or (path not in self.paths and not is_oip_path(path)):
             await self.fallback(scope, receive, send)
             return
-        started = time.perf_counter()
+        started = self.metrics.started()
         status, payload = await self.answer(scope, receive)
+        content_type = self.media_types.get(path, JSON)
         await send(
             {
                 "type": "http.response.start",
                 "status": status,
-                "headers": [(b"content-type", JSON), (b"content-length", b"%d" % len(payload))],
+                "headers": [(b"content-type", content_type), (b"content-length", b"%d" % len(payload))],
             }
         )
         await send({"type": "http.response.body", "body": payload})
-        log_request(scope["method"], scope["path"], status, started)
+        log_request(scope["method"], path, status, started)
+        self.metrics.finished(path, status, started)
 
     async def answer(self, scope: Scope, receive: Receive) -> tuple[int, bytes]:
         """(status, JSON body) for one request to one of the runtime's paths."""

@@ -14,6 +14,7 @@ from werkzeug.exceptions import HTTPException
 configure_logging()
 service = ModelService.from_artifact()
 app = Flask(__name__)
+JSON = "application/json"
 
 
 @app.route("/", defaults={"path": ""}, methods=["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"])
@@ -29,7 +30,7 @@ def handle(path: str) -> Response:
     else:
         status, payload = service.handle(request.method, "/" + path, body, request.content_type)
     log_request(request.method, "/" + path, status, started)
-    return Response(payload, status, headers, mimetype="application/json")
+    return Response(payload, status, headers, content_type=service.media_types.get("/" + path, JSON))
 
 
 def read_body() -> bytes:

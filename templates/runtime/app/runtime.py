@@ -2,8 +2,8 @@
 
 The serving logic is the package `app/`, which does not import deployctl: load the bundled model
 once, validate requests against the model's signature, predict, and answer the HTTP contract
-(/health, /predict, /predict_batch, /invocations). The Flask, FastAPI, Lambda and Cloud Functions
-entry points are thin adapters that move bytes in and out of `ModelService.handle`.
+(/health, /predict, /predict_batch, /invocations, /v2/..., /metrics). The Flask, FastAPI, Lambda and
+Cloud Functions entry points are thin adapters that move bytes in and out of `ModelService.handle`.
 
 - app/schema.py: validation of rows against the signature, the model's input (`Schema`);
 - app/tensors.py: the same for a tensor signature (`TensorSchema`), chosen from the manifest;
@@ -13,6 +13,7 @@ entry points are thin adapters that move bytes in and out of `ModelService.handl
 - app/service.py: the HTTP contract, parsing (`ModelService`);
 - app/mlflow_protocol.py: `/invocations` parsed as `mlflow models serve` parses it;
 - app/batching.py: the Calls of several requests or records scored in one model call;
+- app/oip.py: the Open Inference Protocol v2 (/v2/...); app/metrics.py: Prometheus metrics;
 - app/logs.py: JSON log lines and the access log; app/jsonio.py: JSON in and out.
 
 This module is the stable facade: import from `app.runtime`, not from the modules behind it.
@@ -23,6 +24,8 @@ from __future__ import annotations
 from .batching import score_together
 from .jsonio import JSONDecodeError, dumps, loads
 from .logs import ACCESS, AccessLog, JsonFormatter, configure_logging, log, log_request
+from .metrics import Metrics
+from .oip import OpenInference, is_oip_path
 from .schema import (
     CHECKS,
     COLUMN_TYPES,
@@ -55,7 +58,9 @@ __all__ = [
     "Check",
     "JSONDecodeError",
     "JsonFormatter",
+    "Metrics",
     "ModelService",
+    "OpenInference",
     "Schema",
     "Scored",
     "Scorer",
@@ -63,6 +68,7 @@ __all__ = [
     "dumps",
     "error_body",
     "fork_safe",
+    "is_oip_path",
     "load_model",
     "loads",
     "log",

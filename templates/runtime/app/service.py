@@ -13,6 +13,8 @@ from typing import Any
 from . import mlflow_protocol, outputs
 from .jsonio import JSONDecodeError, dumps, loads
 from .logs import log
+from .metrics import MEDIA_TYPE, OTHER, Metrics
+from .oip import OpenInference, is_oip_path
 from .params import Params
 from .schema import MAX_BATCH_ROWS, MAX_BODY_BYTES, BadRequest, Schema
 from .scoring import Scorer, load_model
@@ -85,12 +87,19 @@ class ModelService:
         }
         # the routes whose body is JSON parsed by `parse`; /invocations parses its own (text/csv too)
         self.json_routes = {key: route for key, route in self.routes.items() if key[1] != "/invocations"}
-        self.paths = {path for _, path in self.routes} | {"/health", "/ping", "/version"}
+        self.paths = {path for _, path in self.routes} | {"/health", "/ping", "/version"} | PROBES.keys()
+        self.paths |= {"/metrics"}
         self.mlflow_scorer = MlflowScorer(model, self.schema)
         # GET /version answers as MLflow's scoring server: the MLflow version, as a bare string
         self.version_body = str(meta.get("mlflow_version") or "unknown").encode()
         # /health never changes: serialize it once
         self.health_body = dumps(self.health())
+        self.oip = OpenInference(manifest, self.schema, self.classes, self.parse)
+        self.metrics = Metrics.chosen(meta, manifest.get("target", "-"), self.paths, _route_label)
+        # adapters answer JSON but for these paths
+        self.media_types = {"/metrics": MEDIA_TYPE, "/metrics/": MEDIA_TYPE}
+        # loaded, and warmed up on the smoke-test rows (Scorer.fastest scored them): ready
+        self.ready = True
 
     @classmethod
     def from_artifact(cls, root: Path = ROOT) -> ModelService:
@@ -165,7 +174,11 @@ class ModelService:
         if endpoint is None:
             raise BadRequest(f"POST {path} is not served", 405 if path in self.paths else 404)
         call = endpoint(body)
-        return call.answer(*call.scored(self.scorer))
+        return call.answer(*self.score(call))
+
+    def score(self, call: Call) -> Scored:
+        self.metrics.scored(len(call.rows))
+        return call.scored(self.scorer)
 
     # -- plumbing ---------------------------------------------------------------------------------
 
@@ -173,13 +186,16 @@ class ModelService:
         self, method: str, path: str, body: bytes, content_type: str | None = None
     ) -> tuple[int, bytes]:
         """Answer one HTTP request: (status, JSON bytes). Never raises for bad input."""
+        started = self.metrics.started()
         try:
             call = self.prepare(method, path, body, content_type)
-            if isinstance(call, bytes):
-                return 200, call
-            return 200, self.respond(call, call.scored(self.scorer))
+            status, payload = (
+                (200, call) if isinstance(call, bytes) else (200, self.respond(call, self.score(call)))
+            )
         except BadRequest as exc:
-            return exc.status, error_body(exc, path.rstrip("/"))
+            status, payload = exc.status, error_body(exc, path.rstrip("/"))
+        self.metrics.finished(path, status, started)
+        return status, payload
 
     def prepare(self, method: str, path: str, body: bytes, content_type: str | None) -> Call | bytes:
         """Route, parse and validate one request: the Call to score, or the answer (/health)."""
@@ -195,6 +211,15 @@ class ModelService:
             return self.mlflow_call(body, content_type)
         if path == "/version" and method in ("GET", "HEAD"):
             return self.version_body
+        if is_oip_path(path):
+            answer = self.oip.prepare(method, path, body, content_type, self.ready)
+            return answer if isinstance(answer, bytes) else Call(*answer)
+        if path in PROBES and method in ("GET", "HEAD"):
+            if path == "/health/ready" and not self.ready:
+                raise BadRequest("not ready: the model is still loading", 503)
+            return PROBES[path]
+        if path == "/metrics" and method in ("GET", "HEAD"):
+            return self.metrics.exposition()
         raise BadRequest(f"{method} {path} is not served", 405 if path in self.paths else 404)
 
     @staticmethod
@@ -224,6 +249,15 @@ class ModelService:
             return probas[:, 1].tolist()
         keys = [str(c) for c in self.classes]
         return [dict(zip(keys, row)) for row in probas.tolist()]
+
+
+# GET /health/live: the process answers; /health/ready: the model is loaded and warmed up
+PROBES = {"/health/live": dumps({"status": "live"}), "/health/ready": dumps({"status": "ready"})}
+
+
+def _route_label(path: str) -> str:
+    """The metrics label of a path that is not one of the service's fixed paths."""
+    return OpenInference.label(path.rstrip("/")) if is_oip_path(path) else OTHER
 
 
 def _predictions(labels: list[Any], _: Any) -> dict[str, Any]:

@@ -2,7 +2,9 @@
 
 import json
 import os
+import tempfile
 from pathlib import Path
+from typing import Any
 
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"
 # unset or 0: one per core this process may run on (a container's cpuset), not all the host's
@@ -23,3 +25,15 @@ timeout = int(os.environ.get("TIMEOUT", "30"))
 accesslog = None  # app.runtime logs each request as one JSON line
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 control_socket_disable = True  # no socket file in the home directory, which may be read-only
+# Prometheus metrics from every worker: each writes its values to files in this directory (set before
+# the app imports prometheus_client), and /metrics adds them up. A fresh one per start: no stale
+# values of an earlier run's workers.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="metrics-")
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """A worker gone: its in-progress gauge no longer counts."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

@@ -3,6 +3,7 @@
 import os
 import signal
 import sys
+import tempfile
 
 import uvicorn
 
@@ -20,11 +21,16 @@ if __name__ == "__main__":
     # As PID 1 in a container, a process ignores SIGTERM it has no handler for; uvicorn installs
     # its own only after the model has loaded, so a stop during a slow load would hang till SIGKILL.
     signal.signal(signal.SIGTERM, exit_on_sigterm)
+    workers = int(os.environ.get("WORKERS") or 0) or cores()
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Prometheus metrics from every worker: each writes its values to files there, and
+        # /metrics adds them up (a fresh directory: no stale values of an earlier run)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="metrics-")
     uvicorn.run(
         "app.server:app",
         host=os.environ.get("HOST", "0.0.0.0"),
         port=int(os.environ.get("PORT", "8000")),
-        workers=int(os.environ.get("WORKERS") or 0) or cores(),
+        workers=workers,
         access_log=False,  # app.runtime logs each request as one JSON line
         http="app.asgi:JsonErrorsProtocol",  # uvicorn's own 400s, and 431, as JSON like every other error
         timeout_graceful_shutdown=int(os.environ.get("GRACEFUL_TIMEOUT", "20")),

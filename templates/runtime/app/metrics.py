@@ -1,0 +1,137 @@
+"""Prometheus metrics of the service (`Metrics`), served at GET /metrics in the text format.
+
+With several worker processes (gunicorn, uvicorn --workers) each has its own counters: the server's
+start-up sets PROMETHEUS_MULTIPROC_DIR before this module is imported, prometheus_client then keeps
+the values in files there, and /metrics adds up every process's.
+
+The hot path is `started` + `finished`: the labelled children are bound once per (route, status)
+and kept, so a request costs a few lock-protected additions, no label lookups.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    disable_created_metrics,
+    generate_latest,
+    multiprocess,
+)
+
+# The classic text format, which generate_latest writes and every Prometheus 2 and 3 reads.
+MEDIA_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# Latency buckets for a small model: most answers take well under 10 ms.
+DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+ROWS_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 4096, 10_000)
+OTHER = "other"  # the route label of a path the service does not serve: keeps the label set bounded
+
+
+class Metrics:
+    """The service's metrics. A request's route label is its path when that is one of `paths`,
+    else what `label` maps the path to (a template such as /v2/models/{name}/infer, or "other")."""
+
+    def __init__(
+        self, model: dict[str, Any], runtime: str, paths: set[str], label: Callable[[str], str]
+    ) -> None:
+        self.multiprocess = "PROMETHEUS_MULTIPROC_DIR" in os.environ
+        disable_created_metrics()  # no *_created series: they double the output and say little
+        self.registry = CollectorRegistry()
+        if not self.multiprocess:  # per-process CPU and memory; meaningless summed over workers
+            ProcessCollector(registry=self.registry)
+        self.label = label
+        self.requests = Counter(
+            "deployctl_requests", "HTTP requests answered", ["route", "code"], registry=self.registry
+        )
+        self.duration = Histogram(
+            "deployctl_request_duration_seconds",
+            "Time to answer a request, from its body read to its answer written",
+            ["route"],
+            buckets=DURATION_BUCKETS,
+            registry=self.registry,
+        )
+        self.in_progress = Gauge(
+            "deployctl_requests_in_progress",
+            "Requests being answered",
+            registry=self.registry,
+            multiprocess_mode="livesum",
+        )
+        self.rows = Counter("deployctl_rows", "Rows scored by the model", registry=self.registry)
+        self.batch_rows = Histogram(
+            "deployctl_batch_rows",
+            "Rows per model call (above a request's rows when requests are micro-batched)",
+            buckets=ROWS_BUCKETS,
+            registry=self.registry,
+        )
+        info = Gauge(
+            "deployctl_model_info",
+            "The model served (always 1)",
+            ["name", "version", "flavor", "runtime"],
+            registry=self.registry,
+            multiprocess_mode="max",
+        )
+        info.labels(
+            str(model["name"]), str(model["version"]), str(model.get("flavor", "unknown")), runtime
+        ).set(1)
+        self.routes = {variant: path for path in paths for variant in (path, path + "/")}
+        # (route, status) -> (the route's request counter, its duration histogram): bound once
+        self.children: dict[tuple[str, int], tuple[Any, Any]] = {}
+
+    def started(self) -> float:
+        """Count a request in progress; the time it started, for `finished`."""
+        self.in_progress.inc()
+        return time.perf_counter()
+
+    def finished(self, path: str, status: int, started: float) -> None:
+        elapsed = time.perf_counter() - started
+        route = self.routes.get(path) or self.label(path)
+        children = self.children.get((route, status))
+        if children is None:
+            children = self.children[(route, status)] = (
+                self.requests.labels(route, str(status)),
+                self.duration.labels(route),
+            )
+        children[0].inc()
+        children[1].observe(elapsed)
+        self.in_progress.dec()
+
+    def scored(self, rows: int) -> None:
+        """One model call on `rows` rows."""
+        self.rows.inc(rows)
+        self.batch_rows.observe(rows)
+
+    @classmethod
+    def chosen(
+        cls, model: dict[str, Any], runtime: str, paths: set[str], label: Callable[[str], str]
+    ) -> Metrics:
+        """The metrics, or with METRICS=0 none recorded (what measures their cost: bench/)."""
+        chosen = cls if os.environ.get("METRICS", "1") != "0" else Unrecorded
+        return chosen(model, runtime, paths, label)
+
+    def exposition(self) -> bytes:
+        """Every metric in the Prometheus text format, summed over the worker processes if several."""
+        if not self.multiprocess:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry)
+
+
+class Unrecorded(Metrics):
+    """METRICS=0: /metrics still answers (model info only); requests and rows are not counted."""
+
+    def started(self) -> float:
+        return time.perf_counter()
+
+    def finished(self, path: str, status: int, started: float) -> None:
+        pass
+
+    def scored(self, rows: int) -> None:
+        pass
