@@ -325,6 +325,16 @@ def _probability_problem(case: dict[str, Any], model: dict[str, Any], got: Any) 
     return Problem(f"probabilities differ for {bad}: {got} != {expected}", expected, got) if bad else None
 
 
+def single_problem(body: Any, case: dict[str, Any], model: dict[str, Any]) -> Problem | None:
+    """What is wrong with a /predict answer for `case` (None: it is the recorded answer)."""
+    return _single(body, case, model)
+
+
+def batch_problem(body: Any, cases: list[dict[str, Any]], model: dict[str, Any]) -> Problem | None:
+    """What is wrong with a /predict_batch answer for `cases` (None: the recorded answers)."""
+    return _batch(body, cases, model)
+
+
 def _single(body: Any, case: dict[str, Any], model: dict[str, Any]) -> Problem | None:
     if not isinstance(body, dict):
         return Problem(f"not a JSON object: {body}", case["prediction"], body)

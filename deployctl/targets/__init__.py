@@ -22,6 +22,7 @@ BUILTIN = {
     "k8s": "deployctl.targets.k8s:KubernetesTarget",
     "lambda": "deployctl.targets.aws_lambda:LambdaTarget",
     "gcf": "deployctl.targets.gcf:CloudFunctionTarget",
+    "embedded": "deployctl.targets.embedded:EmbeddedTarget",
 }
 
 
