@@ -315,13 +315,15 @@ def _probability_problem(case: dict[str, Any], model: dict[str, Any], got: Any) 
     expected = case.get("probabilities")
     if expected is None:
         return None
+    # an ONNX model agrees within the tolerance generate checked it with, not to the last bit
+    tolerance = model["loader"].get("tolerance", 1e-12)
     if model["task"] == "binary":
         want: Any = expected[str(model["classes"][1])]
-        ok = same_prediction(want, got)
+        ok = same_prediction(want, got, tolerance)
         return None if ok else Problem(f"probability {got} != recorded {want}", want, got)
     if not isinstance(got, dict) or set(got) != set(expected):
         return Problem(f"probabilities {got} != recorded {expected}", expected, got)
-    bad = [k for k in expected if not same_prediction(expected[k], got[k])]
+    bad = [k for k in expected if not same_prediction(expected[k], got[k], tolerance)]
     return Problem(f"probabilities differ for {bad}: {got} != {expected}", expected, got) if bad else None
 
 

@@ -30,7 +30,7 @@ class Expectations:
 
 def record_expectations(model: ResolvedModel) -> Expectations:
     rows = model.example_rows[:MAX_CASES] or [{c.name: PLACEHOLDERS[c.type] for c in model.columns}]
-    frame = _frame(rows, model.columns)
+    frame = dataframe(rows, model.columns)
     estimator = _load(model)
     labeller = _load(model, pyfunc=True) if model.flavor in PYFUNC_LABELS else estimator
     try:
@@ -72,7 +72,7 @@ def _load(model: ResolvedModel, pyfunc: bool = False) -> Any:
         ) from exc
 
 
-def _frame(rows: list[dict[str, Any]], columns: list[Column]) -> Any:
+def dataframe(rows: list[dict[str, Any]], columns: list[Column]) -> Any:
     import pandas as pd
 
     frame = pd.DataFrame(rows, columns=[c.name for c in columns])
@@ -101,8 +101,9 @@ def _type_name(labels: list[Any]) -> str:
     return "Any"
 
 
-def same_prediction(expected: Any, got: Any) -> bool:
-    """Labels equal exactly; numbers within 1e-9 relative (JSON round trip of a float is exact)."""
+def same_prediction(expected: Any, got: Any, tolerance: float = 1e-12) -> bool:
+    """Labels equal exactly; numbers within 1e-9 relative (JSON round trip of a float is exact), or
+    `tolerance` absolute (an ONNX model's: `onnx_export.TOLERANCE`)."""
     if isinstance(expected, float) and isinstance(got, (int, float)):
-        return math.isclose(expected, got, rel_tol=1e-9, abs_tol=1e-12)
+        return math.isclose(expected, got, rel_tol=1e-9, abs_tol=tolerance)
     return bool(expected == got)

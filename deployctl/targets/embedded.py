@@ -30,7 +30,8 @@ from deployctl.contract import Check, batch_problem, single_problem
 from deployctl.errors import UsageError
 from deployctl.manifest import Artifact
 from deployctl.process import RunningService, run_or_fail
-from deployctl.targets.base import Target, require_built
+from deployctl.targets.base import Option, Target, require_built
+from deployctl.targets.shared import ENGINE
 
 PROBE = Path(__file__).with_name("embedded_probe.py")
 # The Parquet reader and writer of the score CLI: an extra, tested with pyarrow 25.
@@ -112,6 +113,7 @@ class EmbeddedTarget(Target):
     produces = "package/ (API + CLI), app/, pyproject.toml; dist/<pkg>-<version>-py3-none-any.whl after build"
     layers: ClassVar[tuple[str, ...]] = ("runtime", "embedded")
     serves_http = False
+    options: ClassVar[tuple[Option, ...]] = (ENGINE,)
     builder = WheelBuilder()
 
     def context(self, base: dict[str, Any]) -> dict[str, Any]:

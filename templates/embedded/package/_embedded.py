@@ -23,6 +23,11 @@ ROOT = Path(__file__).resolve().parent
 F = TypeVar("F", bound=Mapping[str, Any])
 
 
+def _missing(value: Any) -> bool:
+    """A pandas missing value (NaN, None, pd.NA): in a frame, that is a value left out."""
+    return value is None or (type(value) is float and value != value) or type(value).__name__ == "NAType"
+
+
 class ValidationError(ValueError):
     """Input the HTTP service would refuse, with the message it answers; `status` is its HTTP status
     (400 invalid, 413 too many rows, 422 a value the model itself rejects)."""
@@ -123,7 +128,8 @@ class EmbeddedModel(Generic[F]):
             for label, record in zip(
                 frame.index[start : start + chunk_rows], records[start : start + chunk_rows]
             ):
-                chunk.append(self.validate(record, f"row {label!r}"))
+                row = {key: None if _missing(value) else value for key, value in record.items()}
+                chunk.append(self.validate(row, f"row {label!r}"))
             yield chunk
 
     def validate(self, row: Any, where: str = "features") -> list[Any]:

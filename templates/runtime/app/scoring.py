@@ -202,6 +202,10 @@ def fork_safe(loader: dict[str, Any]) -> bool:
 
 def load_model(loader: dict[str, Any], model_dir: Path) -> Any:
     """Load the model natively (so classifiers keep predict_proba), else through MLflow pyfunc."""
+    if loader["kind"] == "onnx":  # --engine onnx: converted at generate, run by onnxruntime
+        from .onnx_engine import OnnxModel
+
+        return OnnxModel(model_dir / loader["file"], loader.get("classes"))
     if loader["kind"] == "pyfunc":
         import mlflow.pyfunc
 
