@@ -30,6 +30,8 @@ class OnnxModel:
     classifier or (value) for a regressor. Inputs are matched by position: the converter may
     rename a column that is not a valid ONNX name."""
 
+    takes_rows = True  # Scorer passes validated rows (lists in signature order), not a DataFrame
+
     def __init__(self, path: Path, classes: list[Any] | None) -> None:
         import onnxruntime
 
@@ -62,12 +64,14 @@ class OnnxModel:
         return outputs
 
     def _feeds(self, inputs: Any) -> dict[str, Any]:
-        """`inputs`: a 2-D array, or a DataFrame, of the signature's columns in signature order."""
+        """`inputs`: rows (lists), a 2-D array or a DataFrame of the signature's columns, in order."""
         if len(self.inputs) == 1:  # one [N, columns] input
             name, dtype = self.inputs[0]
-            table = inputs if isinstance(inputs, np.ndarray) else inputs.to_numpy()
+            table = inputs.to_numpy() if hasattr(inputs, "iloc") else inputs
             return {name: np.asarray(table, dtype=dtype).reshape(len(table), -1)}
-        if isinstance(inputs, np.ndarray):
+        if isinstance(inputs, list):  # rows, as Scorer passes them
+            columns: list[Any] = list(zip(*inputs)) if inputs else [[] for _ in self.inputs]
+        elif isinstance(inputs, np.ndarray):
             columns = [inputs[:, i] for i in range(len(self.inputs))]
         else:  # a DataFrame
             columns = [inputs.iloc[:, i].to_numpy() for i in range(len(self.inputs))]

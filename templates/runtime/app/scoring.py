@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from .logs import log
 from .schema import BadRequest, Schema
@@ -27,7 +26,7 @@ FEATURE_NAMES_WARNING = "X does not have valid feature names"
 
 def _tolist(values: Any) -> list[Any]:
     """Predictions as plain JSON values, whatever container the model returned."""
-    if isinstance(values, pd.DataFrame):
+    if _is_sklearn(values, "pandas", "DataFrame"):  # pandas is not imported for an ONNX model
         if values.shape[1] == 1:
             return values.iloc[:, 0].tolist()
         return values.to_dict(orient="records")
@@ -71,6 +70,8 @@ class Scorer:
         self.model = model
         self.schema = schema
         self.array = array
+        # an ONNX model takes the validated rows as they are (no DataFrame, so no pandas)
+        self.rows = getattr(model, "takes_rows", False)
         self.head: Any
         self.final: Any
         self.head, self.final = _split_pipeline(model) if shortcuts else (None, model)
@@ -83,6 +84,8 @@ class Scorer:
     def fastest(cls, model: Any, schema: Schema, probe: list[list[Any]]) -> Scorer:
         """The fastest options that answer the probe rows exactly as the model does on a DataFrame."""
         reference = cls(model, schema)
+        if reference.rows:  # one way to call it: nothing to choose
+            return reference
         candidates = [cls(model, schema, shortcuts=True)]
         if schema.array_dtype is not None and _names_match(model, schema.names):
             candidates.insert(0, cls(model, schema, array=True, shortcuts=True))
@@ -104,7 +107,10 @@ class Scorer:
         """(labels, probabilities or None) for validated rows; BadRequest(422) if the model refuses."""
         try:
             with self._checks_done():
-                inputs = self.schema.array(rows) if self.array else self.schema.frame(rows)
+                if self.rows:
+                    inputs: Any = rows
+                else:
+                    inputs = self.schema.array(rows) if self.array else self.schema.frame(rows)
                 if self.head is not None:
                     inputs = self.head.transform(inputs)
                 probas = None

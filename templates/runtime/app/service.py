@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import mlflow_protocol
 from .jsonio import JSONDecodeError, dumps, loads
 from .logs import log
 from .schema import MAX_BATCH_ROWS, MAX_BODY_BYTES, BadRequest, Schema
@@ -45,6 +44,8 @@ class MlflowScorer:
         try:
             return self.scorer.score(rows, False)
         except BadRequest as exc:
+            from . import mlflow_protocol
+
             raise mlflow_protocol.model_failure(exc.message) from None
 
 
@@ -118,6 +119,8 @@ class ModelService:
 
     def mlflow_call(self, body: bytes, content_type: str | None) -> Call:
         """MLflow's scoring protocol, answered as `mlflow models serve` answers it."""
+        from . import mlflow_protocol  # imports pandas: only when /invocations is asked
+
         frame = mlflow_protocol.frame_of(body, content_type, self.schema)
         if len(frame) > MAX_BATCH_ROWS:
             raise BadRequest(f"input: {len(frame)} rows is over the limit of {MAX_BATCH_ROWS}", 413)
