@@ -123,7 +123,8 @@ class EmbeddedTarget(Target):
             "import_name": import_name(base["name"]),
             "package_version": package_version(model["version"]),
             "description": f"Model {model['name']} version {model['version']}, embedded (deployctl)",
-            "dependencies": base["requirements"],
+            # the package's own import of NotRequired on Python 3.10
+            "dependencies": [*base["requirements"], 'typing_extensions>=4.0; python_version < "3.11"'],
             "parquet_requirements": list(PARQUET),
             "columns": [{**c, "pytype": PYTHON_TYPES[c["type"]].__name__} for c in base["columns"]],
         }
