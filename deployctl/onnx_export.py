@@ -25,18 +25,60 @@ NATIVE_HINT = "Generate with --engine native (the default): the model's own libr
 
 
 def convert(model: ResolvedModel, expectations: Expectations, model_dir: Path) -> dict[str, Any]:
-    """Write model_dir/model.onnx, checked against the recorded answers; return the runtime's loader."""
+    """Write model_dir/model.onnx, checked against the recorded answers; return the runtime's loader.
+
+    Input typings are tried in order of precision (see `input_typings`): the first whose graph
+    converts, loads in onnxruntime and agrees on the recorded rows is kept; else the last reason
+    (the converter's, onnxruntime's, or the worst row) is the refusal.
+    """
     if model.flavor != "sklearn":
         raise UsageError(
             f"--engine onnx converts scikit-learn models; this one is a '{model.flavor}' model.",
             NATIVE_HINT,
         )
     estimator = _load_sklearn(model)
-    onnx_model = _to_onnx(estimator, model)
-    (model_dir / ONNX_FILE).write_bytes(onnx_model.SerializeToString())
-    worst = check_parity(model_dir / ONNX_FILE, model, expectations)
-    loader = {"kind": "onnx", "file": ONNX_FILE, "classes": expectations.classes}
-    return {**loader, "tolerance": TOLERANCE, "max_abs_diff": worst}
+    failure = ""
+    for inputs in input_typings(model):
+        try:
+            onnx_model = _to_onnx(estimator, inputs)
+            (model_dir / ONNX_FILE).write_bytes(onnx_model.SerializeToString())
+            worst = check_parity(model_dir / ONNX_FILE, model, expectations)
+        except Refused as exc:
+            failure = str(exc)
+            continue
+        loader = {"kind": "onnx", "file": ONNX_FILE, "classes": expectations.classes}
+        return {**loader, "tolerance": TOLERANCE, "max_abs_diff": worst}
+    (model_dir / ONNX_FILE).unlink(missing_ok=True)
+    raise DeployctlError(failure, NATIVE_HINT)
+
+
+class Refused(Exception):
+    """Why one input typing does not serve: the converter's, onnxruntime's or the parity's reason."""
+
+
+def input_typings(model: ResolvedModel) -> list[list[tuple[str, Any]]]:
+    """skl2onnx input declarations, most precise first: one [N, 1] input per column (what a
+    ColumnTransformer takes) with doubles as double, then as float (some ONNX operators, e.g. the
+    Imputer, exist only for float); for a plain estimator on numbers, one [N, columns] table."""
+    _imports()
+    from skl2onnx.common import data_types as types
+
+    kinds = {
+        "long": types.Int64TensorType,
+        "integer": types.Int64TensorType,
+        "boolean": types.BooleanTensorType,
+        "string": types.StringTensorType,
+        "float": types.FloatTensorType,
+    }
+    typings = []
+    for real in (types.DoubleTensorType, types.FloatTensorType):
+        typings.append([(c.name, kinds.get(c.type, real)([None, 1])) for c in model.columns])
+    if all(c.type not in ("string", "boolean") for c in model.columns):
+        typings += [
+            [("X", real([None, len(model.columns)]))]
+            for real in (types.DoubleTensorType, types.FloatTensorType)
+        ]
+    return typings
 
 
 def _imports() -> Any:
@@ -57,39 +99,20 @@ def _load_sklearn(model: ResolvedModel) -> Any:
     return mlflow.sklearn.load_model(str(model.local_path))
 
 
-def _to_onnx(estimator: Any, model: ResolvedModel) -> Any:
-    """One [N, 1] input per column (what a ColumnTransformer takes), else, for a plain estimator on
-    numbers, one [N, columns] float64 input (the table sklearn makes of such a DataFrame)."""
+def _to_onnx(estimator: Any, inputs: list[tuple[str, Any]]) -> Any:
     skl2onnx = _imports()
-    from skl2onnx.common import data_types as types
     from sklearn.base import is_classifier
 
-    kinds = {
-        "double": types.DoubleTensorType,
-        "float": types.FloatTensorType,
-        "long": types.Int64TensorType,
-        "integer": types.Int64TensorType,
-        "boolean": types.BooleanTensorType,
-        "string": types.StringTensorType,
-    }
     # probabilities as one [N, classes] tensor, not a list of {class: p} maps
     options = {id(estimator): {"zipmap": False}} if is_classifier(estimator) else None
-    attempts = [[(c.name, kinds[c.type]([None, 1])) for c in model.columns]]
-    if all(c.type not in ("string", "boolean") for c in model.columns):
-        attempts.append([("X", types.DoubleTensorType([None, len(model.columns)]))])
-    failure: Exception | None = None
-    for inputs in attempts:
-        try:
-            return skl2onnx.to_onnx(estimator, initial_types=inputs, options=options)
-        except Exception as exc:
-            failure = exc
-    assert failure is not None
-    text = str(failure).strip().splitlines()[0] if str(failure).strip() else ""
-    raise DeployctlError(
-        f"skl2onnx cannot convert this model ({type(estimator).__name__}): "
-        f"{type(failure).__name__}: {text[:400]}",
-        NATIVE_HINT,
-    )
+    try:
+        return skl2onnx.to_onnx(estimator, initial_types=inputs, options=options)
+    except Exception as exc:
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise Refused(
+            f"skl2onnx cannot convert this model ({type(estimator).__name__}): "
+            f"{type(exc).__name__}: {text[:400]}"
+        ) from None
 
 
 def check_parity(path: Path, model: ResolvedModel, expectations: Expectations) -> float:
@@ -97,14 +120,17 @@ def check_parity(path: Path, model: ResolvedModel, expectations: Expectations) -
     code; refuses a label that differs or a larger difference."""
     from deployctl.expect import dataframe
 
-    onnx_model = _runtime_engine().OnnxModel(path, expectations.classes)
     rows = [case["row"] for case in expectations.cases]
+    try:
+        onnx_model = _runtime_engine().OnnxModel(path, expectations.classes)
+    except Exception as exc:  # a graph onnxruntime cannot run (an operator without a kernel)
+        raise Refused(f"onnxruntime cannot run the converted model: {str(exc)[:400]}") from None
     try:
         frame = dataframe(rows, model.columns)
         labels = onnx_model.predict(frame).tolist()
         probas = onnx_model.predict_proba(frame).tolist() if expectations.classes is not None else None
     except Exception as exc:
-        raise DeployctlError(f"The ONNX model fails on the recorded rows: {exc}", NATIVE_HINT) from None
+        raise Refused(f"The ONNX model fails on the recorded rows: {exc}") from None
     diffs = [
         _difference(case, labels[i], probas and probas[i], expectations)
         for i, case in enumerate(expectations.cases)
@@ -112,11 +138,10 @@ def check_parity(path: Path, model: ResolvedModel, expectations: Expectations) -
     worst_row = max(range(len(diffs)), key=diffs.__getitem__, default=None)
     if worst_row is not None and diffs[worst_row] > TOLERANCE:
         case = expectations.cases[worst_row]
-        raise DeployctlError(
+        raise Refused(
             f"The ONNX model disagrees with the model in-process on recorded row {worst_row} "
             f"({case['row']}): {_said(case, labels[worst_row], probas and probas[worst_row])}, "
-            f"over the {TOLERANCE:g} allowed.",
-            NATIVE_HINT,
+            f"over the {TOLERANCE:g} allowed."
         )
     return 0.0 if worst_row is None else diffs[worst_row]
 

@@ -24,7 +24,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 warnings.filterwarnings("ignore")
 
 
-def log(model: object, X: pd.DataFrame, name: str) -> None:
+def log(model: object, X: pd.DataFrame, name: str, **kwargs: object) -> None:
     example = X.dropna().head(4)
     with mlflow.start_run():
         mlflow.sklearn.log_model(
@@ -33,6 +33,7 @@ def log(model: object, X: pd.DataFrame, name: str) -> None:
             signature=infer_signature(example, model.predict(example)),  # type: ignore[attr-defined]
             input_example=example,
             registered_model_name=name,
+            **kwargs,
         )
 
 
@@ -55,18 +56,11 @@ def main(tracking_uri: str) -> None:
                 make_pipeline(SimpleImputer(strategy="median"), StandardScaler()),
                 ["income", "debt"],
             ),
-            (
-                "region",
-                make_pipeline(
-                    SimpleImputer(strategy="constant", fill_value="missing"),
-                    OneHotEncoder(handle_unknown="ignore"),
-                ),
-                ["region"],
-            ),
+            ("region", OneHotEncoder(handle_unknown="ignore"), ["region"]),
         ]
     )
     model = Pipeline([("features", features), ("classifier", LogisticRegression())]).fit(X, y.astype(int))
-    log(model, X, "imputed_pipeline")
+    log(model, X, "imputed_pipeline", skops_trusted_types=["numpy.dtype"])  # SimpleImputer's
 
     numbers = pd.DataFrame(rng.normal(size=(60, 3)), columns=["a", "b", "c"])
     log(KernelRidge(alpha=0.5).fit(numbers, numbers.a * 2 - numbers.c), numbers, "kernel_ridge")
