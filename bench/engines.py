@@ -48,7 +48,8 @@ print(json.dumps({"pandas": "pandas" in sys.modules, "sklearn": "sklearn" in sys
 EMBEDDED = """
 import json, statistics, sys, time
 import pandas as pd
-from fraud_detector import model
+import importlib
+model = importlib.import_module(sys.argv[2]).model
 row = json.loads(sys.argv[1]); model.load()
 frame = pd.DataFrame([row])
 service = model.service
@@ -134,7 +135,7 @@ def cold_inits(artifacts: dict[str, Path], rounds: int) -> dict[str, dict[str, A
             if proc.returncode != 0:
                 sys.exit(f"cold init of the {engine} zip failed:\n{proc.stderr}")
             results[engine]["times"].append(seconds)
-            results[engine]["imports"] = json.loads(proc.stdout)
+            results[engine]["imports"] = json.loads(proc.stdout.splitlines()[-1])  # after the log lines
     for facts in results.values():
         facts["cold_s"] = statistics.median(facts.pop("times"))
     results["python"] = {"path": Path(python).name, "version": subprocess.check_output(
@@ -154,7 +155,10 @@ def embedded(artifacts: dict[str, Path], workdir: Path) -> dict[str, dict[str, f
             subprocess.run(
                 ["uv", "pip", "install", "-q", "--python", str(python), *wheels, str(wheel)], check=True
             )
-        proc = subprocess.run([str(python), "-c", EMBEDDED, json.dumps(ROW)], capture_output=True, text=True)
+        package = json.loads((artifact / "deployctl.json").read_text())["name"].replace("-", "_")
+        proc = subprocess.run(
+            [str(python), "-c", EMBEDDED, json.dumps(ROW), package], capture_output=True, text=True
+        )
         if proc.returncode != 0:
             sys.exit(f"embedded {engine} failed:\n{proc.stderr}")
         figures[engine] = json.loads(proc.stdout)
