@@ -217,9 +217,9 @@ def report(cold: dict[str, Any], emb: dict[str, Any], api: dict[str, Any], heade
             f"| {engine} | {figures['predict_us']:.0f} us | {figures['bare_us']:.0f} us ({bare[engine]}) | "
             f"{figures['predict_us'] / figures['bare_us']:.2f}x |"
         )
+    share = emb["onnx"]["predict_us"] / emb["native"]["bare_us"]
     lines.append(
-        f"\nembedded onnx `model.predict` / native bare sklearn call: "
-        f"{emb['onnx']['predict_us'] / emb['native']['bare_us']:.2f}."
+        f"\nembedded onnx `model.predict` / native bare sklearn call: {share:.4f} (1/{1 / share:.0f})."
     )
     lines += [
         "",

@@ -225,6 +225,47 @@ def test_an_embedded_package_is_not_served(artifact: Path) -> None:
     assert remote.code == 2 and "not a service" in remote.output
 
 
+HOSTILE = ['a"b', 'x"""; import os #', "line\nbreak", "class", "{{ name }}", "ünï"]
+
+
+def test_hostile_column_and_model_names_render_to_valid_python_and_toml(tmp_path: Path) -> None:
+    """Registry names reach __init__.py (the Features TypedDict) and pyproject.toml only escaped."""
+    import ast
+
+    from deployctl.expect import Expectations
+    from deployctl.generate import template_context
+    from deployctl.model import Column, ResolvedModel
+    from deployctl.render import render_layers
+    from deployctl.targets import get as get_target
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    columns = [Column(name, "double") for name in HOSTILE] + [Column("opt", "string", required=False)]
+    model = ResolvedModel(
+        uri="models:/m@p",
+        name='evil"""\n',
+        version="run-0123abcd",
+        run_id="0123abcd",
+        flavor="sklearn",
+        columns=columns,
+        example_rows=[],
+        requirements=["numpy==2.4.6"],
+        local_path=Path("model"),
+        loader={"kind": "sklearn", "file": "model.skops", "format": "skops", "trusted_types": []},
+    )
+    target = get_target("embedded")
+    context = template_context(
+        target, model, Expectations("regression", None, "float"), "evil", {"engine": "native"}
+    )
+    render_layers(target.layers, context, tmp_path)
+    tree = ast.parse((tmp_path / "package" / "__init__.py").read_text())
+    typed = next(n for n in ast.walk(tree) if isinstance(n, ast.Dict))
+    assert [ast.literal_eval(k) for k in typed.keys if k is not None] == [*HOSTILE, "opt"]
+    pyproject = tomllib.loads((tmp_path / "pyproject.toml").read_text())
+    assert pyproject["project"]["version"] == "0+run.0123abcd"
+    assert pyproject["project"]["description"] == 'Model evil"""\n version run-0123abcd, embedded (deployctl)'
+    assert pyproject["tool"]["hatch"]["build"]["targets"]["wheel"]["sources"]["package"] == "evil"
+
+
 def test_versions_and_package_names() -> None:
     assert package_version("3") == "3"
     assert package_version("run-0123abcd") == "0+run.0123abcd"
