@@ -57,8 +57,9 @@ class OnnxModel:
 
     def _run(self, inputs: Any) -> list[Any]:
         """One session run per input: Scorer asks for probabilities, then labels, of the same rows."""
-        if self._last is not None and self._last[0] is inputs:
-            return self._last[1]
+        last = self._last  # read once: another thread may replace it (then this run is recomputed)
+        if last is not None and last[0] is inputs:
+            return last[1]
         outputs = self.session.run(self.outputs, self._feeds(inputs))
         self._last = (inputs, outputs)
         return outputs
