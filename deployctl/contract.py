@@ -229,9 +229,10 @@ def _oip_answer(body: Any, cases: list[dict[str, Any]], model: dict[str, Any]) -
     flat = outputs.get("predict_proba", {}).get("data") or []
     width = len(classes)
     rows = [dict(zip(map(str, classes), flat[i * width : (i + 1) * width])) for i in range(len(cases))]
+    tolerance = model["loader"].get("tolerance", 1e-12)  # an ONNX model's (see _probability_problem)
     for case, got in zip(cases, rows):
         want = case["probabilities"]
-        if set(got) != set(want) or not all(same_prediction(want[k], got[k]) for k in want):
+        if set(got) != set(want) or not all(same_prediction(want[k], got[k], tolerance) for k in want):
             return Problem(f"predict_proba {got} != recorded {want}", want, got)
     return None
 
@@ -424,14 +425,21 @@ def _probability_problem(case: dict[str, Any], model: dict[str, Any], got: Any) 
     expected = case.get("probabilities")
     if expected is None:
         return None
+    # an ONNX model agrees within the tolerance generate checked it with, not to the last bit
+    tolerance = model["loader"].get("tolerance", 1e-12)
     if model["task"] == "binary":
         want: Any = expected[str(model["classes"][1])]
-        ok = same_prediction(want, got)
+        ok = same_prediction(want, got, tolerance)
         return None if ok else Problem(f"probability {got} != recorded {want}", want, got)
     if not isinstance(got, dict) or set(got) != set(expected):
         return Problem(f"probabilities {got} != recorded {expected}", expected, got)
-    bad = [k for k in expected if not same_prediction(expected[k], got[k])]
+    bad = [k for k in expected if not same_prediction(expected[k], got[k], tolerance)]
     return Problem(f"probabilities differ for {bad}: {got} != {expected}", expected, got) if bad else None
+
+
+def batch_problem(body: Any, cases: list[dict[str, Any]], model: dict[str, Any]) -> Problem | None:
+    """What is wrong with a /predict_batch answer for `cases` (None: the recorded answers)."""
+    return _batch(body, cases, model)
 
 
 def predict_problem(body: Any, case: dict[str, Any], model: dict[str, Any]) -> Problem | None:

@@ -52,6 +52,12 @@ class Json(Escaped):
     language = "json"
 
 
+class Toml(Escaped):
+    """A TOML basic string, or an array of them, on one line (pyproject.toml)."""
+
+    language = "toml"
+
+
 class Docker(Escaped):
     """A double-quoted Dockerfile word for ARG, ENV and LABEL values: `"`, `\\`, `$` escaped."""
 
@@ -217,6 +223,20 @@ def json_value(value: Any) -> Json:
     return Json(json.dumps(_plain(value), ensure_ascii=True, allow_nan=False))
 
 
+# -- TOML ------------------------------------------------------------------------------------------
+
+
+def toml(value: Any) -> Toml:
+    """A string (or a list of strings) as TOML basic strings. JSON's ASCII string escapes (\\", \\\\,
+    \\n, \\uXXXX...) are TOML's, so json.dumps writes a TOML string that no value can break out of."""
+    plain = _plain(value)
+    items = plain if isinstance(plain, list) else [plain]
+    if not all(isinstance(item, str) for item in items):
+        raise UnescapedValue(f"toml escapes strings and lists of strings, got {value!r}")
+    text = [json.dumps(item, ensure_ascii=True) for item in items]
+    return Toml("[" + ", ".join(text) + "]" if isinstance(plain, list) else text[0])
+
+
 # -- Dockerfile ------------------------------------------------------------------------------------
 
 
@@ -331,6 +351,7 @@ FILTERS: dict[str, Callable[..., Escaped]] = {
     "json": json_value,
     "tojson": json_value,
     "docker": docker,
+    "toml": toml,
     "md": markdown,
     "md_code": markdown_code,
     "sh": shell,
@@ -344,6 +365,7 @@ ACCEPTS: dict[str, tuple[type[Escaped], ...]] = {
     "yaml": (Yaml, Token),
     "json": (Json,),
     "dockerfile": (Docker, Token),
+    "toml": (Toml, Token),
     "requirements": (Requirement, Token),
     "markdown": (Markdown, Shell, Token),
     "shell": (Shell, Token),
@@ -354,6 +376,7 @@ FILTERS_FOR = {
     "yaml": "yaml, yaml_block",
     "json": "json",
     "dockerfile": "docker (ARG/ENV/LABEL values only, never in RUN)",
+    "toml": "toml",
     "requirements": "req",
     "markdown": "md, md_code, sh",
     "shell": "sh",
@@ -371,6 +394,8 @@ def kind_of(path: str) -> str:
         return "yaml"
     if suffix == "json":
         return "json"
+    if suffix == "toml":
+        return "toml"
     if name == "Dockerfile" or name.startswith("Dockerfile.") or suffix == "dockerfile":
         return "dockerfile"
     if name.startswith("requirements") and suffix == "txt":

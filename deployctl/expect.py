@@ -35,7 +35,7 @@ class Expectations:
 
 def record_expectations(model: ResolvedModel) -> Expectations:
     rows = model.example_rows[:MAX_CASES] or [_placeholder(model)]
-    frame = _frame(rows, model.columns) if model.tensor is None else _tensor(rows, model.tensor)
+    frame = dataframe(rows, model.columns) if model.tensor is None else _tensor(rows, model.tensor)
     estimator = _load(model)
     labeller = _load(model, pyfunc=True) if model.flavor in PYFUNC_LABELS else estimator
     try:
@@ -103,7 +103,7 @@ def _tensor(rows: list[Any], tensor: dict[str, Any]) -> Any:
     return np.asarray(rows, dtype=tensor["dtype"])
 
 
-def _frame(rows: list[dict[str, Any]], columns: list[Column]) -> Any:
+def dataframe(rows: list[dict[str, Any]], columns: list[Column]) -> Any:
     import pandas as pd
 
     frame = pd.DataFrame(rows, columns=[c.name for c in columns])
@@ -131,16 +131,17 @@ def _is_float32(value: float) -> bool:
         return False
 
 
-def same_prediction(expected: Any, got: Any) -> bool:
+def same_prediction(expected: Any, got: Any, tolerance: float = 1e-12) -> bool:
     """Labels equal exactly; numbers within 1e-9 relative (JSON round trip of a float is exact);
-    several outputs (an object per row) or a tensor row (a list) compared value by value."""
+    several outputs (an object per row) or a tensor row (a list) compared value by value; or
+    `tolerance` absolute (an ONNX model's: `onnx_export.TOLERANCE`)."""
     if isinstance(expected, float) and isinstance(got, (int, float)):
         # a float32 output (a torch or Keras model's) holds ~7 digits: one build of the library
         # (its BLAS) and a batch of another size may differ in the last few bits
         rel = 1e-5 if _is_float32(expected) and _is_float32(got) else 1e-9
-        return math.isclose(expected, got, rel_tol=rel, abs_tol=1e-12)
+        return math.isclose(expected, got, rel_tol=rel, abs_tol=tolerance)
     if isinstance(expected, dict) and isinstance(got, dict):
-        return expected.keys() == got.keys() and all(same_prediction(expected[k], got[k]) for k in expected)
+        return expected.keys() == got.keys() and all(same_prediction(expected[k], got[k], tolerance) for k in expected)
     if isinstance(expected, list) and isinstance(got, list):
-        return len(expected) == len(got) and all(same_prediction(e, g) for e, g in zip(expected, got))
+        return len(expected) == len(got) and all(same_prediction(e, g, tolerance) for e, g in zip(expected, got))
     return bool(expected == got)

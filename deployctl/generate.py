@@ -43,6 +43,10 @@ def generate(
         stage = Path(tmp) / "stage"
         copy_model_tree(model.local_path, stage / "model")
         strip_host_paths(stage / "model")
+        if options.get("engine") == "onnx":  # converted and checked on the recorded rows, or refused
+            from deployctl import onnx_export
+
+            model.loader = onnx_export.convert(model, expectations, stage / "model")
         model.local_path = out / "model"
         context = template_context(target, model, expectations, service_name, options)
         render_layers(target.layers_for(options), context, stage, templates, target.templates)

@@ -20,6 +20,7 @@ FLASK = ("flask==3.1.3", "gunicorn==26.2.0", "orjson==3.13.0")
 KAFKA = ("confluent-kafka==2.16.1", "orjson==3.13.0")
 # What app/runtime.py imports; pinned to the versions that produced the recorded smoke outputs.
 RUNTIME = ("numpy", "pandas", "prometheus_client")
+ONNX_RUNTIME = "onnxruntime"  # --engine onnx: pinned to the version deployctl runs (tested: 1.32)
 LOADER_PACKAGES = {"skops": "skops", "cloudpickle": "cloudpickle"}
 
 
@@ -130,11 +131,18 @@ def _cpu_torch(line: str) -> list[str]:
 
 
 def merge(model_requirements: list[str], loader: dict[str, str], server: tuple[str, ...]) -> list[str]:
-    """Model pins win; MLflow itself is dropped when the model loads natively (it is not imported)."""
+    """Model pins win; MLflow itself is dropped when the model loads natively (it is not imported).
+
+    An ONNX model (--engine onnx) imports none of the model's libraries: only the runtime's
+    packages keep the model's pins (numpy, pandas), and onnxruntime runs the model.
+    """
     native = loader["kind"] != "pyfunc"
     parsed = cpu_only(parse(model_requirements))
     lines = [r for r in parsed if not (native and package_name(r) == "mlflow")]
     needed = list(RUNTIME)
+    if loader["kind"] == "onnx":
+        lines = [r for r in lines if package_name(r) in RUNTIME]
+        needed.append(ONNX_RUNTIME)
     if loader.get("format") in LOADER_PACKAGES:
         needed.append(LOADER_PACKAGES[loader["format"]])
     have = {package_name(r) for r in lines}

@@ -25,7 +25,7 @@ def run(artifact: Artifact, timeout: float = 120.0) -> list[Check]:
     if own is not None:
         return own
     checks = target.extra_checks(artifact)
-    if not all(c.ok for c in checks):
+    if not all(c.ok for c in checks) or not target.serves_http:
         return checks
     service = target.start(artifact, free_port())
     try:
@@ -53,6 +53,11 @@ def run_remote(
     Only the HTTP contract is checked: what a target checks beside it (schemas, package size,
     probe paths) needs the artifact built or the pod itself, not its public URL.
     """
+    if not get_target(artifact.target).serves_http:
+        raise UsageError(
+            f"{artifact.path} ({artifact.target}) is not a service: there is no URL to check.",
+            f"Leave out --url: `deployctl smoke-test {artifact.path}` checks the package itself.",
+        )
     return http_checks(artifact, Client(url, headers, timeout), retries=retries, log=log)
 
 

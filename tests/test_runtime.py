@@ -618,10 +618,12 @@ def test_one_bad_request_in_a_batch_fails_alone(pipeline: tuple[Any, pd.DataFram
 
 
 def readme_snippet() -> str:
-    """The Python block of the README's "Embedding the model in your application"."""
+    """The Python block of the README's "Embedding the model in your application" that uses the
+    runtime itself (the section's first blocks use the embedded target's wheel)."""
     readme = (RUNTIME_FILE.parents[3] / "README.md").read_text()
     section = readme.split("### Embedding the model in your application", 1)[1]
-    return section.split("```python\n", 1)[1].split("```", 1)[0]
+    blocks = [block.split("```", 1)[0] for block in section.split("```python\n")[1:]]
+    return next(block for block in blocks if "from app.runtime import ModelService" in block)
 
 
 def test_the_readme_embedding_snippet_returns_the_answer(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ BUILTIN = {
     "lambda": "deployctl.targets.aws_lambda:LambdaTarget",
     "gcf": "deployctl.targets.gcf:CloudFunctionTarget",
     "kafka": "deployctl.targets.kafka:KafkaTarget",
+    "embedded": "deployctl.targets.embedded:EmbeddedTarget",
 }
 
 

@@ -79,6 +79,7 @@ class Target:
     templates: ClassVar[Path | None] = None  # a folder holding this target's own layers
     options: ClassVar[tuple[Option, ...]] = ()
     server_requirements: ClassVar[tuple[str, ...]] = ()
+    serves_http: ClassVar[bool] = True  # False: smoke-test runs only extra_checks (a package, no server)
     builder: ClassVar[Builder | None] = None
     runner: ClassVar[Runner | None] = None
 

@@ -15,7 +15,7 @@ from deployctl.manifest import Artifact
 from deployctl.targets.base import Option, Target
 from deployctl.targets.builders import ImageBuilder, default_image, image_ref
 from deployctl.targets.runners import ContainerRunner
-from deployctl.targets.shared import check_cpu, check_memory, check_workers, cpu_cores, memory_bytes
+from deployctl.targets.shared import ENGINE, check_cpu, check_memory, check_workers, cpu_cores, memory_bytes
 
 UID = 10001  # the image's numeric user: Kubernetes' runAsNonRoot can only verify a numeric one
 PORT = 8000
@@ -46,6 +46,7 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("cpu", "1", "CPU limit (cores or millicores: 1, 500m).", check=check_cpu),
     Option("memory", "1Gi", "Memory limit (512Mi, 1Gi).", check=check_memory),
+    ENGINE,
 )
 
 

@@ -25,7 +25,7 @@ from deployctl.manifest import Artifact
 from deployctl.targets.base import Builder, Option, Target
 from deployctl.targets.builders import VenvBuilder
 from deployctl.targets.runners import ProcessRunner
-from deployctl.targets.shared import MB, ORJSON, in_range, matches
+from deployctl.targets.shared import ENGINE, MB, ORJSON, in_range, matches
 
 ENTRY_POINT = "handle"
 # Pinned to the version deployctl is tested with, like the other server stacks.
@@ -97,6 +97,7 @@ class CloudFunctionTarget(Target):
             int,
             check=in_range(1, 3600),
         ),
+        ENGINE,
     )
     builder = FunctionSource(VENV)
     runner = FRAMEWORK  # the real functions-framework from the artifact's .venv

@@ -14,7 +14,7 @@ from deployctl.manifest import Artifact
 from deployctl.targets.base import Option, Target
 from deployctl.targets.builders import VenvBuilder
 from deployctl.targets.runners import ProcessRunner
-from deployctl.targets.shared import check_workers
+from deployctl.targets.shared import ENGINE, check_workers
 
 WORKERS = Option("workers", 0, "Worker processes for `serve` (0: one per core).", int, check=check_workers)
 PRODUCES = "app/ (runtime + server), requirements.txt, a .venv after build"
@@ -34,7 +34,7 @@ class FastAPITarget(Target):
     summary = "REST API on FastAPI + uvicorn, typed OpenAPI docs from the signature"
     produces = PRODUCES
     layers: ClassVar[tuple[str, ...]] = ("runtime", "fastapi")
-    options: ClassVar[tuple[Option, ...]] = (WORKERS,)
+    options: ClassVar[tuple[Option, ...]] = (WORKERS, ENGINE)
     server_requirements = requirements.FASTAPI
     builder = VENV
     runner = APP
@@ -45,7 +45,7 @@ class FlaskTarget(Target):
     summary = "REST API on Flask + gunicorn"
     produces = PRODUCES
     layers: ClassVar[tuple[str, ...]] = ("runtime", "flask")
-    options: ClassVar[tuple[Option, ...]] = (WORKERS,)
+    options: ClassVar[tuple[Option, ...]] = (WORKERS, ENGINE)
     server_requirements = requirements.FLASK
     builder = VENV
     runner = APP

@@ -9,10 +9,21 @@ import re
 from collections.abc import Callable
 
 from deployctl import requirements
+from deployctl.targets.base import Option
 
 MB = 1024 * 1024
 # The JSON encoder every serverless adapter uses, pinned as the REST servers pin it.
 ORJSON = next(r for r in requirements.FLASK if requirements.package_name(r) == "orjson")
+
+# --engine: the model's own library (native), or the model converted to ONNX at generate and run
+# by onnxruntime without scikit-learn, scipy or the model's other requirements (deployctl/onnx_export.py).
+ENGINE = Option(
+    "engine",
+    "native",
+    "native (the model's flavor) or onnx (converted at generate, checked on the recorded rows, "
+    "served by onnxruntime: no scikit-learn or scipy in the artifact).",
+    choices=("native", "onnx"),
+)
 
 MEMORY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|k|M|G|T)?$")
 MEMORY_UNITS: dict[str | None, int] = {None: 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}

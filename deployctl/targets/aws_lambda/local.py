@@ -7,6 +7,7 @@ Python's wheels of the same pins, and the local run says it uses it.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -27,10 +28,13 @@ def stand_in_zip(artifact: Artifact) -> Path:
 
 
 def find_python(version: str) -> str | None:
-    """An interpreter of the runtime's Python version: this one, `pythonX.Y` on PATH, or uv's."""
+    """An interpreter of the runtime's Python version: this one, `pythonX.Y` on PATH, pyenv's
+    (whose `pythonX.Y` shim on PATH fails unless that version is selected), or uv's."""
     if version == LOCAL_PYTHON:
         return sys.executable
     candidates = [shutil.which(f"python{version}")]
+    pyenv = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv") / "versions"
+    candidates += [str(p) for p in sorted(pyenv.glob(f"{version}.*/bin/python{version}"), reverse=True)]
     uv = shutil.which("uv")
     if uv:
         found = subprocess.run([uv, "python", "find", version], capture_output=True, text=True, check=False)

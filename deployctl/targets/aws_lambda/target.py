@@ -24,7 +24,7 @@ from deployctl.targets.aws_lambda.events import event_checks, size_check
 from deployctl.targets.aws_lambda.local import RUNTIMES, function_config, local_run, require_sdk
 from deployctl.targets.aws_lambda.packaging import ZipBuilder, default_s3_key, deploy_steps
 from deployctl.targets.base import Option, Target
-from deployctl.targets.shared import ORJSON, in_range
+from deployctl.targets.shared import ENGINE, ORJSON, in_range
 
 ROUTES = (
     ("Health", "GET", "/health"),
@@ -98,6 +98,7 @@ class LambdaTarget(Target):
         ),
         Option("s3_bucket", "", "Bucket holding the model tarball (with --model-source s3)."),
         Option("s3_key", "", "Key of the model tarball (default: <name>/<version>/model.tar.gz)."),
+        ENGINE,
     )
 
     def check_options(self, values: dict[str, Any]) -> None:

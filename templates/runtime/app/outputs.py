@@ -1,7 +1,8 @@
 """A model's predictions as JSON values: the one place that decides their shape.
 
 deployctl's smoke-test recorder (deployctl/expect.py) loads this very file, so what it records
-and what the service answers cannot disagree. Only numpy and pandas are imported here.
+and what the service answers cannot disagree. Only numpy is imported here: pandas only where the
+model returned a pandas object (an ONNX model's runtime carries no pandas).
 
 - `per_row` (/predict, /predict_batch): one JSON value per input row. A single output (a 1-D
   array, a Series, a one-column DataFrame or (n, 1) array) gives one value per row; several
@@ -15,15 +16,21 @@ and what the service answers cannot disagree. Only numpy and pandas are imported
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import numpy as np
-import pandas as pd
+
+
+def _is_pandas(value: Any, name: str) -> bool:
+    """isinstance(value, pandas.<name>) without importing pandas when the model did not."""
+    cls = getattr(sys.modules.get("pandas"), name, None)
+    return cls is not None and isinstance(value, cls)
 
 
 def per_row(values: Any, rows: int | None = None) -> list[Any]:
     """One JSON value per row; `rows` (when known) checks a dict of outputs has one per row."""
-    if isinstance(values, pd.DataFrame):
+    if _is_pandas(values, "DataFrame"):
         if values.shape[1] == 1:
             return plain(values.iloc[:, 0].to_numpy())
         return plain(values.to_dict(orient="records"))
@@ -35,7 +42,7 @@ def per_row(values: Any, rows: int | None = None) -> list[Any]:
         if len(columns) == 1:
             return next(iter(columns.values()))
         return [dict(zip(columns, row)) for row in zip(*columns.values())]
-    if isinstance(values, pd.Series):
+    if _is_pandas(values, "Series"):
         values = values.to_numpy()
     if isinstance(values, np.ndarray) and values.ndim == 2 and values.shape[1] == 1:
         values = values[:, 0]
@@ -45,10 +52,10 @@ def per_row(values: Any, rows: int | None = None) -> list[Any]:
 
 def as_mlflow(values: Any) -> Any:
     """The "predictions" MLflow's scoring server answers for this model output."""
-    if isinstance(values, pd.DataFrame):
+    if _is_pandas(values, "DataFrame"):
         return plain(values.to_dict(orient="records"))
-    if isinstance(values, pd.Series):
-        return plain(pd.DataFrame(values).to_dict(orient="records"))
+    if _is_pandas(values, "Series"):
+        return plain(values.to_frame().to_dict(orient="records"))
     return plain(values)
 
 

@@ -7,10 +7,12 @@ import math
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:  # pandas is imported when a DataFrame is built: an ONNX model needs none (cold start)
+    import pandas as pd
 
 MAX_BODY_BYTES = int(os.environ.get("MAX_BODY_BYTES", 1024 * 1024))
 MAX_BATCH_ROWS = int(os.environ.get("MAX_BATCH_ROWS", 10_000))
@@ -171,6 +173,8 @@ class Schema:
         return np.array(rows, dtype=self.array_dtype, order="F")
 
     def frame(self, rows: list[list[Any]]) -> pd.DataFrame:
+        import pandas as pd
+
         data = {}
         for i, col in enumerate(self.columns):
             values = [r[i] for r in rows]

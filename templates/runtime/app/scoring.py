@@ -72,6 +72,8 @@ class Scorer:
         self.convert = convert  # the model's output as JSON values (app/outputs.py)
         self.schema = schema
         self.array = array
+        # an ONNX model takes the validated rows as they are (no DataFrame, so no pandas)
+        self.rows = getattr(model, "takes_rows", False)
         self.head: Any
         self.final: Any
         self.head, self.final = _split_pipeline(model) if shortcuts else (None, model)
@@ -85,6 +87,8 @@ class Scorer:
     def fastest(cls, model: Any, schema: InputSchema, probe: list[list[Any]]) -> Scorer:
         """The fastest options that answer the probe rows exactly as the model does on a DataFrame."""
         reference = cls(model, schema)
+        if reference.rows:  # one way to call it: nothing to choose
+            return reference
         candidates = [cls(model, schema, shortcuts=True)]
         if schema.array_dtype is not None and _names_match(model, schema.names):
             candidates.insert(0, cls(model, schema, array=True, shortcuts=True))
@@ -110,7 +114,10 @@ class Scorer:
         refuses."""
         try:
             with self._checks_done():
-                inputs = self.schema.array(rows) if self.array else self.schema.frame(rows)
+                if self.rows:
+                    inputs: Any = rows
+                else:
+                    inputs = self.schema.array(rows) if self.array else self.schema.frame(rows)
                 if self.head is not None:
                     inputs = self.head.transform(inputs)
                 probas = None
@@ -213,6 +220,10 @@ def fork_safe(loader: dict[str, Any]) -> bool:
 
 def load_model(loader: dict[str, Any], model_dir: Path) -> Any:
     """Load the model natively (so classifiers keep predict_proba), else through MLflow pyfunc."""
+    if loader["kind"] == "onnx":  # --engine onnx: converted at generate, run by onnxruntime
+        from .onnx_engine import OnnxModel
+
+        return OnnxModel(model_dir / loader["file"], loader.get("classes"))
     if loader["kind"] == "pyfunc":
         import mlflow.pyfunc
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import mlflow_protocol, outputs
+from . import outputs
 from .jsonio import JSONDecodeError, dumps, loads
 from .logs import log
 from .metrics import MEDIA_TYPE, OTHER, Metrics
@@ -58,6 +58,8 @@ class MlflowScorer:
         try:
             return self.scorer.score(rows, False, params)
         except BadRequest as exc:
+            from . import mlflow_protocol
+
             raise mlflow_protocol.model_failure(exc.message) from None
 
 
@@ -141,6 +143,8 @@ class ModelService:
 
     def mlflow_call(self, body: bytes, content_type: str | None) -> Call:
         """MLflow's scoring protocol, answered as `mlflow models serve` answers it."""
+        from . import mlflow_protocol  # imports pandas: only when /invocations is asked
+
         frame, params = mlflow_protocol.frame_of(body, content_type, self.schema)
         if len(frame) > MAX_BATCH_ROWS:
             raise BadRequest(f"input: {len(frame)} rows is over the limit of {MAX_BATCH_ROWS}", 413)
