@@ -141,7 +141,11 @@ def same_prediction(expected: Any, got: Any, tolerance: float = 1e-12) -> bool:
         rel = 1e-5 if _is_float32(expected) and _is_float32(got) else 1e-9
         return math.isclose(expected, got, rel_tol=rel, abs_tol=tolerance)
     if isinstance(expected, dict) and isinstance(got, dict):
-        return expected.keys() == got.keys() and all(same_prediction(expected[k], got[k], tolerance) for k in expected)
+        return expected.keys() == got.keys() and all(
+            same_prediction(expected[k], got[k], tolerance) for k in expected
+        )
     if isinstance(expected, list) and isinstance(got, list):
-        return len(expected) == len(got) and all(same_prediction(e, g, tolerance) for e, g in zip(expected, got))
+        return len(expected) == len(got) and all(
+            same_prediction(e, g, tolerance) for e, g in zip(expected, got)
+        )
     return bool(expected == got)

@@ -92,7 +92,9 @@ def test_rendered_files_match_the_golden_files(
     assert {p.relative_to(golden) for p in golden.rglob("*") if p.is_file()} == rendered
 
 
-@pytest.mark.parametrize("target", ["flask", "fastapi", "docker", "k8s", "lambda", "gcf", "kafka", "embedded"])
+@pytest.mark.parametrize(
+    "target", ["flask", "fastapi", "docker", "k8s", "lambda", "gcf", "kafka", "embedded"]
+)
 def test_verbatim_files_are_copied_unchanged(target: str, tmp_path: Path) -> None:
     """Every target carries the one runtime: each file of the runtime package, byte for byte."""
     assert get_target(target).layers[0] == "runtime"
