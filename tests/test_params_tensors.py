@@ -113,18 +113,17 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
 
 
 @pytest.fixture(scope="session")
-def pyfunc(tensor_registry: Registry) -> Callable[[str], Any]:
-    """mlflow.pyfunc.load_model of a registered model, in this process, once per model."""
-    import mlflow
+def pyfunc(built: Callable[[str, str], Path]) -> Callable[[str], Any]:
+    """mlflow.pyfunc.load_model of the model files an artifact holds, in this process, once per
+    model. (Not through the registry: MLflow's set_tracking_uri/set_registry_uri would leak into
+    os.environ, hence into the other tests' subprocesses.)"""
     import mlflow.pyfunc
 
     cache: dict[str, Any] = {}
 
     def load(name: str) -> Any:
         if name not in cache:
-            mlflow.set_tracking_uri(tensor_registry.tracking_uri)
-            mlflow.set_registry_uri(tensor_registry.tracking_uri)
-            cache[name] = mlflow.pyfunc.load_model(f"models:/{name}/1")
+            cache[name] = mlflow.pyfunc.load_model(str(built(name, "fastapi") / "model"))
         return cache[name]
 
     return load
