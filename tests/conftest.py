@@ -23,6 +23,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUIRE_DOCKER = os.environ.get("DEPLOYCTL_REQUIRE_DOCKER") == "1"
+# An interpreter that can import torch (a venv with the system's site-packages plus torch), kept
+# apart from the one running the tests: with torch importable, MLflow writes `torch==X` into the
+# requirements of every model it logs, scikit-learn's too, and every artifact would ship torch.
+TORCH_PYTHON = os.environ.get("DEPLOYCTL_TORCH_PYTHON")
 # A transaction the fraud model of make_registry.py scores as likely fraud.
 FRAUD_ROW = {
     "amount": 950.0,
@@ -55,7 +59,11 @@ class Result:
 
 
 def run_cli(
-    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 600
+    *args: str,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float = 600,
+    python: str = sys.executable,
 ) -> Result:
     """Run the real `deployctl` CLI in a subprocess, as a user or CI would.
 
@@ -63,7 +71,7 @@ def run_cli(
     env = dict(env or os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
     proc = subprocess.run(
-        [sys.executable, "-m", "deployctl", *args],
+        [python, "-m", "deployctl", *args],
         capture_output=True,
         text=True,
         env=env,
@@ -74,11 +82,11 @@ def run_cli(
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
-def build_registry(script: str, root: Path) -> Registry:
+def build_registry(script: str, root: Path, *args: str, python: str = sys.executable) -> Registry:
     """Run one of the tests' registry scripts (real models, real MLflow) into a sqlite db in `root`."""
     tracking_uri = f"sqlite:///{root / 'mlflow.db'}"
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "tests" / script), tracking_uri],
+        [python, str(ROOT / "tests" / script), tracking_uri, *args],
         cwd=root,
         capture_output=True,
         text=True,
@@ -118,6 +126,17 @@ def infer_inputs(metadata: dict[str, Any], rows: list[dict[str, Any]]) -> list[A
         infer_input.set_data_from_numpy(array, binary_data=False)
         inputs.append(infer_input)
     return inputs
+
+
+def torch_python() -> str:
+    """The interpreter with torch (DEPLOYCTL_TORCH_PYTHON); the test skips without one, and fails
+    in CI (DEPLOYCTL_REQUIRE_DOCKER=1), where .ci/run makes it."""
+    if TORCH_PYTHON:
+        return TORCH_PYTHON
+    reason = "no interpreter with torch: set DEPLOYCTL_TORCH_PYTHON (see .ci/run)"
+    if REQUIRE_DOCKER:
+        pytest.fail(reason)
+    pytest.skip(reason)
 
 
 def docker_available() -> str | None:

@@ -7,7 +7,8 @@ tests/test_params_tensors.py).
   dict_output     a pyfunc returning the same as a dict of two arrays
   tensor_sum      a pyfunc over a float64 ndarray of shape (-1, 3): a tensor signature
   named_tensors   a pyfunc over two named tensors x, y: refused at generate (not served)
-  torch_linear    a PyTorch nn.Linear(3, 2) (mlflow.pytorch), float32 tensor (-1, 3) signature
+  torch_linear    a PyTorch nn.Linear(3, 2) (mlflow.pytorch), float32 tensor (-1, 3) signature:
+                  logged alone with `--torch`, by an interpreter that has torch (conftest.TORCH_PYTHON)
 
 Prints `name=run_id` lines.
 """
@@ -85,7 +86,6 @@ def main(tracking_uri: str) -> None:
                 input_example=(example, params) if params else example,
             )
         print(f"{name}={run.info.run_id}")
-    log_torch()
 
 
 def log_torch() -> None:
@@ -108,4 +108,8 @@ def log_torch() -> None:
 
 
 if __name__ == "__main__":
+    if sys.argv[2:] == ["--torch"]:
+        mlflow.set_tracking_uri(sys.argv[1])
+        log_torch()
+        sys.exit()
     main(sys.argv[1])

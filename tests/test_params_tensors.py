@@ -5,6 +5,10 @@ and a PyTorch model) is built once per session in a subprocess. Each model is ge
 smoke-tested through the CLI on fastapi and flask; answers are compared with
 mlflow.pyfunc.load_model(...).predict in this process, and /invocations with a real
 `mlflow models serve` of the same model.
+
+The PyTorch model is logged, recorded at generate, loaded and served by MLflow through another
+interpreter, one that has torch (conftest.TORCH_PYTHON): with torch importable here, MLflow would
+write torch into the requirements of every other model the tests log.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import ROOT, Registry, build_registry, run_cli
+from conftest import ROOT, Registry, build_registry, run_cli, torch_python
 from test_invocations import assert_same
 from test_rest import serve
 
@@ -40,16 +44,39 @@ def tensor_registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
     return build_registry("make_tensor_registry.py", tmp_path_factory.mktemp("tensor-registry"))
 
 
+TORCH_MODEL = "torch_linear"
+
+
 @pytest.fixture(scope="session")
-def built(tensor_registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, str], Path]:
+def torch_registry(tensor_registry: Registry) -> Registry:
+    """The tensor registry with the PyTorch model logged into it (by the interpreter with torch)."""
+    python = torch_python()
+    added = build_registry("make_tensor_registry.py", tensor_registry.root, "--torch", python=python)
+    tensor_registry.run_ids.update(added.run_ids)
+    return tensor_registry
+
+
+def python_for(name: str) -> str:
+    """The interpreter that can load the model: the one with torch for the PyTorch model."""
+    import sys
+
+    return torch_python() if name == TORCH_MODEL else sys.executable
+
+
+@pytest.fixture(scope="session")
+def built(
+    tensor_registry: Registry, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Callable[[str, str], Path]:
     """generate + build through the CLI, once per (model, target)."""
     cache: dict[tuple[str, str], Path] = {}
 
     def make(name: str, target: str) -> Path:
         if (name, target) not in cache:
+            registry = request.getfixturevalue("torch_registry") if name == TORCH_MODEL else tensor_registry
             out = tmp_path_factory.mktemp(f"{name}-{target}") / "artifact"
             uri = f"models:/{name}/1"
-            result = run_cli("generate", "-m", uri, "-t", target, "-o", str(out), env=tensor_registry.env())
+            cmd = ("generate", "-m", uri, "-t", target, "-o", str(out))
+            result = run_cli(*cmd, env=registry.env(), python=python_for(name))
             assert result.code == 0, result.output
             result = run_cli("build", str(out))
             assert result.code == 0, result.output
@@ -83,7 +110,8 @@ def mlflow_server(tensor_registry: Registry) -> Iterator[Callable[[str], str]]:
     def get(name: str) -> str:
         if name not in started:
             port = free_port()
-            cmd = ["mlflow", "models", "serve", "-m", f"models:/{name}/1", "--env-manager", "local"]
+            cmd = [python_for(name), "-m", "mlflow", "models", "serve", "-m", f"models:/{name}/1"]
+            cmd += ["--env-manager", "local"]
             proc = subprocess.Popen(
                 [*cmd, "-p", str(port), "-h", "127.0.0.1"],
                 env=tensor_registry.env(),
@@ -116,7 +144,8 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
 def pyfunc(built: Callable[[str, str], Path]) -> Callable[[str], Any]:
     """mlflow.pyfunc.load_model of the model files an artifact holds, in this process, once per
     model. (Not through the registry: MLflow's set_tracking_uri/set_registry_uri would leak into
-    os.environ, hence into the other tests' subprocesses.)"""
+    os.environ, hence into the other tests' subprocesses.) Not for the PyTorch model: see
+    `reference_predict`."""
     import mlflow.pyfunc
 
     cache: dict[str, Any] = {}
@@ -346,11 +375,32 @@ def test_tensor_model_generated_built_smoke_tested_and_answering_as_in_process(
     assert result.code == 0, result.output
     url = service(name, target)
     dtype = manifest["model"]["tensor"]["dtype"]
-    expected = per_row(pyfunc(name).predict(np.asarray(EXAMPLES, dtype=dtype)))
+    expected = per_row(reference_predict(name, pyfunc, built, np.asarray(EXAMPLES, dtype=dtype)))
     got = httpx.post(f"{url}/predict_batch", json={"instances": EXAMPLES}).json()
     assert got["predictions"] == expected
     one = httpx.post(f"{url}/predict", json={"features": EXAMPLES[2]}).json()
     assert one["prediction"] == expected[2]
+
+
+def reference_predict(
+    name: str, pyfunc: Callable[[str], Any], built: Callable[[str, str], Path], x: Any
+) -> Any:
+    """mlflow.pyfunc.load_model(...).predict(x): in this process, or for the PyTorch model in the
+    interpreter with torch (a subprocess that prints the answer as JSON)."""
+    import numpy as np
+
+    if name != TORCH_MODEL:
+        return pyfunc(name).predict(x)
+    code = (
+        "import json, sys, numpy as np, mlflow.pyfunc\n"
+        "model = mlflow.pyfunc.load_model(sys.argv[1])\n"
+        "x = np.asarray(json.loads(sys.argv[2]), dtype=sys.argv[3])\n"
+        "print(json.dumps(np.asarray(model.predict(x)).tolist()))\n"
+    )
+    model_dir = str(built(name, "fastapi") / "model")
+    args = [torch_python(), "-c", code, model_dir, json.dumps(x.tolist()), str(x.dtype)]
+    out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
+    return np.asarray(json.loads(out.strip().splitlines()[-1]), dtype=x.dtype)
 
 
 BAD_TENSORS = [
