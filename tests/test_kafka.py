@@ -101,6 +101,14 @@ def test_serve_runs_the_consumer_and_sigterm_commits_exactly_what_it_answered(st
     assert "group left" in logs
 
 
+def rows_scored(exposition: bytes) -> float:
+    """deployctl_rows_total in a /metrics answer (the Prometheus text format)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    families = {f.name: f for f in text_string_to_metric_families(exposition.decode())}
+    return sum(s.value for s in families["deployctl_rows"].samples if s.name == "deployctl_rows_total")
+
+
 def committed(stream: Stream) -> int:
     """The records the group has committed on the input topic (offsets start at 0)."""
     kafka = kafka_broker.client()
@@ -123,6 +131,7 @@ def test_two_consumers_share_three_partitions_and_a_clean_rebalance_answers_each
         stream.produce(stream.good_records(6000, "after"))
         assert reader.read_until(stream.all_answered, 60)
         held = [json.loads(get(c.base_url, "/health")[1])["partitions"] for c in (first, second)]
+        scored = [rows_scored(get(c.base_url, "/metrics")[1]) for c in (first, second)]
         for consumer in (first, second):
             consumer.stop()
             assert consumer.proc.returncode == 0, consumer.logs()
@@ -130,6 +139,7 @@ def test_two_consumers_share_three_partitions_and_a_clean_rebalance_answers_each
     keys = [r.key() for r in reader.records]
     assert len(keys) == len(set(keys)) == 9000, f"{len(keys) - len(set(keys))} answered twice"
     assert sorted(held) == [1, 2], held
+    assert sum(scored) == 9000 and min(scored) > 0, scored  # /metrics: each record scored once
     assert stream.answers_check(reader.records).ok
 
 

@@ -89,14 +89,23 @@ class Health:
             body["status"] = "waiting for a partition assignment"
         return (200 if self.assigned else 503), dumps(body)
 
+    def route(self, path: str) -> tuple[int, bytes, str]:
+        """/health, and /metrics (rows scored, rows per model call: the micro-batches) for the
+        Prometheus annotations the Deployment shares with the HTTP targets."""
+        if path == "/health":
+            return (*self.answer(), "application/json")
+        if path == "/metrics":
+            return 200, self.service.metrics.exposition(), self.service.media_types["/metrics"]
+        return 404, b"{}", "application/json"
+
     def serve(self, port: int) -> ThreadingHTTPServer:
         health = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                status, body = health.answer() if self.path.rstrip("/") == "/health" else (404, b"{}")
+                status, body, media_type = health.route(self.path.rstrip("/"))
                 self.send_response(status)
-                self.send_header("content-type", "application/json")
+                self.send_header("content-type", media_type)
                 self.send_header("content-length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
@@ -166,6 +175,7 @@ class StreamScorer:
                 valid.append((record, self.service.predict(self.service.parse(record.value() or b""))))
             except BadRequest as exc:
                 refused[i] = exc
+        self.service.metrics.scored(sum(len(call.rows) for _, call in valid))
         scored = iter(score_together(self.service.scorer, [call for _, call in valid]))
         calls = iter(valid)
         results: list[tuple[Message, dict[str, Any]]] = []
