@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from .jsonio import JSONDecodeError, dumps, loads
 from .logs import ACCESS, AccessLog, JsonFormatter, configure_logging, log, log_request
-from .metrics import Metrics
+from .metrics import Deferred, Metrics
 from .oip import OpenInference, is_oip_path
 from .schema import (
     CHECKS,
@@ -51,6 +51,7 @@ __all__ = [
     "BadRequest",
     "Call",
     "Check",
+    "Deferred",
     "JSONDecodeError",
     "JsonFormatter",
     "Metrics",
