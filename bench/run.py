@@ -205,7 +205,9 @@ def servers(artifacts: dict[str, Path], uri: str, tracking_uri: str, workers: in
     return [
         Server("deployctl fastapi", fastapi, artifacts["fastapi"], ours, ("predict", "invocations", "batch")),
         Server("deployctl fastapi, MICRO_BATCH=0", fastapi, artifacts["fastapi"], unbatched, ("predict",)),
-        # the same service without recording metrics: what the metrics cost
+        # what the metrics cost: the same service with and without counting, on /predict alone (the
+        # first server's other scenarios leave it in another state between its /predict runs)
+        Server("deployctl fastapi, METRICS=1", fastapi, artifacts["fastapi"], ours, ("predict",)),
         Server("deployctl fastapi, METRICS=0", fastapi, artifacts["fastapi"], unmetered, ("predict",)),
         Server("deployctl flask", flask, artifacts["flask"], ours, ("predict", "batch")),
         Server("deployctl flask, gunicorn sync (before)", flask_sync, artifacts["flask"], ours, ("predict",)),

@@ -19,6 +19,7 @@ from app.runtime import (
     MAX_BODY_BYTES,
     BadRequest,
     Call,
+    Deferred,
     Metrics,
     ModelService,
     Scored,
@@ -59,7 +60,7 @@ class MicroBatcher:
     MICRO_BATCH=0 turns it off, for answers that are bit for bit those of each request alone.
     """
 
-    def __init__(self, scorer: Scorer, enabled: bool, metrics: Metrics) -> None:
+    def __init__(self, scorer: Scorer, enabled: bool, metrics: Metrics | Deferred) -> None:
         self.scorer = scorer
         self.metrics = metrics
         self.enabled = enabled
@@ -101,8 +102,11 @@ class ModelRoutes:
         self.paths = service.paths | {path + "/" for path in service.paths}
         wanted = os.environ.get("MICRO_BATCH", "1") != "0"
         agrees = wanted and service.scorer.agrees_in_batches(service.probe)
-        self.batcher = MicroBatcher(service.scorer, wanted and agrees, service.metrics)
+        if type(service.metrics) is Metrics and not service.metrics.multiprocess:
+            # one event loop in one process: the cheaper counting (see Deferred)
+            service.metrics = Deferred(service.metrics)  # type: ignore[assignment]
         self.metrics = service.metrics
+        self.batcher = MicroBatcher(service.scorer, wanted and agrees, service.metrics)
         self.media_types = {path: type_.encode() for path, type_ in service.media_types.items()}
         log.info("micro-batching", extra={"fields": {"wanted": wanted, "enabled": self.batcher.enabled}})
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 from .batching import score_together
 from .jsonio import JSONDecodeError, dumps, loads
 from .logs import ACCESS, AccessLog, JsonFormatter, configure_logging, log, log_request
-from .metrics import Metrics
+from .metrics import Deferred, Metrics
 from .oip import OpenInference, is_oip_path
 from .schema import (
     CHECKS,
@@ -56,6 +56,7 @@ __all__ = [
     "BadRequest",
     "Call",
     "Check",
+    "Deferred",
     "JSONDecodeError",
     "JsonFormatter",
     "Metrics",
