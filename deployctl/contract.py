@@ -185,18 +185,12 @@ def oip_checks(artifact: Artifact, client: Client) -> list[Check]:
         None,
         lambda b: None if b == {"ready": True} else Problem(f"not ready: {b}", {"ready": True}, b),
     )
-    inputs = [
-        {"name": c["name"], "datatype": OIP_DATATYPES[c["type"]], "shape": [len(cases)], "data": [
-            case["row"][c["name"]] for case in cases
-        ]}
-        for c in model["columns"]
-    ]  # fmt: skip
     infer = _check(
         client,
         f"POST /v2/models/{artifact.name}/infer {len(cases)} rows",
         "POST",
         f"/v2/models/{artifact.name}/infer",
-        {"id": "smoke-test", "inputs": inputs},
+        {"id": "smoke-test", "inputs": _oip_inputs(model, cases)},
         lambda b: _oip_answer(b, cases, model),
     )
     return [ready, infer]
@@ -213,16 +207,67 @@ OIP_DATATYPES = {
 }
 
 
+def _oip_inputs(model: dict[str, Any], cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The recorded rows as infer inputs: a tensor [N] per column, or a tensor signature's one
+    input [N, ...] (its examples nested as recorded)."""
+    tensor = model.get("tensor")
+    if tensor is not None:
+        rows = [case["row"] for case in cases]
+        datatype = TENSOR_DATATYPES.get(tensor["dtype"], "FP64")
+        return [{"name": "input-0", "datatype": datatype, "shape": _nested_shape(rows), "data": rows}]
+    return [
+        {"name": c["name"], "datatype": OIP_DATATYPES[c["type"]], "shape": [len(cases)], "data": [
+            case["row"][c["name"]] for case in cases
+        ]}
+        for c in model["columns"]
+    ]  # fmt: skip
+
+
+# numpy dtype of a tensor signature -> the OIP datatype (as app/oip.py says)
+TENSOR_DATATYPES = {"float64": "FP64", "float32": "FP32", "int64": "INT64", "int32": "INT32", "bool": "BOOL"}
+
+
+def _nested_shape(values: Any) -> list[int]:
+    shape = []
+    while isinstance(values, list):
+        shape.append(len(values))
+        values = values[0] if values else None
+    return shape
+
+
+def _oip_predictions(outputs: dict[Any, Any], recorded: Any) -> list[Any] | None:
+    """The per-row predictions an infer answer holds, in the form /predict_batch gives them: a tensor
+    per output for a model of several named outputs; `predict`, [N] or [N, ...] row-major, else."""
+    names = list(recorded) if isinstance(recorded, dict) else ["predict"]
+    tensors: list[dict[str, Any]] = [o for o in map(outputs.get, names) if isinstance(o, dict)]
+    if len(tensors) != len(names) or not all(isinstance(t.get("data"), list) for t in tensors):
+        return None
+    columns = [_unflatten(t["data"], t.get("shape")) for t in tensors]
+    if not isinstance(recorded, dict):
+        return columns[0]
+    return [dict(zip(names, row)) for row in zip(*columns)]
+
+
+def _unflatten(data: list[Any], shape: Any) -> list[Any]:
+    if not isinstance(shape, list) or len(shape) < 2 or any(isinstance(v, list) for v in data):
+        return data
+    for size in reversed(shape[1:]):
+        data = [data[i : i + size] for i in range(0, len(data), size)] if size else []
+    return data
+
+
 def _oip_answer(body: Any, cases: list[dict[str, Any]], model: dict[str, Any]) -> Problem | None:
-    """An infer answer: `predict` as recorded, `predict_proba` ([N, n_classes]) as recorded."""
+    """An infer answer: `predict` (or a model's named outputs) and `predict_proba` ([N, n_classes])
+    as recorded."""
     outputs = (
         {o.get("name"): o for o in body.get("outputs", []) if isinstance(o, dict)}
         if isinstance(body, dict)
         else {}
     )
-    if "predict" not in outputs:
-        return Problem(f"no `predict` output in {str(body)[:200]}", "outputs predict", body)
-    problem = _predictions({"predictions": outputs["predict"].get("data")}, cases)
+    predictions = _oip_predictions(outputs, cases[0]["prediction"])
+    if predictions is None:
+        return Problem(f"not the model's outputs: {str(body)[:200]}", "outputs", body)
+    problem = _predictions({"predictions": predictions}, cases)
     classes = model.get("classes")
     if problem or not classes or "probabilities" not in cases[0]:
         return problem

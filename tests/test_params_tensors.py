@@ -613,3 +613,50 @@ def test_torch_becomes_the_cpu_build_on_linux() -> None:
     ]
     assert cpu_only(["torch>=2.1"]) == ["torch>=2.1"]  # not a pin: left alone
     assert cpu_only(["torch==2.13.0+cpu"]) == ["torch==2.13.0+cpu"]
+
+
+# -- Open Inference Protocol v2 ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", [*TENSOR_MODELS, "multi_output"])
+def test_tritonclient_infers_tensor_and_multi_output_models_as_predict_batch(
+    service: Callable[[str, str], str], built: Callable[[str, str], Path], name: str
+) -> None:
+    """A tensor model takes one input, input-0, of its signature's shape; a model of several
+    outputs answers a tensor per output. Both equal /predict_batch's answers."""
+    import numpy as np
+    import tritonclient.http as oip
+
+    url = service(name, "fastapi")
+    model = json.loads((built(name, "fastapi") / "deployctl.json").read_text())
+    client = oip.InferenceServerClient(url=url.removeprefix("http://"))
+    metadata = client.get_model_metadata(model["name"])
+    if name in TENSOR_MODELS:
+        assert [(t["name"], t["shape"]) for t in metadata["inputs"]] == [("input-0", [-1, 3])]
+        x = np.asarray(EXAMPLES, dtype=model["model"]["tensor"]["dtype"])
+        inputs = [oip.InferInput("input-0", list(x.shape), metadata["inputs"][0]["datatype"])]
+        inputs[0].set_data_from_numpy(x)
+        instances: list[Any] = EXAMPLES
+    else:
+        inputs = []
+        for column in ("a", "b"):
+            values = np.asarray([row[column] for row in ROWS], dtype="float64" if column == "a" else "int64")
+            tensor = oip.InferInput(column, [len(ROWS)], "FP64" if column == "a" else "INT64")
+            tensor.set_data_from_numpy(values)
+            inputs.append(tensor)
+        instances = ROWS
+    batch = httpx.post(f"{url}/predict_batch", json={"instances": instances}).json()["predictions"]
+    result = client.infer(model["name"], inputs)
+    outputs = [o["name"] for o in metadata["outputs"]]
+    if name == "multi_output":
+        assert outputs == list(batch[0])
+        for output in outputs:
+            assert result.as_numpy(output).tolist() == [row[output] for row in batch]
+    else:
+        assert outputs == ["predict"]
+        assert result.as_numpy("predict").tolist() == batch
+    # a tensor of the wrong shape: a 400 naming the input, and the service stays up
+    bad = {"inputs": [{"name": "input-0", "shape": [1, 2], "datatype": "FP64", "data": [1.0, 2.0]}]}
+    answer = httpx.post(f"{url}/v2/models/{model['name']}/infer", json=bad)
+    assert answer.status_code == 400 and "inputs" in answer.json()["error"], answer.text
+    assert httpx.get(f"{url}/v2/health/ready").status_code == 200

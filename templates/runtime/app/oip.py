@@ -5,18 +5,24 @@ GET /v2, /v2/health/live, /v2/health/ready, /v2/models/{name}[/versions/{version
 POST /v2/models/{name}[/versions/{version}]/infer.
 
 An infer request carries one input tensor per signature column, of shape [N] or [N, 1]; its columns
-become the same rows /predict_batch validates and scores, so both answer alike. Outputs: `predict`
-(the labels or values, shape [N]) and, for a classifier, `predict_proba` ([N, n_classes], the
-classes in the order of the metadata's `parameters.classes`).
+become the same rows /predict_batch validates and scores, so both answer alike. A model with a tensor
+signature takes one input (`input-0`) of the signature's shape, [N, ...]. Outputs: `predict`
+(the labels or values, shape [N], or [N, ...] for a model that answers arrays) and, for a classifier,
+`predict_proba` ([N, n_classes], the classes in the order of the metadata's `parameters.classes`).
+A model that answers several named outputs per row (a DataFrame, a dict) gives one tensor each.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
+import numpy as np
+
 from .jsonio import dumps
-from .schema import MAX_BATCH_ROWS, BadRequest, Schema
+from .schema import MAX_BATCH_ROWS, BadRequest
+from .tensors import InputSchema
 
 PREFIX = "/v2"
 # MLflow signature column type -> OIP tensor datatype
@@ -32,6 +38,7 @@ KNOWN_DATATYPES = {"BOOL", "BYTES", "FP16", "FP32", "FP64"} | {
     f"{sign}INT{bits}" for sign in ("", "U") for bits in (8, 16, 32, 64)
 }
 PREDICT, PROBA = "predict", "predict_proba"
+TENSOR_INPUT = "input-0"  # the one input of a tensor signature (unnamed in MLflow)
 LIVE = dumps({"live": True})
 READY = dumps({"ready": True})
 Answer = Callable[[list[Any], Any], dict[str, Any]]
@@ -57,7 +64,7 @@ class OpenInference:
     def __init__(
         self,
         manifest: dict[str, Any],
-        schema: Schema,
+        schema: InputSchema,
         classes: list[Any] | None,
         parse: Callable[[bytes, str | None], Any],
     ) -> None:
@@ -68,19 +75,28 @@ class OpenInference:
         self.version = str(model["version"])
         self.schema = schema
         self.classes = classes
-        self.outputs = [PREDICT, PROBA] if classes else [PREDICT]
+        self.tensor: dict[str, Any] | None = model.get("tensor")
+        recorded = [case["prediction"] for case in manifest.get("smoke_cases", []) if "prediction" in case]
+        # several named outputs per row (a DataFrame's columns, a dict's keys): a tensor each
+        self.named = list(recorded[0]) if recorded and isinstance(recorded[0], dict) else []
+        self.outputs = self.named or ([PREDICT, PROBA] if classes else [PREDICT])
         self.model_ready = dumps({"name": self.name, "ready": True})
         self.server = dumps(
             {"name": "deployctl", "version": manifest.get("tool_version", "unknown"), "extensions": []}
         )
-        recorded = [case["prediction"] for case in manifest.get("smoke_cases", []) if "prediction" in case]
-        self.metadata = dumps(self._metadata(model, datatype_of(classes or recorded)))
+        self.metadata = dumps(self._metadata(model, classes or recorded))
 
-    def _metadata(self, model: dict[str, Any], predict_type: str) -> dict[str, Any]:
+    def _metadata(self, model: dict[str, Any], recorded: list[Any]) -> dict[str, Any]:
         inputs = [
             {"name": c["name"], "datatype": DATATYPES[c["type"]], "shape": [-1]} for c in model["columns"]
         ]
-        outputs = [{"name": PREDICT, "datatype": predict_type, "shape": [-1]}]
+        if self.tensor is not None:
+            dtype = np.dtype(self.tensor["dtype"])
+            inputs = [{"name": TENSOR_INPUT, "datatype": _datatype(dtype), "shape": self.tensor["shape"]}]
+        outputs = [
+            {"name": name, "datatype": datatype_of([r.get(name) for r in recorded]), "shape": [-1]}
+            for name in self.named
+        ] or [{"name": PREDICT, "datatype": datatype_of(_flatten(recorded)), "shape": _shape(recorded)}]
         parameters: dict[str, Any] = {"flavor": model.get("flavor"), "task": model.get("task")}
         if self.classes:
             outputs.append({"name": PROBA, "datatype": "FP64", "shape": [-1, len(self.classes)]})
@@ -154,14 +170,18 @@ class OpenInference:
         """(validated rows, probabilities wanted, the answer from (labels, probabilities))."""
         if type(body) is not dict:
             raise BadRequest('expected an inference request object {"inputs": [...]}')
-        columns = self._columns(body.get("inputs"))
         wanted = self._wanted(body.get("outputs"))
-        count = len(next(iter(columns.values())))
-        if count > MAX_BATCH_ROWS:
-            raise BadRequest(f"inputs: {count} rows is over the limit of {MAX_BATCH_ROWS}", 413)
-        given = [columns.get(name) for name in self.schema.names]
-        rows = [[None if col is None else col[i] for col in given] for i in range(count)]
-        rows = self.schema.rows(rows, "inputs")
+        if self.tensor is not None:
+            rows = self.schema.rows(self._examples(body.get("inputs")), "inputs[0]")
+        else:
+            columns = self._columns(body.get("inputs"))
+            count = len(next(iter(columns.values())))
+            if count > MAX_BATCH_ROWS:
+                raise BadRequest(f"inputs: {count} rows is over the limit of {MAX_BATCH_ROWS}", 413)
+            given = [columns.get(name) for name in self.schema.names]
+            rows = self.schema.rows(
+                [[None if c is None else c[i] for c in given] for i in range(count)], "inputs"
+            )
         request_id = body.get("id")
         if request_id is not None and not isinstance(request_id, str):
             raise BadRequest("id: expected a string")
@@ -170,6 +190,37 @@ class OpenInference:
             return self._answer(request_id, wanted, labels, probas)
 
         return rows, PROBA in wanted, answer
+
+    def _examples(self, inputs: Any) -> list[Any]:
+        """A tensor signature's one input, [N, ...] with data flat (row-major) or nested, as N
+        nested examples; their dtype and dims are checked by the schema like /predict_batch's."""
+        if type(inputs) is not list or len(inputs) != 1 or type(inputs[0]) is not dict:
+            raise BadRequest(f"inputs: expected one tensor '{TENSOR_INPUT}' of shape {self.tensor_shape}")
+        tensor, where = inputs[0], f"inputs[0] '{inputs[0].get('name')}'"
+        if tensor.get("datatype") not in KNOWN_DATATYPES:
+            raise BadRequest(
+                f"{where}: datatype {tensor.get('datatype')!r} is not an Open Inference Protocol datatype"
+            )
+        shape: Any = tensor.get("shape")
+        if type(shape) is not list or not shape or not all(type(n) is int and n >= 0 for n in shape):
+            raise BadRequest(f"{where}: shape must be a list of sizes, got {shape!r}")
+        if type(tensor.get("data")) is not list:
+            raise BadRequest(f"{where}: data must be a list")
+        values = _flatten(tensor["data"])
+        if len(values) != int(np.prod(shape)):
+            raise BadRequest(
+                f"{where}: shape {shape} holds {int(np.prod(shape))} values, data has {len(values)}"
+            )
+        if not 0 < shape[0] <= MAX_BATCH_ROWS:
+            raise BadRequest(
+                f"{where}: {shape[0]} examples; send 1 to {MAX_BATCH_ROWS}", 413 if shape[0] else 400
+            )
+        examples = _nest(values, shape)
+        return examples
+
+    @property
+    def tensor_shape(self) -> list[int]:
+        return list(self.tensor["shape"]) if self.tensor else [-1]
 
     def _columns(self, inputs: Any) -> dict[str, list[Any]]:
         """Each input tensor's values by name, checked: a known column, once, all of one length."""
@@ -191,7 +242,7 @@ class OpenInference:
             raise BadRequest(f"{where}: expected a tensor object with name, shape, datatype and data")
         name, datatype = tensor.get("name"), tensor.get("datatype")
         shape: Any = tensor.get("shape")
-        if not isinstance(name, str) or name not in self.schema.index:
+        if not isinstance(name, str) or name not in self.schema.names:
             raise BadRequest(f"{where}: unknown input {name!r}; expected one of {self.schema.names}")
         where = f"{where} '{name}'"
         if datatype not in KNOWN_DATATYPES:
@@ -220,14 +271,9 @@ class OpenInference:
     def _answer(
         self, request_id: str | None, wanted: list[str], labels: list[Any], probas: Any
     ) -> dict[str, Any]:
-        tensors = {
-            PREDICT: lambda: {
-                "name": PREDICT,
-                "datatype": datatype_of(labels),
-                "shape": [len(labels)],
-                "data": labels,
-            }
-        }
+        tensors: dict[str, Callable[[], dict[str, Any]]] = {PREDICT: lambda: _output(PREDICT, labels)}
+        for name in self.named:
+            tensors[name] = partial(_output, name, [row.get(name) for row in labels])
         if probas is not None:
             tensors[PROBA] = lambda: {
                 "name": PROBA,
@@ -240,6 +286,40 @@ class OpenInference:
             answer["id"] = request_id
         answer["outputs"] = [tensors[name]() for name in wanted]
         return answer
+
+
+def _output(name: str, values: list[Any]) -> dict[str, Any]:
+    """An output tensor: [N] for a value per row, [N, ...] for an array per row, data row-major."""
+    data = _flatten(values)
+    return {"name": name, "datatype": datatype_of(data), "shape": _shape(values), "data": data}
+
+
+def _flatten(values: list[Any]) -> list[Any]:
+    return [v for item in values for v in (_flatten(item) if type(item) is list else [item])]
+
+
+def _shape(values: list[Any]) -> list[int]:
+    """The shape of nested lists (of their first items: a model's rows are all of one shape)."""
+    shape, level = [len(values)], values
+    while level and type(level[0]) is list:
+        level = level[0]
+        shape.append(len(level))
+    return shape
+
+
+def _nest(values: list[Any], shape: list[int]) -> list[Any]:
+    """Row-major values as nested lists of `shape` (len(values) == prod(shape))."""
+    for size in reversed(shape[1:]):
+        values = [values[i : i + size] for i in range(0, len(values), size)] if size else []
+    return values
+
+
+def _datatype(dtype: np.dtype[Any]) -> str:
+    """numpy dtype -> OIP datatype (FP32, INT64, UINT8, BOOL, ...; BYTES for strings)."""
+    if dtype.kind == "b":
+        return "BOOL"
+    prefix = {"f": "FP", "i": "INT", "u": "UINT"}.get(dtype.kind)
+    return f"{prefix}{dtype.itemsize * 8}" if prefix else "BYTES"
 
 
 def _flat(data: Any, where: str) -> list[Any]:
