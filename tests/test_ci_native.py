@@ -406,7 +406,7 @@ def test_url_with_a_stage_base_path_through_the_lambda_emulator(
     for base in serving(ProcessService(cmd, lambda_fn, port), "/prod/health"):
         result, report, xml = smoke(lambda_fn, f"{base}/prod", tmp=tmp_path)
         assert result.code == 0, result.output
-        assert report["target"] == "lambda" and len(report["checks"]) == 11
+        assert report["target"] == "lambda" and len(report["checks"]) == 13  # OIP ready + infer included
         assert_junit_matches(xml, report)
 
         # without the stage the gateway has no such route: the first check says so

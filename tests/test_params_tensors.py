@@ -635,14 +635,14 @@ def test_tritonclient_infers_tensor_and_multi_output_models_as_predict_batch(
         assert [(t["name"], t["shape"]) for t in metadata["inputs"]] == [("input-0", [-1, 3])]
         x = np.asarray(EXAMPLES, dtype=model["model"]["tensor"]["dtype"])
         inputs = [oip.InferInput("input-0", list(x.shape), metadata["inputs"][0]["datatype"])]
-        inputs[0].set_data_from_numpy(x)
+        inputs[0].set_data_from_numpy(x, binary_data=False)
         instances: list[Any] = EXAMPLES
     else:
         inputs = []
         for column in ("a", "b"):
             values = np.asarray([row[column] for row in ROWS], dtype="float64" if column == "a" else "int64")
             tensor = oip.InferInput(column, [len(ROWS)], "FP64" if column == "a" else "INT64")
-            tensor.set_data_from_numpy(values)
+            tensor.set_data_from_numpy(values, binary_data=False)
             inputs.append(tensor)
         instances = ROWS
     batch = httpx.post(f"{url}/predict_batch", json={"instances": instances}).json()["predictions"]
