@@ -112,8 +112,9 @@ def cli(registry: Registry):  # type: ignore[no-untyped-def]
     return call
 
 
-def infer_inputs(metadata: dict[str, Any], rows: list[dict[str, Any]]) -> list[Any]:
-    """tritonclient InferInputs for `rows`: one per column, typed as the model's OIP metadata says."""
+def infer_inputs(metadata: dict[str, Any], rows: list[dict[str, Any]], binary: bool = False) -> list[Any]:
+    """tritonclient InferInputs for `rows`: one per column, typed as the model's OIP metadata says;
+    the data as JSON, or with `binary` as raw bytes after the JSON (tritonclient's default)."""
     import numpy as np
     import tritonclient.http as oip
 
@@ -123,7 +124,7 @@ def infer_inputs(metadata: dict[str, Any], rows: list[dict[str, Any]]) -> list[A
         values = [row[tensor["name"]] for row in rows]
         array = np.array(values, dtype=dtypes.get(tensor["datatype"], object))  # BYTES: str objects
         infer_input = oip.InferInput(tensor["name"], [len(rows)], tensor["datatype"])
-        infer_input.set_data_from_numpy(array, binary_data=False)
+        infer_input.set_data_from_numpy(array, binary_data=binary)
         inputs.append(infer_input)
     return inputs
 

@@ -121,6 +121,9 @@ def test_tritonclient_answers_equal_predict_batch(
     response = result.get_response()
     assert response["id"] == "req-7" and response["model_name"] == name
     assert result.as_numpy("predict").tolist() == batch["predictions"]
+    # the binary tensor data extension (tritonclient's default): the same answers
+    raw = client.infer(name, infer_inputs(metadata, rows, binary=True), model_version=version)
+    assert raw.as_numpy("predict").tolist() == batch["predictions"]
     if classes is None:
         assert [t["name"] for t in metadata["outputs"]] == ["predict"]
         assert result.as_numpy("predict_proba") is None

@@ -14,6 +14,7 @@ A model that answers several named outputs per row (a DataFrame, a dict) gives o
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -120,11 +121,23 @@ class OpenInference:
         if method != expected and not (expected == "GET" and method == "HEAD"):
             raise BadRequest(f"{method} {path} is not served; use {expected}", 405)
         if what == "infer":
-            return self.infer(self.parse(body, content_type))
+            return self.infer(self.request(body, content_type))
         if what in ("ready", "model_ready") and not ready:
             raise BadRequest("not ready: the model is still loading", 503)
         answers = {"server": self.server, "live": LIVE, "ready": READY, "model": self.metadata}
         return answers.get(what, self.model_ready)
+
+    def request(self, body: bytes, content_type: str | None) -> Any:
+        """An infer request: JSON, or a JSON header followed by the inputs' raw bytes (the binary
+        tensor data extension, which tritonclient uses by default: each such input says its
+        `parameters.binary_data_size`)."""
+        try:
+            return self.parse(body, content_type)
+        except BadRequest:
+            request = _with_binary_data(body) if body[:1] == b"{" else None
+            if request is None:
+                raise
+            return request
 
     def route(self, path: str) -> tuple[str, str]:
         """(method, what) for a path under /v2: what is server, live, ready, model, model_ready or
@@ -286,6 +299,59 @@ class OpenInference:
             answer["id"] = request_id
         answer["outputs"] = [tensors[name]() for name in wanted]
         return answer
+
+
+# OIP datatype -> numpy dtype of its raw little-endian bytes (BYTES: each a 4-byte length, then bytes)
+RAW_DTYPES = {"BOOL": "?", "FP16": "<f2", "FP32": "<f4", "FP64": "<f8"} | {
+    f"{sign}INT{bits}": f"<{sign.lower() or 'i'}{bits // 8}" for sign in ("", "U") for bits in (8, 16, 32, 64)
+}
+
+
+def _with_binary_data(body: bytes) -> Any:
+    """A request of the binary tensor data extension with each input's bytes decoded into its
+    `data`, or None when the body is not one (then the JSON error stands)."""
+    try:  # latin-1 maps each byte to one character: the end of the JSON is its length in bytes
+        _, end = json.JSONDecoder().raw_decode(body.decode("latin-1"))
+        request = json.loads(body[:end])
+    except (ValueError, UnicodeDecodeError):
+        return None
+    inputs = request.get("inputs") if isinstance(request, dict) else None
+    offset = end
+    for i, tensor in enumerate(inputs if isinstance(inputs, list) else []):
+        size = (tensor.get("parameters") or {}).get("binary_data_size") if isinstance(tensor, dict) else None
+        if size is None:
+            continue
+        where = f"inputs[{i}]"
+        if type(size) is not int or not 0 <= size <= len(body) - offset:
+            raise BadRequest(
+                f"{where}: binary_data_size {size!r} does not fit the {len(body) - offset} bytes left"
+            )
+        tensor["data"] = _raw_values(body[offset : offset + size], tensor.get("datatype"), where)
+        offset += size
+    if offset != len(body):
+        raise BadRequest(f"{len(body) - offset} bytes after the JSON are no input's binary data")
+    return request
+
+
+def _raw_values(raw: bytes, datatype: Any, where: str) -> list[Any]:
+    if datatype == "BYTES":
+        values, at = [], 0
+        while at < len(raw):
+            size = int.from_bytes(raw[at : at + 4], "little")
+            if at + 4 + size > len(raw):
+                raise BadRequest(f"{where}: a BYTES element of {size} bytes runs past the data")
+            try:
+                values.append(raw[at + 4 : at + 4 + size].decode("utf-8"))
+            except UnicodeDecodeError:
+                raise BadRequest(f"{where}: a BYTES element is not UTF-8 text") from None
+            at += 4 + size
+        return values
+    dtype = RAW_DTYPES.get(datatype) if isinstance(datatype, str) else None
+    if dtype is None:
+        raise BadRequest(f"{where}: datatype {datatype!r} is not an Open Inference Protocol datatype")
+    if len(raw) % np.dtype(dtype).itemsize:
+        raise BadRequest(f"{where}: {len(raw)} bytes are not a whole number of {datatype} values")
+    return list(np.frombuffer(raw, dtype=dtype).tolist())
 
 
 def _output(name: str, values: list[Any]) -> dict[str, Any]:
