@@ -660,3 +660,23 @@ def test_tritonclient_infers_tensor_and_multi_output_models_as_predict_batch(
     answer = httpx.post(f"{url}/v2/models/{model['name']}/infer", json=bad)
     assert answer.status_code == 400 and "inputs" in answer.json()["error"], answer.text
     assert httpx.get(f"{url}/v2/health/ready").status_code == 200
+
+
+def test_micro_batches_keep_each_requests_params(built: Callable[[str, str], Path]) -> None:
+    """score_together (the fastapi micro-batcher's and the kafka consumer's) scores the Calls
+    without params in one model call and a Call with params alone, with its own params."""
+    from test_runtime import runtime
+
+    service = runtime.ModelService.from_artifact(built("scaler_params", "fastapi"))
+    bodies = [
+        {"features": ROW},
+        {"features": ROW, "params": {"factor": 3.0, "offset": 1}},
+        {"features": ROWS[1]},
+        {"features": ROWS[2], "params": {"mode": "max"}},
+    ]
+    calls = [service.predict(body) for body in bodies]
+    together = [
+        call.answer(*scored) for call, scored in zip(calls, runtime.score_together(service.scorer, calls))
+    ]
+    assert together == [service.answer("/predict", body) for body in bodies]
+    assert together[0]["prediction"] != together[1]["prediction"]

@@ -14,11 +14,19 @@ from .service import Call, Scored
 
 
 def score_together(scorer: Scorer, calls: list[Call]) -> list[Scored | BadRequest]:
-    """Each Call's (labels, probabilities), scored in one model call, in the order given.
+    """Each Call's (labels, probabilities), in the order given: the Calls without params in one
+    model call; a Call with params alone (its params are its own: the model takes one set a call).
 
     If the model refuses the batch (one Call's input it cannot score), every Call is scored alone,
     so that only the Call at fault gets its BadRequest and the others their answers.
     """
+    together = iter(_batch(scorer, [call for call in calls if call.params is None]))
+    return [next(together) if call.params is None else _alone(scorer, call) for call in calls]
+
+
+def _batch(scorer: Scorer, calls: list[Call]) -> list[Scored | BadRequest]:
+    if not calls:
+        return []
     rows = [row for call in calls for row in call.rows]
     try:
         labels, probas = scorer.score(rows, any(call.probabilities for call in calls))
@@ -35,6 +43,6 @@ def score_together(scorer: Scorer, calls: list[Call]) -> list[Scored | BadReques
 
 def _alone(scorer: Scorer, call: Call) -> Scored | BadRequest:
     try:
-        return scorer.score(call.rows, call.probabilities)
+        return call.scored(scorer)
     except BadRequest as exc:
         return exc
