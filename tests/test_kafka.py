@@ -132,6 +132,7 @@ def test_two_consumers_share_three_partitions_and_a_clean_rebalance_answers_each
         assert reader.read_until(stream.all_answered, 60)
         held = [json.loads(get(c.base_url, "/health")[1])["partitions"] for c in (first, second)]
         scored = [rows_scored(get(c.base_url, "/metrics")[1]) for c in (first, second)]
+        probes = [get(first.base_url, path)[0] for path in ("/health/ready", "/health/live")]
         for consumer in (first, second):
             consumer.stop()
             assert consumer.proc.returncode == 0, consumer.logs()
@@ -140,6 +141,7 @@ def test_two_consumers_share_three_partitions_and_a_clean_rebalance_answers_each
     assert len(keys) == len(set(keys)) == 9000, f"{len(keys) - len(set(keys))} answered twice"
     assert sorted(held) == [1, 2], held
     assert sum(scored) == 9000 and min(scored) > 0, scored  # /metrics: each record scored once
+    assert probes == [200, 200], probes  # the image's HEALTHCHECK asks /health/ready
     assert stream.answers_check(reader.records).ok
 
 

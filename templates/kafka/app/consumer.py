@@ -90,10 +90,13 @@ class Health:
         return (200 if self.assigned else 503), dumps(body)
 
     def route(self, path: str) -> tuple[int, bytes, str]:
-        """/health, and /metrics (rows scored, rows per model call: the micro-batches) for the
-        Prometheus annotations the Deployment shares with the HTTP targets."""
-        if path == "/health":
+        """/health (and /health/ready, which the image's HEALTHCHECK shared with the docker target
+        asks), /health/live, and /metrics (rows scored, rows per model call: the micro-batches)
+        for the Prometheus annotations the Deployment shares with the HTTP targets."""
+        if path in ("/health", "/health/ready"):
             return (*self.answer(), "application/json")
+        if path == "/health/live":
+            return 200, dumps({"status": "live"}), "application/json"
         if path == "/metrics":
             return 200, self.service.metrics.exposition(), self.service.media_types["/metrics"]
         return 404, b"{}", "application/json"
