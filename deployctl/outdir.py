@@ -171,11 +171,22 @@ def read_previous(out: Path) -> Previous | None:
     if bad:
         raise OutDirError(
             f"{file} lists path(s) that lead outside --out {out} (a `..`, an absolute path, a link on the "
-            f"way) or into what generate never writes: {_show(bad)}. deployctl refuses this manifest and "
-            "touches none of its files.",
+            f"way) or into what generate never writes: {_show(_named(out, bad))}. deployctl refuses this "
+            "manifest and touches none of its files.",
             f"The manifest was edited, or a directory in the artifact was replaced by a link. {refuse}",
         )
     return Previous(dict(files))
+
+
+def _named(out: Path, paths: list[str]) -> list[str]:
+    """The paths as the user should see them: under a link, the first one and the link
+    (`app/server.py (through the link app)`), not every file the manifest lists under it."""
+    named: dict[str, str] = {}
+    for rel in paths:
+        links = [p for p in reversed(PurePosixPath(rel).parents) if p.parts and (out / p).is_symlink()]
+        key = links[0].as_posix() if links else rel
+        named.setdefault(key, f"{rel} (through the link {key})" if links else rel)
+    return list(named.values())
 
 
 def _inside(out: Path, rel: str) -> bool:

@@ -103,8 +103,11 @@ def service(built: Callable[[str, str], Path]) -> Iterator[Callable[[str, str], 
 
 
 @pytest.fixture(scope="session")
-def mlflow_server(tensor_registry: Registry) -> Iterator[Callable[[str], str]]:
-    """`mlflow models serve --env-manager local` per model, started once."""
+def mlflow_server(
+    tensor_registry: Registry, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[[str], str]]:
+    """`mlflow models serve --env-manager local` per model, started once (its output in a log)."""
+    logs = tmp_path_factory.mktemp("mlflow-serve")
     started: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
 
     def get(name: str) -> str:
@@ -112,15 +115,17 @@ def mlflow_server(tensor_registry: Registry) -> Iterator[Callable[[str], str]]:
             port = free_port()
             cmd = [python_for(name), "-m", "mlflow", "models", "serve", "-m", f"models:/{name}/1"]
             cmd += ["--env-manager", "local"]
-            proc = subprocess.Popen(
-                [*cmd, "-p", str(port), "-h", "127.0.0.1"],
-                env=tensor_registry.env(),
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
+            log = logs / f"{name}.log"
+            with log.open("wb") as out:
+                proc = subprocess.Popen(
+                    [*cmd, "-p", str(port), "-h", "127.0.0.1"],
+                    env=tensor_registry.env(),
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                )
             url = f"http://127.0.0.1:{port}"
             started[name] = (proc, url)
-            wait_ready(f"{url}/ping", proc)
+            wait_ready(f"{url}/ping", proc, log)
         return started[name][1]
 
     yield get
@@ -129,14 +134,15 @@ def mlflow_server(tensor_registry: Registry) -> Iterator[Callable[[str], str]]:
         proc.wait(30)
 
 
-def wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
+def wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path | None = None) -> None:
     for _ in range(600):
         try:
             if httpx.get(url).status_code == 200:
                 return
         except httpx.TransportError:
             time.sleep(0.2)
-        assert proc.poll() is None, "the server exited"
+        output = log.read_text(errors="replace")[-3000:] if log else ""
+        assert proc.poll() is None, f"the server exited:\n{output}"
     raise AssertionError(f"{url} never answered")
 
 
