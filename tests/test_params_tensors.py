@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import signal
 import subprocess
 import time
@@ -119,7 +120,7 @@ def mlflow_server(
             with log.open("wb") as out:
                 proc = subprocess.Popen(
                     [*cmd, "-p", str(port), "-h", "127.0.0.1"],
-                    env=tensor_registry.env(),
+                    env=serve_env(tensor_registry, python_for(name), logs),
                     stdout=out,
                     stderr=subprocess.STDOUT,
                 )
@@ -132,6 +133,21 @@ def mlflow_server(
     for proc, _ in started.values():
         proc.terminate()
         proc.wait(30)
+
+
+def serve_env(registry: Registry, python: str, shims: Path) -> dict[str, str]:
+    """`mlflow models serve` runs `uvicorn` from PATH: for the PyTorch model, one that runs in the
+    interpreter with torch (a shim first on PATH)."""
+    import sys
+
+    env = registry.env()
+    if python != sys.executable:
+        shim = shims / "bin" / "uvicorn"
+        shim.parent.mkdir(exist_ok=True)
+        shim.write_text(f'#!/bin/sh\nexec "{python}" -m uvicorn "$@"\n')
+        shim.chmod(0o755)
+        env["PATH"] = f"{shim.parent}{os.pathsep}{env['PATH']}"
+    return env
 
 
 def wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path | None = None) -> None:
