@@ -541,9 +541,9 @@ class CountingScorer:
     def __init__(self, scorer: Any) -> None:
         self.scorer, self.calls = scorer, 0
 
-    def score(self, rows: list[list[Any]], probabilities: bool = True) -> Any:
+    def score(self, rows: list[list[Any]], probabilities: bool = True, params: Any = None) -> Any:
         self.calls += 1
-        return self.scorer.score(rows, probabilities)
+        return self.scorer.score(rows, probabilities, params)
 
 
 def score_together(service: Any, bodies: list[Any]) -> tuple[list[Any], int]:
@@ -675,3 +675,25 @@ def test_answer_is_what_the_http_contract_answers(binary: tuple[Any, pd.DataFram
     assert refused.value.status == 404
     with pytest.raises(runtime.BadRequest, match="expected 4 values"):
         service.answer("/predict", {"features": [1.0]})
+
+
+def test_a_bug_while_scoring_a_micro_batch_fails_its_requests_instead_of_hanging_them(
+    binary: tuple[Any, pd.DataFrame],
+) -> None:
+    service, X = binary
+
+    class Broken:
+        def score(self, *args: Any) -> Any:
+            raise RuntimeError("a bug")
+
+    batcher = asgi.MicroBatcher(Broken(), enabled=True, metrics=service.metrics)  # type: ignore[arg-type]
+    calls = [
+        service.prepare("POST", "/predict", json.dumps({"features": X.iloc[i].tolist()}).encode(), None)
+        for i in range(3)
+    ]
+
+    async def all_at_once() -> list[Any]:
+        together = asyncio.gather(*(batcher.score(c) for c in calls), return_exceptions=True)
+        return await asyncio.wait_for(together, 10)
+
+    assert [type(r) for r in asyncio.run(all_at_once())] == [RuntimeError] * 3

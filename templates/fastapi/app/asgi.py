@@ -83,11 +83,16 @@ class MicroBatcher:
     def _flush(self) -> None:
         batch, self.pending = self.pending, []
         self.metrics.scored(sum(len(call.rows) for call, _ in batch))
-        results = score_together(self.scorer, [call for call, _ in batch])
+        results: list[Any]
+        try:
+            results = score_together(self.scorer, [call for call, _ in batch])
+        except Exception as exc:  # a bug, not the input: fail these requests instead of hanging them
+            log.exception("scoring a micro-batch failed")
+            results = [exc] * len(batch)
         for (_, future), result in zip(batch, results):
             if future.done():  # its client has gone
                 continue
-            if isinstance(result, BadRequest):
+            if isinstance(result, Exception):
                 future.set_exception(result)
             else:
                 future.set_result(result)
