@@ -308,8 +308,8 @@ def run_smoke_test(
     """The smoke-test command: check, report (table, JSON, JUnit), raise on failure."""
     from datetime import datetime, timezone
 
-    from deployctl import report, smoke
-    from deployctl.contract import Check
+    from deployctl.checks import report, smoke
+    from deployctl.checks.contract import Check
     from deployctl.errors import EndpointUnreachable
     from deployctl.manifest import Artifact
 

@@ -21,7 +21,7 @@ import pytest
 import yaml
 from conftest import FRAUD_ROW, Registry, Result, run_cli
 
-from deployctl.contract import Client
+from deployctl.checks.contract import Client
 from deployctl.manifest import Artifact
 from deployctl.process import free_port, get
 from deployctl.targets import get as get_target

@@ -25,11 +25,11 @@ from conftest import ROOT, Registry, run_cli
 from test_docker import assert_user_error, build, generate
 
 from deployctl import kafka_broker
+from deployctl.checks.stream_smoke import Stream, paced
 from deployctl.docker_engine import RunSpec
 from deployctl.docker_engine import run as run_container
 from deployctl.manifest import Artifact
 from deployctl.process import ProcessService, free_port, get, wait_healthy
-from deployctl.stream_smoke import Stream, paced
 from deployctl.targets import get as get_target
 
 FRAUD = "models:/fraud_detector@production"

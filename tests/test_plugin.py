@@ -44,7 +44,7 @@ TARGET = '''\
 from pathlib import Path
 
 from deployctl import requirements
-from deployctl.contract import Check
+from deployctl.checks.contract import Check
 from deployctl.targets.base import Option, Target
 from deployctl.targets.rest import APP, VENV
 

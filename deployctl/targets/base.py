@@ -10,7 +10,7 @@ from typing import Any, ClassVar, Protocol
 
 from rich.console import Console
 
-from deployctl.contract import Check
+from deployctl.checks.contract import Check
 from deployctl.errors import UsageError
 from deployctl.manifest import Artifact
 from deployctl.process import RunningService, run_until_signalled
@@ -135,7 +135,7 @@ class Target:
 
     def smoke(self, artifact: Artifact, timeout: float) -> list[Check] | None:
         """A target whose service is not HTTP (a stream consumer) runs its own smoke test here;
-        None: the HTTP one (`deployctl.smoke.run`: start, the contract, `service_checks`)."""
+        None: the HTTP one (`deployctl.checks.smoke.run`: start, the contract, `service_checks`)."""
         return None
 
     def extra_checks(self, artifact: Artifact) -> list[Check]:

@@ -25,8 +25,8 @@ from typing import Any, ClassVar
 from rich.console import Console
 
 from deployctl import wheelhouse
+from deployctl.checks.contract import Check, batch_problem, predict_problem
 from deployctl.columns import PYTHON_TYPES
-from deployctl.contract import Check, batch_problem, predict_problem
 from deployctl.errors import UsageError
 from deployctl.manifest import Artifact
 from deployctl.process import RunningService, run_or_fail

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 from rich.console import Console
 
-from deployctl.contract import Check
+from deployctl.checks.contract import Check
 from deployctl.manifest import Artifact
 from deployctl.targets.base import Builder, Option, Target
 from deployctl.targets.builders import VenvBuilder

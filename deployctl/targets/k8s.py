@@ -17,7 +17,7 @@ import yaml
 from rich.console import Console
 
 from deployctl import docker_engine, kserve, requirements
-from deployctl.contract import Check
+from deployctl.checks.contract import Check
 from deployctl.docker_engine import RunSpec
 from deployctl.errors import SmokeTestFailed, UsageError
 from deployctl.manifest import Artifact

@@ -5,7 +5,7 @@ runtime), the docker layer's Dockerfile for its image and the k8s layer's manife
 (templates/kafka/k8s: a Deployment without Service, a PodDisruptionBudget and an optional KEDA
 ScaledObject on consumer lag). `build` makes the .venv the smoke test runs and, unless
 --build-image false, the image and dist/k8s.yaml; `smoke-test` streams the recorded rows through a
-real broker (deployctl.stream_smoke).
+real broker (deployctl.checks.stream_smoke).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 from rich.console import Console
 
 from deployctl import requirements
-from deployctl.contract import Check
+from deployctl.checks.contract import Check
 from deployctl.errors import UsageError
 from deployctl.manifest import Artifact
 from deployctl.targets import container as docker_target
@@ -110,7 +110,7 @@ class KafkaTarget(Target):
         super().serve(artifact, port, console)
 
     def smoke(self, artifact: Artifact, timeout: float) -> list[Check]:
-        from deployctl import stream_smoke
+        from deployctl.checks import stream_smoke
 
         checks = self.extra_checks(artifact)
         if not all(c.ok for c in checks):

@@ -1,6 +1,6 @@
 """Checks on the handler itself: cold start, the contract as REST API (1.0) events, 2.0 event quirks.
 
-The HTTP contract is the one in `deployctl.contract`; here only the transport differs: each request
+The HTTP contract is the one in `deployctl.checks.contract`; here only the transport differs: each request
 becomes an API Gateway event handed to the handler, and its reply the answer API Gateway would give.
 """
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from deployctl.contract import Check, Client, http_checks
+from deployctl.checks.contract import Check, Client, http_checks
 from deployctl.expect import same_prediction
 from deployctl.manifest import Artifact
 from deployctl.targets.aws_lambda import emulator

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 from rich.console import Console
 
-from deployctl.contract import Check
+from deployctl.checks.contract import Check
 from deployctl.errors import UsageError
 from deployctl.manifest import Artifact
 from deployctl.process import ProcessService, run_until_signalled

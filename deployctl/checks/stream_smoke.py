@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from deployctl import kafka_broker
-from deployctl.contract import Check, predict_problem
+from deployctl.checks.contract import Check, predict_problem
 from deployctl.manifest import Artifact
 from deployctl.process import ProcessService, free_port, wait_healthy
 from deployctl.targets.base import require_built

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from deployctl.contract import HEALTH, Check, Client, http_checks
+from deployctl.checks.contract import HEALTH, Check, Client, http_checks
 from deployctl.errors import SmokeTestFailed, UsageError
 from deployctl.manifest import Artifact
 from deployctl.process import free_port, wait_healthy

@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from deployctl.contract import Check
+from deployctl.checks.contract import Check
 
 REDACTED = "***"
 MIN_SECRET = 4  # shorter strings are not secrets, and replacing them would garble every message
@@ -76,9 +76,11 @@ def junit_xml(
     seconds: float,
     unreachable: bool = False,
     started: datetime | None = None,
+    tool: str = "smoke-test",
 ) -> str:
     """One testsuite, one testcase per check. `unreachable`: the failed checks are errors (the
-    endpoint never answered), not failures (it answered wrongly)."""
+    endpoint never answered), not failures (it answered wrongly). `tool`: the command that checked
+    (smoke-test, compare, loadtest), in the suite's and the test cases' class names."""
     failed = sum(not c.ok for c in checks)
     counts = {
         "tests": str(len(checks)),
@@ -87,14 +89,14 @@ def junit_xml(
         "skipped": "0",
         "time": f"{seconds:.3f}",
     }
-    root = ET.Element("testsuites", {"name": "deployctl smoke-test", **counts})
+    root = ET.Element("testsuites", {"name": f"deployctl {tool}", **counts})
     stamp = (started or datetime.now(timezone.utc)).isoformat(timespec="seconds")
     testsuite = ET.SubElement(root, "testsuite", {"name": suite, **counts, "timestamp": stamp})
     props = ET.SubElement(testsuite, "properties")
     for key, value in properties.items():
         if value is not None:
             ET.SubElement(props, "property", {"name": key, "value": _xml(str(value))})
-    classname = f"deployctl.smoke-test.{properties.get('target', 'artifact')}"
+    classname = f"deployctl.{tool}.{properties.get('target', 'artifact')}"
     for check in checks:
         ms = check.ms or 0.0
         case = ET.SubElement(
@@ -106,7 +108,7 @@ def junit_xml(
             if check.detail:
                 ET.SubElement(case, "system-out").text = _xml(check.detail)
             continue
-        tag, kind = ("error", "EndpointUnreachable") if unreachable else ("failure", "SmokeTestFailed")
+        tag, kind = ("error", "EndpointUnreachable") if unreachable else ("failure", "CheckFailed")
         message = check.detail.splitlines()[0] if check.detail else "failed"
         if check.expected is not None or check.got is not None:
             message = f"{message} (expected {check.expected}, got {check.got})"

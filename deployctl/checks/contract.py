@@ -1,6 +1,6 @@
 """The HTTP contract every target serves, checked against the answers recorded at generate time.
 
-One module for the checks and their client, used by `deployctl.smoke` (a started artifact, or a
+One module for the checks and their client, used by `deployctl.checks.smoke` (a started artifact, or a
 deployed URL) and by targets alike (Lambda runs the contract over API Gateway events too). The
 client sends through a transport: plain HTTP by default; a target that answers without a socket
 (Lambda's handler invoked with events) passes its own transport, and every check stays the same.
