@@ -8,6 +8,7 @@ settings passed through to librdkafka; the manifests with KEDA; and the image ag
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -22,6 +23,8 @@ from typing import Any
 import pytest
 import yaml
 from conftest import ROOT, Registry, run_cli
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from test_docker import assert_user_error, build, generate
 
 from deployctl import kafka_broker
@@ -246,3 +249,132 @@ def test_the_image_consumes_from_the_broker_on_the_host(registry: Registry, tmp_
             assert container.container.wait(timeout=30)["StatusCode"] == 0, container.logs()
         finally:
             container.stop()
+
+
+# -- poison records ------------------------------------------------------------------------------
+
+MESSAGE_LIMIT = 1_000_000  # the consumer's producer: librdkafka's default message.max.bytes
+POISON: dict[str, bytes] = {
+    "poison-deep": b"[" * 100_000,  # RecursionError in the JSON parser's fallback
+    "poison-quotes": b'"' * 600_000,  # not JSON; twice the limit once JSON-escaped in a dead letter
+    "poison-huge": b"\xff" + b"x" * 10_000_000,  # ten times the limit, and not UTF-8
+    "poison-column": json.dumps({"features": {"c" * 900_000: 1}}).encode(),  # an error quoting it
+    "poison-nested-features": b'{"features": ' + b'{"a": ' * 5000 + b"1" + b"}" * 5001,
+}
+
+
+def large_producer(bootstrap: str) -> Any:
+    """A test-side producer that may send records of up to 20 MB (the broker takes them)."""
+    kafka = kafka_broker.client()
+    return kafka.Producer(
+        {"bootstrap.servers": bootstrap, "message.max.bytes": 20_000_000, "log_level": kafka_broker.QUIET}
+    )
+
+
+def send_poison(stream: Stream, records: dict[bytes, bytes], via: Any) -> None:
+    for key in records:
+        stream.sent[key] = -1
+    kafka_broker.produce(stream.bootstrap, stream.names["INPUT_TOPIC"], list(records.items()), via)
+
+
+def check_dead_letter(record: Any, original: bytes) -> None:
+    """A dead letter within the limit, naming the input, with the original's size and digest and
+    as much of its value as fits."""
+    assert len(record.value()) + len(record.key() or b"") <= MESSAGE_LIMIT
+    letter = json.loads(record.value())
+    assert letter["error"] and set(letter["input"]) == {"topic", "partition", "offset"}
+    assert letter["value_bytes"] == len(original)
+    assert letter["value_sha256"] == hashlib.sha256(original).hexdigest()
+    text = original.decode("utf-8", "replace")
+    assert text.startswith(letter["value"])
+    assert letter.get("value_truncated", False) == (letter["value"] != text)
+
+
+def test_poison_records_go_to_the_dead_letter_topic_and_the_consumer_goes_on(stream: Stream) -> None:
+    """Records that made the consumer raise (RecursionError) or its producer refuse the dead
+    letter (over the message limit once escaped) crash-looped it on main: each is a dead letter
+    within the limit, and the records before and after them are answered by the same process."""
+    consumer, _ = stream.start_consumer()
+    try:
+        with stream.reader() as reader:
+            stream.produce(stream.good_records(50, "before"))
+            send_poison(stream, {k.encode(): v for k, v in POISON.items()}, large_producer(stream.bootstrap))
+            stream.produce(stream.good_records(50, "after"))
+            answered = reader.read_until(stream.all_answered, 90)
+            assert consumer.proc.poll() is None, consumer.logs()
+            assert answered, consumer.logs()
+            assert get(consumer.base_url, "/health")[0] == 200
+    finally:
+        consumer.stop()
+    assert consumer.proc.returncode == 0, consumer.logs()
+    dead = {r.key(): r for r in reader.records if r.topic() == stream.names["DLQ_TOPIC"]}
+    assert set(dead) == {k.encode() for k in POISON}
+    for key, value in POISON.items():
+        check_dead_letter(dead[key.encode()], value)
+    assert json.loads(dead[b"poison-huge"].value())["value_truncated"] is True
+    assert json.loads(dead[b"poison-quotes"].value())["value_truncated"] is True
+    assert len(json.loads(dead[b"poison-column"].value())["error"]) < 5000
+    assert stream.answers_check(reader.records).ok
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@st.composite
+def hostile_values(draw: st.DrawFn) -> bytes:
+    """A record value as a broken or hostile producer would send it: bytes, nesting up to 150,000
+    deep, unicode with lone surrogates and a BOM, values up to 3 MB of what escapes worst, JSON
+    of any shape."""
+    nesting = draw(st.integers(1, 150_000))
+    text = draw(st.text(st.characters(codec=None, categories=None), max_size=200))
+    size = draw(st.integers(0, 3_000_000))
+    filler = draw(st.sampled_from([b'"', b"\x00", b"\\", b"\xff"]))
+    opener = draw(st.sampled_from([b"[", b"{", b'{"features": [', b'{"a": ']))
+    candidates = [
+        draw(st.binary(max_size=300)),
+        opener * nesting,
+        b'{"features": ' + b"[" * nesting + b"]" * nesting + b"}",
+        text.encode("utf-8", "surrogatepass"),
+        json.dumps({"features": {text: text}}).encode(),
+        b"\xef\xbb\xbf" + json.dumps({"features": text}).encode(),
+        filler * size,
+        json.dumps({"features": draw(JSON_VALUES)}).encode(),
+    ]
+    return draw(st.sampled_from(candidates))
+
+
+def test_fuzzed_records_each_get_an_output_and_the_consumer_stays_up(stream: Stream) -> None:
+    """Hypothesis (bounded: a few examples, no deadline): every generated record gets an answer or a
+    dead letter within the limit, from the same consumer process, whose /health stays 200."""
+    consumer, _ = stream.start_consumer()
+    producer = large_producer(stream.bootstrap)
+    batches = iter(range(1_000_000))
+    try:
+        with stream.reader() as reader:
+
+            @settings(
+                max_examples=12,
+                deadline=None,
+                database=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+            )
+            @given(values=st.lists(hostile_values(), min_size=1, max_size=6))
+            def every_record_answered(values: list[bytes]) -> None:
+                batch = next(batches)
+                records = {f"fuzz-{batch}-{i}".encode(): v for i, v in enumerate(values)}
+                send_poison(stream, records, producer)
+                assert reader.read_until(stream.all_answered, 60), consumer.logs()
+                assert consumer.proc.poll() is None, consumer.logs()
+                assert get(consumer.base_url, "/health")[0] == 200
+                for record in reader.records:
+                    if record.key() in records and record.topic() == stream.names["DLQ_TOPIC"]:
+                        check_dead_letter(record, records[record.key()])
+
+            every_record_answered()
+    finally:
+        consumer.stop()
+    assert consumer.proc.returncode == 0, consumer.logs()

@@ -5,10 +5,16 @@ Each record's value is a `/predict` body; it goes through the runtime's validati
 (`app.batching.score_together`). Every input gets one record on OUTPUT_TOPIC (the answer) or on
 DLQ_TOPIC (why it was refused), and the input offsets are committed only once the broker has
 acknowledged all of them: a crash at any point replays from the last commit, never skips.
+
+A record can only ever cost itself: whatever goes wrong with one (not JSON, refused, nested too
+deep for the parser, refused by the model, an answer too large for the broker) sends it to the
+dead-letter topic, its value cut to fit the message limit, with its size and sha256, and the
+consumer goes on. Only the broker failing to take the outputs stops it (a restart then replays).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -19,7 +25,17 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from app.runtime import ROOT, BadRequest, Call, ModelService, configure_logging, dumps, log, score_together
+from app.runtime import (
+    ROOT,
+    BadRequest,
+    Call,
+    ModelService,
+    Scored,
+    configure_logging,
+    dumps,
+    log,
+    score_together,
+)
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 # Consumer settings that make a group join take ~1 s instead of ~10 s (measured against the
@@ -32,8 +48,16 @@ CONSUMER_DEFAULTS = {
     "partition.assignment.strategy": "roundrobin",
     "fetch.wait.max.ms": 10,
 }
-PRODUCER_DEFAULTS = {"acks": "all", "linger.ms": 2}
+# Idempotent production: a send the broker stored but whose acknowledgement was lost (a stalled
+# broker, a reconnect) is retried by librdkafka without being written twice (the test broker,
+# Tansu, supports it).
+PRODUCER_DEFAULTS = {"acks": "all", "linger.ms": 2, "enable.idempotence": True}
 FLUSH_TIMEOUT_S = 30.0
+MESSAGE_MAX_BYTES = 1_000_000  # librdkafka's default message.max.bytes (brokers default to ~1 MiB)
+# Room for the record's framing, timestamp and the dead letter's fields besides the value.
+DEAD_LETTER_OVERHEAD = 2048
+ERROR_MAX_CHARS = 2000  # an error message may quote the input (an unknown column's name)
+Outcome = Scored | BadRequest | Exception
 
 
 class DeliveryFailed(Exception):
@@ -141,6 +165,8 @@ class StreamScorer:
         self.stopping = False
         self.consumer, self.producer = clients
         self.failed_deliveries: list[str] = []
+        self.too_large: list[Message] = []  # inputs whose output the broker refused for its size
+        self.max_message_bytes = int(settings.kafka.get("message.max.bytes") or MESSAGE_MAX_BYTES)
 
     def run(self) -> None:
         self.consumer.subscribe(
@@ -158,28 +184,76 @@ class StreamScorer:
         """Outputs for every record, all acknowledged, then the offsets: at least once."""
         inputs = [r for r in records if not _broker_error(r)]
         for record, value in self.outputs(inputs):
-            topic = self.settings.output_topic if "error" not in value else self.settings.dlq_topic
-            self.producer.produce(topic, dumps(value), record.key(), on_delivery=self._delivered)
-            self.producer.poll(0)  # serve delivery reports as the queue fills
+            self.send(record, value)
+        self.acknowledged()
+        if self.too_large:  # a broker whose limit is below ours: the dead letter without its value
+            refused, self.too_large = self.too_large, []
+            for record in refused:
+                self.produce(self.settings.dlq_topic, *self.bare_dead_letter(record))
+            self.acknowledged()
+            if self.too_large:
+                raise DeliveryFailed(f"dead letters refused as too large: {[origin(r) for r in refused[:3]]}")
+        if inputs:
+            self.commit(inputs)
+
+    def acknowledged(self) -> None:
+        """Wait for every delivery report; DeliveryFailed if the broker did not take them all."""
         remaining = self.producer.flush(FLUSH_TIMEOUT_S)
         if remaining or self.failed_deliveries:
             # Not committing is enough for at least once; exiting lets the orchestrator restart
             # us from the last commit instead of carrying on past records without outputs.
             raise DeliveryFailed(f"{remaining} outputs unacknowledged, failed: {self.failed_deliveries[:3]}")
-        if inputs:
-            self.commit(inputs)
+
+    def send(self, record: Message, value: dict[str, Any]) -> None:
+        """The answer on OUTPUT_TOPIC, or the dead letter on DLQ_TOPIC, cut to the message limit."""
+        if "error" not in value:
+            try:
+                self.produce(self.settings.output_topic, dumps(value), record.key(), record)
+                return
+            except (TypeError, ValueError, KafkaException) as exc:  # no JSON, or over the limit
+                if isinstance(exc, KafkaException) and not _too_large(exc.args[0]):
+                    raise
+                value = dead_letter(record, exc)
+        budget = self.max_message_bytes - DEAD_LETTER_OVERHEAD - len(record.key() or b"")
+        try:
+            self.produce(self.settings.dlq_topic, fitted(value, budget), record.key(), record)
+        except KafkaException as exc:  # a key near the limit
+            if not _too_large(exc.args[0]):
+                raise
+            self.produce(self.settings.dlq_topic, *self.bare_dead_letter(record))
+
+    def bare_dead_letter(self, record: Message) -> tuple[bytes, bytes | None, Message]:
+        """(value, key, record): the dead letter without the record's value, and with the digest of
+        its key in place of a key too large to send."""
+        letter = dead_letter(record, "the record's answer or dead letter was over the message size limit")
+        key = record.key()
+        if key is not None and len(key) > self.max_message_bytes // 2:
+            key = b"sha256:" + hashlib.sha256(key).hexdigest().encode()
+        return fitted(letter, 0), key, record
+
+    def produce(self, topic: str, value: bytes, key: bytes | None, record: Message) -> None:
+        """Queue one output; KafkaException(MSG_SIZE_TOO_LARGE) when it is over the client's limit."""
+        while True:
+            try:
+                self.producer.produce(
+                    topic, value, key, on_delivery=lambda error, message: self._delivered(record, error)
+                )
+                break
+            except BufferError:  # the local queue is full: let the broker take some first
+                self.producer.poll(0.1)
+        self.producer.poll(0)  # serve delivery reports as the queue fills
 
     def outputs(self, records: list[Message]) -> list[tuple[Message, dict[str, Any]]]:
         """(record, the answer or the dead-letter value) for each record, in order."""
         valid: list[tuple[Message, Call]] = []
-        refused: dict[int, BadRequest] = {}
+        refused: dict[int, Exception] = {}
         for i, record in enumerate(records):
             try:
                 valid.append((record, self.service.predict(self.service.parse(record.value() or b""))))
-            except BadRequest as exc:
+            except Exception as exc:  # BadRequest, or RecursionError from a deep value, anything: its own
                 refused[i] = exc
         self.service.metrics.scored(sum(len(call.rows) for _, call in valid))
-        scored = iter(score_together(self.service.scorer, [call for _, call in valid]))
+        scored = iter(self.score([call for _, call in valid]))
         calls = iter(valid)
         results: list[tuple[Message, dict[str, Any]]] = []
         for i, record in enumerate(records):
@@ -188,11 +262,27 @@ class StreamScorer:
                 continue
             _, call = next(calls)
             outcome = next(scored)
-            if isinstance(outcome, BadRequest):
-                results.append((record, dead_letter(record, outcome)))
-            else:
+            try:
+                if isinstance(outcome, Exception):
+                    raise outcome
                 results.append((record, {**call.answer(*outcome), "input": origin(record)}))
+            except Exception as exc:
+                results.append((record, dead_letter(record, exc)))
         return results
+
+    def score(self, calls: list[Call]) -> list[Outcome]:
+        """score_together; if the model fails the batch with more than a refusal (which it already
+        narrows down), each Call is scored alone so that only the records at fault fail."""
+        try:
+            return list(score_together(self.service.scorer, calls))
+        except Exception:
+            return [self._score_alone(call) for call in calls]
+
+    def _score_alone(self, call: Call) -> Outcome:
+        try:
+            return score_together(self.service.scorer, [call])[0]
+        except Exception as exc:
+            return exc
 
     def commit(self, records: list[Message]) -> None:
         """The next offset of every partition in the batch; a refused commit only means replay."""
@@ -206,9 +296,13 @@ class StreamScorer:
         except KafkaException as exc:  # e.g. partitions revoked meanwhile: their next owner replays
             log.warning("commit refused", extra={"fields": {"error": str(exc)}})
 
-    def _delivered(self, error: KafkaError | None, message: Message) -> None:
-        if error is not None:
-            self.failed_deliveries.append(f"{message.topic()}: {error}")
+    def _delivered(self, record: Message, error: KafkaError | None) -> None:
+        if error is None:
+            return
+        if _too_large(error):  # the broker's limit is below the client's: this record's output only
+            self.too_large.append(record)
+        else:
+            self.failed_deliveries.append(f"{origin(record)}: {error}")
 
     def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.health.assigned = list(partitions)
@@ -222,9 +316,41 @@ def origin(record: Message) -> dict[str, Any]:
     return {"topic": record.topic(), "partition": record.partition(), "offset": record.offset()}
 
 
-def dead_letter(record: Message, error: BadRequest) -> dict[str, Any]:
-    value = (record.value() or b"").decode("utf-8", errors="replace")
-    return {"error": error.message, "input": origin(record), "value": value}
+def dead_letter(record: Message, error: BadRequest | Exception | str) -> dict[str, Any]:
+    """Why the record was refused, where it was, and its value (as text) with its size and digest:
+    the value may be cut to fit the broker's limit (`fitted`), the digest identifies the original."""
+    if isinstance(error, BadRequest):
+        message = error.message
+    elif isinstance(error, Exception):
+        message = f"the record could not be scored: {type(error).__name__}: {error}"
+        log.warning("record refused", extra={"fields": {"input": origin(record), "error": message[:200]}})
+    else:
+        message = error
+    raw = record.value() or b""
+    return {
+        "error": message if len(message) <= ERROR_MAX_CHARS else message[:ERROR_MAX_CHARS] + "...",
+        "input": origin(record),
+        "value": raw.decode("utf-8", errors="replace"),
+        "value_bytes": len(raw),
+        "value_sha256": hashlib.sha256(raw).hexdigest(),
+    }
+
+
+def fitted(letter: dict[str, Any], max_bytes: int) -> bytes:
+    """The dead letter as JSON of at most `max_bytes` (its value cut, `value_truncated`), or with
+    an empty value if even that is over. JSON escaping makes a character cost 1 to 6 bytes, so
+    the cut is estimated from the bytes of the last try, a few times."""
+    payload = dumps(letter)
+    text: str = letter["value"]
+    while len(payload) > max_bytes and text:
+        keep = int(len(text) * max_bytes / len(payload) * 0.95) if max_bytes > 0 else 0
+        text = text[: min(keep, len(text) - 1)]
+        payload = dumps({**letter, "value": text, "value_truncated": True})
+    return payload
+
+
+def _too_large(error: KafkaError) -> bool:
+    return bool(error.code() in (KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE))
 
 
 def _broker_error(record: Message) -> bool:
