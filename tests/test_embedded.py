@@ -1,6 +1,8 @@
 """embedded end to end: generate and build a wheel through the real CLI, smoke-test it (a fresh
 venv, offline), then install it into a venv of our own and use it as an application would: its
-API, its batch-scoring CLI on good and bad rows (CSV, JSON Lines, Parquet), and mypy on callers."""
+API, its batch-scoring CLI on good and bad rows (CSV, JSON Lines, Parquet), on hostile files and
+paths (its input as its output, BOMs, bytes that are not UTF-8, fields over the csv limit, deep
+JSON; and fuzzed files), and mypy on callers."""
 
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ from pathlib import Path
 
 import pytest
 from conftest import FRAUD_ROW, Registry, run_cli
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from deployctl.targets.embedded import import_name, package_version
 
@@ -281,3 +285,147 @@ def test_a_name_that_is_no_python_package_is_refused(registry: Registry, tmp_pat
     result = run_cli("generate", "-m", FRAUD, "-t", "embedded", "-o", out, "--name", "3d", env=registry.env())
     assert result.code == 2 and "cannot be a Python package name" in result.output
     assert "Traceback" not in result.output
+
+
+# -- the score CLI on hostile files and paths ----------------------------------------------------
+
+GOOD_CSV_ROW = "950.0,3,gaming,true,12"
+
+
+def csv_file(path: Path, lines: list[str], prefix: bytes = b"") -> bytes:
+    content = prefix + ("\n".join([",".join(FRAUD_ROW), *lines]) + "\n").encode()
+    path.write_bytes(content)
+    return content
+
+
+def one_paragraph_usage_error(result: subprocess.CompletedProcess[str], expected: str) -> None:
+    assert result.returncode == 2, result.stderr
+    assert expected in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and result.stderr.count("\n\n") == 0, result.stderr
+
+
+def test_score_never_destroys_its_input_nor_overwrites_without_force(python: Path, tmp_path: Path) -> None:
+    """`score X.csv -o X.csv` emptied X.csv on main (exit 0); an existing output or errors file was
+    overwritten; --chunk-rows 0 was accepted; a missing folder or a folder as output were tracebacks
+    with exit 1 (the status of "rows failed")."""
+    source = tmp_path / "rows.csv"
+    content = csv_file(source, [GOOD_CSV_ROW] * 3)
+    (tmp_path / "sub").mkdir()
+    for same in ("rows.csv", "./sub/../rows.csv", str(source)):
+        for extra in ([], ["--force"]):
+            one_paragraph_usage_error(score(python, tmp_path, "rows.csv", "-o", same, *extra), "is the input")
+    assert source.read_bytes() == content
+
+    answers = tmp_path / "answers.csv"
+    answers.write_text("mine\n")
+    one_paragraph_usage_error(score(python, tmp_path, "rows.csv", "-o", "answers.csv"), "pass --force")
+    assert answers.read_text() == "mine\n"
+    assert score(python, tmp_path, "rows.csv", "-o", "answers.csv", "--force").returncode == 0
+    assert answers.read_text().splitlines()[0] == "line,prediction,probability"
+    errors = tmp_path / "other.csv.errors.jsonl"
+    errors.write_text("mine\n")
+    one_paragraph_usage_error(score(python, tmp_path, "rows.csv", "-o", "other.csv"), "pass --force")
+    assert errors.read_text() == "mine\n" and not (tmp_path / "other.csv").exists()
+    assert score(python, tmp_path, "rows.csv", "-o", "other.csv", "--force").returncode == 0
+    assert not errors.exists()  # --force, no bad row: no stale errors file left either
+
+    for rows in ("0", "-1", "many"):
+        one_paragraph_usage_error(
+            score(python, tmp_path, "rows.csv", "-o", "x.csv", "--chunk-rows", rows), rows
+        )
+    one_paragraph_usage_error(score(python, tmp_path, "rows.csv", "-o", "missing/x.csv"), "does not exist")
+    (tmp_path / "folder.csv").mkdir()
+    one_paragraph_usage_error(score(python, tmp_path, "rows.csv", "-o", "folder.csv"), "is a folder")
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert not leftovers and source.read_bytes() == content, leftovers
+
+
+def test_score_reads_hostile_files_row_by_row(python: Path, tmp_path: Path) -> None:
+    """A BOM is read; a byte that is not UTF-8, a field over the csv module's limit, a malformed or
+    unterminated quote, a JSON line nested 100,000 deep, each fail their own row with its line
+    number (on main: tracebacks, exit 1, the chunk in flight lost, or the rest of the file silently
+    swallowed); every other row is scored."""
+    csv_file(tmp_path / "bom.csv", [GOOD_CSV_ROW] * 3, prefix=b"\xef\xbb\xbf")
+    result = score(python, tmp_path, "bom.csv", "-o", "bom-answers.csv")
+    assert result.returncode == 0 and "3 of 3 rows scored" in result.stderr, result.stderr
+
+    lines = [GOOD_CSV_ROW] * 10_001
+    lines[5000] = "950.0,3,gam\xffing,true,12"  # line 5002
+    lines[7000] = "950.0,3," + "g" * 140_000 + ",true,12"  # line 7002: over the 131,072 limit
+    lines[8000] = '950.0,3,"gaming"x,true,12'  # line 8002: text after a closing quote
+    lines[10_000] = '950.0,3,"gaming,true,12'  # line 10002: a quote that never closes
+    (tmp_path / "big.csv").write_bytes(("\n".join([",".join(FRAUD_ROW), *lines]) + "\n").encode("latin-1"))
+    result = score(python, tmp_path, "big.csv", "-o", "big-answers.csv")
+    assert result.returncode == 1 and "9997 of 10001 rows scored" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    errors = [json.loads(e) for e in (tmp_path / "big-answers.csv.errors.jsonl").read_text().splitlines()]
+    assert [e["line"] for e in errors] == [5002, 7002, 8002, 10002], errors
+    assert "not UTF-8: byte 0xff" in errors[0]["error"]
+    assert "field larger than field limit" in errors[1]["error"]
+    assert "unexpected end of data" in errors[3]["error"]
+    answered = [int(a.split(",")[0]) for a in (tmp_path / "big-answers.csv").read_text().splitlines()[1:]]
+    assert len(answered) == 9997 and answered[-1] == 10001 and 5002 not in answered
+
+    good = json.dumps(FRAUD_ROW)
+    (tmp_path / "rows.jsonl").write_bytes(
+        b"\xef\xbb\xbf" + "\n".join([good, "[" * 100_000, good, '{"amount": "\xff"}', good]).encode("latin-1")
+    )
+    result = score(python, tmp_path, "rows.jsonl", "-o", "answers.jsonl")
+    assert result.returncode == 1 and "3 of 5 rows scored" in result.stderr, result.stderr
+    errors = [json.loads(e) for e in (tmp_path / "answers.jsonl.errors.jsonl").read_text().splitlines()]
+    assert [e["line"] for e in errors] == [2, 4] and "not UTF-8" in errors[1]["error"], errors
+    answered = [json.loads(a)["line"] for a in (tmp_path / "answers.jsonl").read_text().splitlines()]
+    assert answered == [1, 3, 5]
+
+
+CSV_PIECES = st.sampled_from(
+    [GOOD_CSV_ROW, "abc,3,gaming,true,12", '"', '""', '"a"b', ",", "\r", "\x00", "\xff", "\ufeff", "\ud800",
+     "\u2028", "x" * 140_000, "[" * 1000, "1e999", "nan", ";", "\t"]
+)  # fmt: skip
+JSONL_PIECES = st.sampled_from(
+    [json.dumps(FRAUD_ROW), "[" * 100_000, "{" * 5000, '{"amount": "\ud800"}', "\ufeff", "\xff", "{}", "null",
+     "[]", '"', json.dumps({**FRAUD_ROW, "amount": 1e308}), "NaN", "\x00", "\r"]
+)  # fmt: skip
+
+
+@st.composite
+def hostile_inputs(draw: st.DrawFn) -> tuple[str, bytes]:
+    """(suffix, file content): lines glued from hostile pieces, encoded as a broken exporter would."""
+    kind = draw(st.sampled_from(["csv", "jsonl"]))
+    pieces = CSV_PIECES if kind == "csv" else JSONL_PIECES
+    lines = draw(st.lists(st.lists(pieces | st.text(max_size=30), max_size=4).map("".join), max_size=12))
+    if kind == "csv" and draw(st.booleans()):
+        lines.insert(0, ",".join(FRAUD_ROW))
+    text = draw(st.sampled_from(["\n", "\r\n", "\r"])).join(lines)
+    prefix = draw(st.sampled_from([b"", b"\xef\xbb\xbf", b"\xff\xfe"]))
+    encoding = draw(st.sampled_from(["utf-8", "latin-1"]))  # latin-1: a byte that is not UTF-8
+    return kind, prefix + text.encode(encoding, "surrogatepass" if encoding == "utf-8" else "replace")
+
+
+def test_fuzzed_input_files_end_in_0_1_or_2_without_a_traceback_and_stay_intact(
+    python: Path, tmp_path: Path
+) -> None:
+    """Hypothesis (bounded: a few examples, no deadline): whatever the file holds, the installed CLI
+    exits 0, 1 or 2 without a traceback, writes its errors with line numbers, and the input and
+    a path given as both input and output keep their bytes."""
+    runs = iter(range(1_000_000))
+
+    @settings(max_examples=10, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(case=hostile_inputs(), same_output=st.booleans())
+    def ends_cleanly(case: tuple[str, bytes], same_output: bool) -> None:
+        kind, content = case
+        work = tmp_path / str(next(runs))
+        work.mkdir()
+        (work / f"in.{kind}").write_bytes(content)
+        output = f"in.{kind}" if same_output else f"out.{kind}"
+        result = score(python, work, f"in.{kind}", "-o", output)
+        assert result.returncode in (0, 1, 2) and "Traceback" not in result.stderr, result.stderr
+        assert (work / f"in.{kind}").read_bytes() == content
+        if same_output:
+            assert result.returncode == 2
+        errors = work / f"{output}.errors.jsonl"
+        assert errors.exists() == (result.returncode == 1), result.stderr
+        if errors.exists():
+            assert all(isinstance(json.loads(e)["line"], int) for e in errors.read_text().splitlines())
+
+    ends_cleanly()
