@@ -169,6 +169,58 @@ def test_a_good_chunked_request_is_answered(server: int) -> None:
     assert b"could not be read" not in body
 
 
+CHUNKED_HEAD = (
+    b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    b"Transfer-Encoding: chunked\r\n\r\n"
+)
+# Requests the client leaves open after these bytes: the server has all it needs to refuse them.
+STALLED = [
+    ("chunk size of 17 hex digits", CHUNKED_HEAD + b"1" * 17 + b"\r\n", 400),
+    ("chunk-size line over 1 KB without CRLF", CHUNKED_HEAD + b"1;" + b"x" * 2000, 400),
+    ("LF-only request", b"GET /health HTTP/1.1\nHost: x\n\n", 400),
+    ("LF-only header line", b"GET /health HTTP/1.1\r\nHost: x\n\n", 400),
+    ("a TLS hello", b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03", 400),
+    ("garbage request line", b"GET\x00/ HTTP/1.1\r\n", 400),
+]
+
+
+@pytest.mark.parametrize(("name", "request_bytes", "expected"), STALLED, ids=[s[0] for s in STALLED])
+def test_framing_no_request_can_complete_is_refused_at_once(
+    server: int, name: str, request_bytes: bytes, expected: int
+) -> None:
+    """On main, flask handed the first two to a thread that waited forever for bytes (4 such
+    connections took /health down) and answered the others with a 408 after 30 s; fastapi
+    answers them at once: so must flask, with a JSON 4xx, while the client keeps the socket open."""
+    status, headers, body = exchange(server, request_bytes, timeout=5)
+    assert status == expected, (status, body)
+    assert headers["content-type"].startswith("application/json") and json.loads(body)["error"], body
+    assert healthy(server)
+
+
+def test_options_is_answered_as_fastapi_answers_it(server: int) -> None:
+    """OPTIONS was a 200 with an empty body on flask (Flask's automatic OPTIONS)."""
+    status, headers, body = exchange(server, b"OPTIONS /predict HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert status == 405 and headers["content-type"].startswith("application/json"), (status, body)
+    assert json.loads(body) == {"error": "OPTIONS /predict is not served"}
+    status, _, body = exchange(server, b"OPTIONS /nowhere HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert status == 404 and json.loads(body)["error"], body
+
+
+def test_a_body_of_one_byte_chunks_trickled_is_read_in_full(server: int) -> None:
+    """Each read of a chunked body goes on from where the last stopped (flask re-parsed from its
+    start on every read): the answer is the one the whole body gets at once."""
+    whole = exchange(server, b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n%s" % (len(BODY), BODY))  # fmt: skip
+    with socket.create_connection((HOST, server), timeout=10) as sock:
+        sock.sendall(CHUNKED_HEAD)
+        for byte in BODY:
+            sock.sendall(b"1;ext=x\r\n%c\r\n" % byte)
+            time.sleep(0.002)
+        sock.sendall(b"0\r\nX-Trailer: y\r\n\r\n")
+        response = read_response(sock)
+    assert response is not None and response[0] == whole[0] and response[2] == whole[2], (response, whole)
+
+
 def test_flask_serves_health_within_1s_while_200_clients_trickle_their_headers(
     built: Callable[[str], Path],
 ) -> None:

@@ -45,10 +45,17 @@ HEAD_END = b"\r\n\r\n"
 CONTENT_LENGTH = re.compile(rb"\r\ncontent-length[ \t]*:[ \t]*([0-9]{1,18})[ \t]*(?=\r\n)", re.IGNORECASE)
 TRANSFER_ENCODING = re.compile(rb"\r\ntransfer-encoding[ \t]*:([^\r]*)(?=\r\n)", re.IGNORECASE)
 CHUNK_SIZE = re.compile(rb"[0-9a-fA-F]{1,16}")
+TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]"
+# What can begin a request line (a method, then a space), and a whole one: anything else is
+# refused as soon as it arrives, not after REQUEST_TIMEOUT (a TLS hello, a bare LF, garbage).
+METHOD_SO_FAR = re.compile(TOKEN + rb"{1,32}(?: |\Z)")
+REQUEST_LINE = re.compile(TOKEN + rb"{1,32} [^\x00-\x20\x7f]+ HTTP/[0-9]\.[0-9]\r\n")
+MAX_CHUNK_LINE = 1024
 REASONS = {
     400: "Bad Request",
     403: "Forbidden",
     408: "Request Timeout",
+    413: "Content Too Large",
     414: "URI Too Long",
     417: "Expectation Failed",
     431: "Request Header Fields Too Large",
@@ -64,6 +71,7 @@ class Conn(TConn):
         self.received = bytearray()
         self.deadline = 0.0
         self.watched = False  # registered on the worker's selector
+        self.framing = Framing()
 
     def close(self, graceful: bool = False) -> None:
         """Close without lingering: gunicorn's graceful close waits up to 2 s for the client's FIN
@@ -157,35 +165,35 @@ class BufferedWorker(ThreadWorker):
             return
         if data:
             conn.received += data
-        if conn.received and self.complete(conn.received):
+        if not conn.received:
+            return
+        verdict = self.complete(conn)
+        if isinstance(verdict, tuple):
+            self.refuse(conn, *verdict)
+        elif verdict:
             self.hand_over(conn)
 
-    def complete(self, received: bytearray) -> bool:
-        """Whether a thread can now run the request without waiting for the client.
+    def complete(self, conn: Conn) -> bool | tuple[int, str]:
+        """Whether a thread can now run the request without waiting for the client, or (status,
+        why) for framing no thread could ever read (a thread would wait for bytes that never come).
 
-        True too when what came is malformed or over a limit: gunicorn's parser, on the thread,
-        then refuses it with the right status. It is the only parser of record; this only decides
-        when to hand over."""
-        end = received.find(HEAD_END)
+        True too when what came is malformed in a way gunicorn's parser, on the thread, refuses
+        from what is in memory: it is the parser of record; this decides when to hand over, and
+        refuses early only what would otherwise hold a thread or wait for the timeout."""
+        received = conn.received
+        end = conn.framing.head_end(received)
+        if isinstance(end, str):
+            return 400, end
         if end < 0:
             cfg = self.cfg
             fields = cfg.limit_request_fields * (cfg.limit_request_field_size + 2)
             return len(received) > cfg.limit_request_line + fields + 4
-        head = bytes(received[: end + 2])
-        body = len(received) - end - 4
-        lowered = head.lower()
-        if b"\r\nexpect:" in lowered:  # the client waits for 100 Continue before its body
-            return True
-        codings = TRANSFER_ENCODING.findall(head)
-        if codings:  # a chunked body ends with its last chunk; without chunked there is no body
-            if not any(b"chunked" in coding.lower() for coding in codings):
-                return True
-            return body > MAX_BODY_BYTES or chunked_body_complete(received, end + 4) is not False
-        lengths = CONTENT_LENGTH.findall(head)
-        if len(lengths) != 1:  # no body, or lengths the parser refuses
-            return True
-        wanted = int(lengths[0])
-        return wanted > MAX_BODY_BYTES or body >= wanted
+        if conn.framing.body is None:  # the head is read once
+            conn.framing.body = body_framing(bytes(received[: end + 2]))
+        framing = conn.framing.body
+        if isinstance(framing, str):
+            return conn.framing.chunked_body(received, end + 4)
+        return framing < 0 or framing > MAX_BODY_BYTES or len(received) - end - 4 >= framing
 
     def hand_over(self, conn: Conn) -> None:
         """The request is in: a thread parses it from memory and runs the app."""
@@ -194,8 +202,17 @@ class BufferedWorker(ThreadWorker):
             conn.parser = http.get_parser(self.cfg, conn.sock, conn.client)
         conn.parser.unreader.unread(bytes(conn.received))
         conn.received = bytearray()
+        conn.framing = Framing()
         conn.data_ready = True
         self.enqueue_req(conn)
+
+    def refuse(self, conn: Conn, status: int, message: str) -> None:
+        """Answer a request that cannot be framed now, from this thread, and close."""
+        self.forget(conn)
+        self.nr_conns -= 1
+        self.log.warning("Invalid request from ip=%s: %s", (conn.client or ("",))[0], message)
+        write_json_error(conn.sock, status, message)
+        conn.close(graceful=True)
 
     def forget(self, conn: Conn) -> None:
         if conn.watched:
@@ -274,25 +291,103 @@ class BufferedWorker(ThreadWorker):
         write_json_error(client, status, message)
 
 
-def chunked_body_complete(received: bytearray, start: int) -> bool | None:
-    """True when the chunked body from `start` is complete, False when more is to come, None when
-    it is malformed (then the parser on the thread says how)."""
-    pos = start
-    while True:
-        eol = received.find(b"\r\n", pos)
+def body_framing(head: bytes) -> int | str:
+    """How the body after `head` ends: "chunked", its Content-Length, or -1 for a request a thread
+    can take now (no body, the client waits for 100 Continue, or framing the parser refuses)."""
+    if b"\r\nexpect:" in head.lower():  # the client waits for 100 Continue before its body
+        return -1
+    codings = TRANSFER_ENCODING.findall(head)
+    if codings:  # a chunked body ends with its last chunk; without chunked there is no body
+        return "chunked" if any(b"chunked" in coding.lower() for coding in codings) else -1
+    lengths = CONTENT_LENGTH.findall(head)
+    if len(lengths) != 1:  # no body, or lengths the parser refuses
+        return -1
+    return int(lengths[0])
+
+
+class Framing:
+    """How far a connection's request has been read: each look goes on from where the last one
+    stopped, so a head or a body arriving a byte at a time costs its length, not its square."""
+
+    def __init__(self) -> None:
+        self.scanned = 0  # the head: bytes checked for line endings and its end
+        self.line_checked = False  # the request line
+        self.chunk = -1  # a chunked body: where its next chunk-size line starts
+        self.declared = 0  # the chunk sizes so far
+        self.trailers = -1  # after the last chunk: where the trailer lines start
+        self.body: int | str | None = None  # once the head is in: body_framing's answer
+
+    def head_end(self, received: bytearray) -> int | str:
+        """Where the head ends (-1: not yet), or why it is no HTTP/1.x request head."""
+        problem = self._request_line(received)
+        if problem:
+            return problem
+        start = self.scanned
+        end = received.find(HEAD_END, max(0, start - 3))
+        stop = len(received) if end < 0 else end + 4
+        bare = received.find(b"\n", start, stop)
+        while bare >= 0:
+            if bare == 0 or received[bare - 1] != 13:  # gunicorn would wait for a CRLF forever
+                return "invalid request: a line of the request head ends with LF alone, not CRLF"
+            bare = received.find(b"\n", bare + 1, stop)
+        self.scanned = stop
+        return end
+
+    def _request_line(self, received: bytearray) -> str | None:
+        if self.line_checked:
+            return None
+        start = 0
+        while received.startswith(b"\r\n", start):  # empty lines before a request are allowed
+            start += 2
+        eol = received.find(b"\n", start)
         if eol < 0:
-            return None if len(received) - pos > 1024 else False  # a size line that never ends
-        size_text = bytes(received[pos:eol]).split(b";", 1)[0].strip(b" \t")
-        if not CHUNK_SIZE.fullmatch(size_text):
+            if received[start:] in (b"", b"\r") or METHOD_SO_FAR.match(received, start):
+                return None
+        elif REQUEST_LINE.fullmatch(received, start, eol + 1):
+            self.line_checked = True
             return None
-        size = int(size_text, 16)
-        if size == 0:  # the last chunk, then trailer lines up to an empty one
-            return received.startswith(b"\r\n", eol + 2) or received.find(HEAD_END, eol) >= 0
-        pos = eol + 2 + size + 2
-        if pos > len(received):
-            return False
-        if received[pos - 2 : pos] != b"\r\n":
-            return None
+        line = bytes(received[start : (eol if eol >= 0 else start + 64)])
+        return f"invalid request line: {line[:64]!r}"
+
+    def chunked_body(self, received: bytearray, start: int) -> bool | tuple[int, str]:
+        """True when the chunked body from `start` is complete, False when more is to come, or
+        (status, why) when it never can be (malformed, or chunks declaring more than the limit)."""
+        if self.chunk < 0:
+            self.chunk = start
+        while self.trailers < 0:
+            pos = self.chunk
+            eol = received.find(b"\n", pos, pos + MAX_CHUNK_LINE + 1)
+            if eol < 0:
+                if len(received) - pos > MAX_CHUNK_LINE:
+                    return 400, f"malformed request: a chunk-size line over {MAX_CHUNK_LINE} bytes"
+                return False
+            if eol == pos or received[eol - 1] != 13:
+                return 400, "malformed request: a chunk-size line ends with LF alone, not CRLF"
+            size_text = bytes(received[pos : eol - 1]).split(b";", 1)[0].strip(b" \t")
+            if not CHUNK_SIZE.fullmatch(size_text):
+                return 400, f"malformed request: invalid chunk size {size_text[:40]!r} (1 to 16 hex digits)"
+            size = int(size_text, 16)
+            self.declared += size
+            if self.declared > MAX_BODY_BYTES:
+                return 413, f"the request body is over the limit of {MAX_BODY_BYTES} bytes"
+            if size == 0:  # the last chunk, then trailer lines up to an empty one
+                self.trailers = eol + 1
+                self.chunk = max(eol - 1, 0)  # from here: where the search for the empty line goes on
+                break
+            data_end = eol + 1 + size
+            if data_end + 2 > len(received):
+                return False
+            if received[data_end : data_end + 2] != b"\r\n":
+                return 400, "malformed request: a chunk's data is not followed by CRLF"
+            self.chunk = data_end + 2
+        if received.startswith(b"\r\n", self.trailers):
+            return True
+        if received.find(HEAD_END, self.chunk) >= 0:
+            return True
+        if len(received) - self.trailers > MAX_CHUNK_LINE * 8:
+            return 400, "malformed request: the trailer lines after the last chunk do not end"
+        self.chunk = max(self.chunk, len(received) - 3)
+        return False
 
 
 def http_error(exc: BaseException) -> tuple[int, str]:
