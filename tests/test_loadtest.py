@@ -311,6 +311,11 @@ def test_find_max_finds_a_rate_the_slo_meets_below_and_breaks_far_above(
         artifact, "--find-max", "--slo", "p99<=250ms", "--rate", "25", "--duration", "2",
         "--html", str(html), "--junit", str(junit),
     )  # fmt: skip
+    if report.get("generator_limited") and report.get("max_rate") is None:
+        # the machine, not the service: the generator itself could not keep even the first step's
+        # schedule (seen at a load average of 20 on 2 cores); the report must say so, not blame it
+        assert result.code == 1 and "load generator fell behind" in result.stderr, result.output
+        pytest.skip("the machine is too loaded for the generator to keep 25 req/s (generator_limited)")
     assert result.code == 0, result.output
     max_rate = report["max_rate"]
     assert max_rate >= 25 and report["passed"] and report["stopped"] in ("slo_broken", "generator_limited")
