@@ -387,6 +387,156 @@ def run_smoke_test(
     err.print(f"[green]Smoke test passed[/]: {len(checks)} checks")
 
 
+LOADTEST_HELP = "\n\n".join(
+    (
+        "Load a service at a constant arrival rate and gate on an SLO (open loop: each latency counts "
+        "from when the request was due, so a stalled service shows in the percentiles).",
+        "Without --url: start the built artifact on loopback (and report its cold start: process start "
+        "to first correct answer). With --url: load the service deployed there. Requests cycle through "
+        "the recorded rows (or --data's); one answer in 10 is checked against the recorded one.",
+        "--slo terms: p50|p90|p99|p999|max <= N ms|s|us, error_rate <= N or N%, rate >= N (req/s), "
+        "comma-separated or repeated. No wrong answer is always a term. --find-max doubles the rate "
+        "(from --rate, default 50) until the SLO breaks, then bisects; rate>= then applies to the "
+        "highest rate that met it.",
+        "Exit codes:\n0  the SLO was met\n1  a term was not met (named, with its figure), or wrong "
+        "answers\n2  usage or artifact error\n3  --url never answered",
+    )
+)
+
+
+@app.command("loadtest", help=LOADTEST_HELP)
+def loadtest(
+    path: Path = ARTIFACT,
+    url: str | None = typer.Option(
+        None, "--url", help="Load the service deployed at this http(s) URL instead.", show_default=False
+    ),
+    header: list[str] = typer.Option(
+        [],
+        "--header",
+        "-H",
+        metavar="'NAME: VALUE'",
+        help="Send with every request (with --url); never printed.",
+        show_default=False,
+    ),
+    route: str = typer.Option("predict", "--route", help="predict, predict_batch, invocations or infer."),
+    batch_size: int = typer.Option(10, "--batch-size", min=1, help="Rows per request on batch routes."),
+    data: Path | None = typer.Option(
+        None,
+        "--data",
+        help="Rows to send (.jsonl, .json, .csv) instead of the recorded ones.",
+        show_default=False,
+    ),
+    rate: float | None = typer.Option(
+        None, "--rate", help="Requests per second (with --find-max: the first step).", show_default=False
+    ),
+    duration: float | None = typer.Option(
+        None,
+        "--duration",
+        help="Seconds of load (with --find-max: per step) [default: 10; 5 per step].",
+        show_default=False,
+    ),
+    find_max: bool = typer.Option(False, "--find-max", help="Find the highest rate that meets the --slo."),
+    slo: list[str] = typer.Option(
+        [], "--slo", help="SLO terms, e.g. 'p99<=50ms,error_rate<=0.1%'.", show_default=False
+    ),
+    timeout: float = typer.Option(10.0, "--timeout", help="Seconds a request may take from its due time."),
+    connections: int = typer.Option(256, "--connections", min=1, help="Keep-alive connections at most."),
+    start_timeout: float = typer.Option(
+        120.0, "--start-timeout", help="Seconds for the started artifact to answer."
+    ),
+    max_rate: float = typer.Option(50_000.0, "--max-rate", help="--find-max goes no higher (req/s)."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable report on stdout."),
+    junit: Path | None = typer.Option(None, "--junit", help="Also write JUnit XML here.", show_default=False),
+    html: Path | None = typer.Option(
+        None, "--html", help="Also write an HTML report with plots here.", show_default=False
+    ),
+) -> None:
+    from datetime import datetime, timezone
+
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+
+    from deployctl.checks import loadtest as lt
+    from deployctl.checks import loadtest_report, report, smoke
+    from deployctl.checks.loadtest_data import read_rows
+    from deployctl.manifest import Artifact
+
+    headers = smoke.parse_headers(header)
+    redact = report.Redactor(headers.values())
+    if url is None and headers:
+        raise UsageError("--header applies to a deployed service only.", "Give --url URL, or leave it out.")
+    for option, given in (("--junit", junit), ("--html", html)):
+        if given is not None and given.is_dir():
+            raise UsageError(f"{option} {given} is a directory.", "Give a file path.")
+    options = lt.Options(
+        url=smoke.check_url(url) if url is not None else None,
+        headers=headers,
+        route=route,
+        batch_size=batch_size,
+        data=None,
+        rate=rate,
+        duration=duration or (5.0 if find_max else 10.0),
+        find_max=find_max,
+        terms=lt.parse_slo(slo),
+        timeout=timeout,
+        connections=connections,
+        start_timeout=start_timeout,
+        max_rate=max_rate,
+    )
+    lt.check_options(options)
+    artifact = Artifact.open(path)
+    if data is not None:
+        options.data = read_rows(data, artifact.model)
+    model = artifact.model
+    properties = {
+        "target": artifact.target,
+        "model": model["name"],
+        "version": model["version"],
+        "artifact": str(path),
+        "url": options.url,
+    }
+    begun, started = datetime.now(timezone.utc), time.monotonic()
+    columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeRemainingColumn())
+    with stdout_to_stderr(as_json), Progress(*columns, console=err, refresh_per_second=4) as progress:
+        task = progress.add_task("starting", total=None)
+
+        def show(label: str, done: int, total: int) -> None:
+            progress.update(task, description=label, completed=done, total=total)
+
+        def say(text: str) -> None:
+            progress.console.print(redact(text), markup=False, highlight=False)
+
+        result = lt.run(artifact, options, show, say)
+    seconds = time.monotonic() - started
+    if junit is not None:
+        suite = f"loadtest {artifact.name} ({artifact.target})"
+        checks = [redact.check(c) for c in loadtest_report.checks(result)]
+        report.write(
+            junit, report.junit_xml(checks, properties, suite, seconds, started=begun, tool="loadtest")
+        )
+    if html is not None:
+        report.write(html, redact(loadtest_report.html_report(result, properties)))
+    document = loadtest_report.json_report(result, properties, seconds)
+    if as_json:
+        print(redact(json.dumps(document, indent=2, default=str)))
+    else:
+        table = Table(
+            "SLO term", "limit", "value", "result", title=f"loadtest: {redact(options.url or str(path))}"
+        )
+        for gate in result.gates:
+            value = "not measured" if gate.value is None else f"{gate.value:g}{gate.unit}"
+            verdict = "[green]met[/]" if gate.passed else "[red]NOT MET[/]"
+            table.add_row(gate.name, f"{gate.op} {gate.limit:g}{gate.unit}", value, verdict)
+        out.print(table)
+    if not result.passed:
+        failure = lt.failure(result)
+        failure.message = redact(failure.message)  # it may quote what the endpoint answered
+        raise failure
+    max_rate_text = (
+        f", max rate {result.search.max_rate:g} req/s" if result.search and result.search.max_rate else ""
+    )
+    err.print(f"[green]SLO met[/]{max_rate_text}")
+
+
 @contextmanager
 def stdout_to_stderr(active: bool) -> Iterator[None]:
     """While `active`, whatever writes to stdout (libraries, subprocesses that inherit it) goes to

@@ -487,6 +487,21 @@ def batch_problem(body: Any, cases: list[dict[str, Any]], model: dict[str, Any])
     return _batch(body, cases, model)
 
 
+def invocations_problem(body: Any, cases: list[dict[str, Any]]) -> Problem | None:
+    """What is wrong with an /invocations answer for `cases` (None: the recorded predictions)."""
+    return _predictions(body, cases)
+
+
+def infer_problem(body: Any, cases: list[dict[str, Any]], model: dict[str, Any]) -> Problem | None:
+    """What is wrong with an Open Inference Protocol infer answer for `cases`."""
+    return _oip_answer(body, cases, model)
+
+
+def infer_request(model: dict[str, Any], cases: list[dict[str, Any]]) -> dict[str, Any]:
+    """The infer request body for the rows of `cases` (each {"row": ...})."""
+    return {"inputs": _oip_inputs(model, cases)}
+
+
 def predict_problem(body: Any, case: dict[str, Any], model: dict[str, Any]) -> Problem | None:
     """What is wrong with `body` as the /predict answer to `case` (None: it is the recorded one)."""
     if not isinstance(body, dict):
