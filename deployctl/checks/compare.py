@@ -629,6 +629,7 @@ def request_of(
     timeout: float,
 ) -> Request:
     """Check every option before anything starts: a usage mistake is exit 2, not a half-run."""
+    from deployctl.checks import rows
     from deployctl.checks.smoke import check_url, parse_headers
 
     if not 0 <= limits.min_agreement <= 1:
@@ -641,6 +642,8 @@ def request_of(
     for path in [*data, *traffic]:
         if not path.is_file():
             raise UsageError(f"{path} does not exist or is not a file.", "Give the path of a data file.")
+    for path in data:
+        rows.check_format(path)
     headers = parse_headers(raw_headers)
     urls = [u for u in (candidate_url, against) if u and u.startswith(("http://", "https://"))]
     if headers and not urls:

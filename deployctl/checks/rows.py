@@ -25,11 +25,7 @@ HINT = "Give a .csv (header row of column names), .jsonl (one JSON object a line
 
 def read_rows(path: Path, columns: list[dict[str, Any]], chunk: int = 1000) -> Iterator[list[Row]]:
     """Every row of `path`, `chunk` rows at a time."""
-    kind = FORMATS.get(path.suffix.lower())
-    if kind is None:
-        raise UsageError(f"{path}: cannot tell the format from the suffix '{path.suffix}'.", HINT)
-    if not path.is_file():
-        raise UsageError(f"{path} does not exist or is not a file.", HINT)
+    kind = check_format(path)
     reader = {"csv": _csv, "jsonl": _jsonl, "parquet": _parquet}[kind]
     batch: list[Row] = []
     for row in reader(path, columns, chunk):
@@ -39,6 +35,16 @@ def read_rows(path: Path, columns: list[dict[str, Any]], chunk: int = 1000) -> I
             batch = []
     if batch:
         yield batch
+
+
+def check_format(path: Path) -> str:
+    """The file's format, told by its suffix; a UsageError for a file that is not one."""
+    kind = FORMATS.get(path.suffix.lower())
+    if kind is None:
+        raise UsageError(f"{path}: cannot tell the format from the suffix '{path.suffix}'.", HINT)
+    if not path.is_file():
+        raise UsageError(f"{path} does not exist or is not a file.", HINT)
+    return kind
 
 
 def _csv(path: Path, columns: list[dict[str, Any]], chunk: int) -> Iterator[Row]:
