@@ -252,7 +252,7 @@ def test_promote_moves_the_alias_only_on_a_passed_report_for_this_artifact(
     assert registry_state(compare_registry, "cmp_classifier", "3") == before
 
     result = promote(v2, "passed", "--dry-run")
-    assert result.code == 0 and "from version 1 -> version 2" in result.stderr
+    assert result.code == 0 and "from version 1 -> version 2" in " ".join(result.stderr.split())
     assert registry_state(compare_registry, "cmp_classifier", "2")[0]["champion"] == "1"
 
     result = promote(v2, "passed")
