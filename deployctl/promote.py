@@ -159,7 +159,8 @@ def plan(artifact_dir: Path, alias: str, report_path: Path, tracking_uri: str | 
                 "Point --tracking-uri (or MLFLOW_TRACKING_URI) at the registry the artifact came from.",
             )
         aliases = client.get_registered_model(name).aliases
-    return Plan(name, version, alias, aliases.get(alias), tags_of(report), uri)
+    previous = aliases.get(alias)  # MLflow gives the version as an int here
+    return Plan(name, version, alias, None if previous is None else str(previous), tags_of(report), uri)
 
 
 def execute(plan: Plan) -> None:

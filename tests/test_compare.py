@@ -214,7 +214,8 @@ def registry_state(registry: Registry, name: str, version: str) -> tuple[dict, d
     from mlflow import MlflowClient
 
     client = MlflowClient(registry.tracking_uri)
-    return dict(client.get_registered_model(name).aliases), dict(client.get_model_version(name, version).tags)
+    aliases = {alias: str(v) for alias, v in client.get_registered_model(name).aliases.items()}  # MLflow: ints
+    return aliases, dict(client.get_model_version(name, version).tags)
 
 
 def test_promote_moves_the_alias_only_on_a_passed_report_for_this_artifact(
