@@ -214,7 +214,7 @@ def registry_state(registry: Registry, name: str, version: str) -> tuple[dict, d
     from mlflow import MlflowClient
 
     client = MlflowClient(registry.tracking_uri)
-    aliases = {alias: str(v) for alias, v in client.get_registered_model(name).aliases.items()}  # MLflow: ints
+    aliases = {alias: str(v) for alias, v in client.get_registered_model(name).aliases.items()}  # ints
     return aliases, dict(client.get_model_version(name, version).tags)
 
 
