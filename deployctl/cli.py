@@ -537,6 +537,165 @@ def loadtest(
     err.print(f"[green]SLO met[/]{max_rate_text}")
 
 
+COMPARE_HELP = "\n\n".join(
+    (
+        "Compare a candidate artifact with the champion it would replace: the same rows to both, "
+        "through /predict_batch; label agreement, flips, output differences, errors and latency, "
+        "each held to a gate.",
+        "The champion is a URL (--against https://..., with --header) or an artifact dir, started here. "
+        "The candidate is started here, or reached at --candidate-url (a canary, say). Rows: every "
+        "--data file (CSV, JSON lines, Parquet) and every --traffic file (JSON lines of captured calls "
+        '{"request": {"features": ...}, ...}), else the rows the candidate recorded at generate.',
+        "Gates (all always reported with limit and value): agreement >= --min-agreement (for a "
+        "regressor, a row agrees when every output is within --max-diff); the largest |difference| of "
+        "any numeric output (probabilities, regression values) <= --max-diff; candidate p99 / champion "
+        "p99 latency <= --max-latency-ratio; rows the candidate refused and the champion answered "
+        "<= --max-errors.",
+        "Exit codes:\n"
+        "0  every gate passed\n"
+        "1  a gate failed\n"
+        "2  usage or artifact error\n"
+        "3  a side never answered (refused, DNS, TLS, timeout)",
+    )
+)
+
+
+@app.command(help=COMPARE_HELP)
+def compare(
+    path: Path = typer.Argument(
+        ..., metavar="CANDIDATE_DIR", help="The candidate's artifact dir.", show_default=False
+    ),
+    against: str = typer.Option(
+        ...,
+        "--against",
+        metavar="URL|DIR",
+        help="The champion: a deployed service's URL, or an artifact dir.",
+    ),
+    candidate_url: str | None = typer.Option(
+        None,
+        "--candidate-url",
+        help="The candidate already deployed there (else started here).",
+        show_default=False,
+    ),
+    data: list[Path] = typer.Option(
+        [], "--data", help="Rows to compare: .csv, .jsonl or .parquet (repeatable).", show_default=False
+    ),
+    traffic: list[Path] = typer.Option(
+        [], "--traffic", help="Captured calls, JSON lines {request, answer} (repeatable).", show_default=False
+    ),
+    header: list[str] = typer.Option(
+        [],
+        "--header",
+        "-H",
+        metavar="'NAME: VALUE'",
+        help="Sent to URL sides (repeatable; never printed).",
+        show_default=False,
+    ),
+    min_agreement: float = typer.Option(0.99, "--min-agreement", help="Gate: label agreement, 0..1."),
+    max_diff: float = typer.Option(
+        0.05, "--max-diff", help="Gate: largest |difference| of any numeric output."
+    ),
+    max_latency_ratio: float = typer.Option(
+        1.5, "--max-latency-ratio", help="Gate: candidate p99 / champion p99 latency."
+    ),
+    max_errors: int = typer.Option(
+        0, "--max-errors", help="Gate: rows the candidate refused that the champion answered."
+    ),
+    batch_size: int = typer.Option(500, "--batch-size", help="Rows per /predict_batch request."),
+    concurrency: int = typer.Option(4, "--concurrency", help="Requests in flight to each side."),
+    timeout: float = typer.Option(30.0, "--timeout", help="Seconds per request (connecting included)."),
+    as_json: bool = typer.Option(False, "--json", help="The report as one JSON document on stdout."),
+    junit: Path | None = typer.Option(
+        None, "--junit", help="Also write JUnit XML (a testcase per gate).", show_default=False
+    ),
+    html: Path | None = typer.Option(
+        None, "--html", help="Also write a self-contained HTML page with plots.", show_default=False
+    ),
+) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from deployctl.checks import compare as checks
+
+    limits = checks.Limits(min_agreement, max_diff, max_latency_ratio, max_errors)
+    request = checks.request_of(
+        path, against, candidate_url, data, traffic, header, limits, batch_size, concurrency, timeout
+    )
+    for report_path in (junit, html):
+        if report_path is not None and report_path.is_dir():
+            raise UsageError(f"{report_path} is a directory.", "Give a file path, e.g. reports/compare.xml.")
+    columns = (TextColumn("comparing rows"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with stdout_to_stderr(as_json), Progress(*columns, console=err, transient=True) as bar:
+        task = bar.add_task("rows", total=checks.known_rows(request))
+        comparison, document = checks.execute(request, lambda n: bar.advance(task, n))
+    written = checks.write_reports(comparison, document, request, junit, html)
+    if as_json:
+        print(written["json"])
+    else:
+        _print_comparison(document)
+    failed = [g for g in document["gates"] if not g["passed"]]
+    if failed:
+        raise checks.CompareFailed(
+            f"{len(failed)} of {len(document['gates'])} gates failed: "
+            + "; ".join(f"{g['name']} {g['value']} (limit {g['op']} {g['limit']})" for g in failed),
+            "The candidate does not answer like the champion within the limits: look at the flips and the "
+            "rows that disagree most (--html shows them), or loosen a limit you chose too tight.",
+        )
+    err.print(f"[green]Compare passed[/]: {document['compared']} rows, every gate within its limit")
+
+
+def _print_comparison(document: dict[str, Any]) -> None:
+    title = f"compare: {document['model']} version {document['version']} against the champion " + (
+        f"(version {document['champion'].get('model_version')})"
+    )
+    table = Table("gate", "limit", "value", "result", title=title)
+    for g in document["gates"]:
+        value = "not measured" if g["value"] is None else f"{g['value']:.6g}"
+        verdict = "[green]pass[/]" if g["passed"] else "[red]FAIL[/]"
+        table.add_row(g["name"], f"{g['op']} {g['limit']:g}", value, verdict)
+    out.print(table)
+    lat = document["latency"]
+    out.print(
+        f"rows {document['rows']}, compared {document['compared']}, "
+        f"errors candidate {document['errors']['candidate']} / champion {document['errors']['champion']}; "
+        f"p99 ms candidate {lat['candidate']['p99_ms']} / champion {lat['champion']['p99_ms']}",
+        markup=False,
+        highlight=False,
+    )
+    for flip in document["flips"][:10]:
+        out.print(f"flip {flip['champion']!r} -> {flip['candidate']!r}: {flip['count']} rows", markup=False)
+
+
+@app.command()
+def promote(
+    path: Path = typer.Argument(
+        ..., metavar="CANDIDATE_DIR", help="The compared candidate's artifact dir.", show_default=False
+    ),
+    alias: str = typer.Option(..., "--alias", help="The registered model's alias to move, e.g. champion."),
+    report: Path = typer.Option(..., "--report", help="The JSON report `deployctl compare --json` wrote."),
+    tracking_uri: str | None = TRACKING,
+    dry_run: bool = typer.Option(False, "--dry-run", help="Check everything and say what would change."),
+) -> None:
+    """Move the model's alias to the candidate's pinned version, only on a passed compare report made
+    for this very artifact (its digest); write the gate figures as tags on that version.
+
+    Anything else (a failed, edited or foreign report, a runs:/ or local model, an unreachable
+    registry) is refused with the reason, and nothing changes in the registry.
+    Exit codes: 0 promoted (or would be, with --dry-run), 1 refused, 2 usage or artifact error."""
+    from deployctl import promote as promotion
+
+    with err.status("Checking the report and the registry"):
+        plan = promotion.plan(path, alias, report, tracking_uri)
+    if dry_run:
+        err.print(
+            f"[yellow]Dry run[/], nothing changed. Would move {escape(plan.describe())}:", highlight=False
+        )
+        for key, value in plan.tags.items():
+            err.print(f"  tag {escape(key)} = {escape(value)}", highlight=False)
+        return
+    promotion.execute(plan)
+    err.print(f"[green]Promoted[/] {escape(plan.describe())}", highlight=False)
+
+
 @contextmanager
 def stdout_to_stderr(active: bool) -> Iterator[None]:
     """While `active`, whatever writes to stdout (libraries, subprocesses that inherit it) goes to

@@ -217,6 +217,12 @@ class Artifact:
     def smoke_cases(self) -> list[dict[str, Any]]:
         return list(self.manifest.get("smoke_cases", []))
 
+    @property
+    def digest(self) -> str:
+        """sha256 of the manifest: it records the sha256 of every generated file (the model's
+        included), so it names this artifact's content. Reports made for an artifact carry it."""
+        return "sha256:" + sha256(self.path / MANIFEST)
+
     def modified_files(self) -> list[str]:
         """Generated files whose content changed since `generate` (edited by hand, say)."""
         changed = []

@@ -482,8 +482,12 @@ def test_github_workflow_passes_actionlint(tmp_path: Path) -> None:
 def test_github_workflow_runs_the_pipeline_in_order() -> None:
     workflow = yaml.safe_load((EXAMPLES / "github-actions.yml").read_text())
     jobs = workflow["jobs"]
-    assert list(jobs) == ["build", "deploy", "verify"]
-    assert jobs["deploy"]["needs"] == "build" and jobs["verify"]["needs"] == ["build", "deploy"]
+    assert list(jobs) == ["build", "compare", "deploy", "verify", "promote"]
+    assert jobs["deploy"]["needs"] == ["build", "compare"] and jobs["verify"]["needs"] == ["build", "deploy"]
+    assert jobs["promote"]["needs"] == ["build", "verify"]  # only what was compared, deployed, verified
+    compare = next(s["run"] for s in jobs["compare"]["steps"] if "deployctl compare" in s.get("run", ""))
+    assert "--against" in compare and "--junit" in compare and "> compare.json" in compare
+    assert any("--report compare.json" in s.get("run", "") for s in jobs["promote"]["steps"])
     runs = [s.get("run", "") for s in jobs["build"]["steps"]]
     order = [
         next(i for i, r in enumerate(runs) if f"deployctl {c}" in r)
@@ -499,13 +503,13 @@ def test_github_workflow_runs_the_pipeline_in_order() -> None:
 
 def test_gitlab_pipeline_declares_stages_jobs_and_junit_reports() -> None:
     pipeline = yaml.safe_load((EXAMPLES / "gitlab-ci.yml").read_text())
-    assert pipeline["stages"] == ["build", "test", "deploy", "verify"]
+    assert pipeline["stages"] == ["build", "test", "compare", "deploy", "verify", "promote"]
     jobs = {k: v for k, v in pipeline.items() if isinstance(v, dict) and "script" in v}
-    assert set(jobs) == {"build", "smoke-test", "deploy", "verify"}
+    assert set(jobs) == {"build", "smoke-test", "compare", "deploy", "verify", "promote"}
     for name, job in jobs.items():
         assert job["stage"] in pipeline["stages"], name
         assert set(job.get("needs", [])) <= set(jobs), name
-    for name in ("smoke-test", "verify"):
+    for name in ("smoke-test", "compare", "verify"):
         report = jobs[name]["artifacts"]["reports"]["junit"]
         assert jobs[name]["artifacts"]["when"] == "always"
         assert any(f"--junit {report}" in line for line in jobs[name]["script"]), name
@@ -527,7 +531,7 @@ def scripts(recipe: str) -> str:
 def test_recipes_use_only_options_deployctl_has(recipe: str) -> None:
     commands = re.findall(r"deployctl ([a-z-]+)((?: +[^\n|&;#]*)?)", scripts(recipe))
     assert [c for c, _ in commands].count("smoke-test") == 2
-    assert {c for c, _ in commands} == {"generate", "build", "smoke-test"}
+    assert {c for c, _ in commands} == {"generate", "build", "smoke-test", "compare", "promote"}
     for command, rest in commands:
         helptext = run_cli(command, "--help").stdout
         for option in re.findall(r"(?<![\w-])(--[a-z][a-z-]*)", rest):

@@ -9,13 +9,15 @@ version the artifact pins: a mismatch is the first and clearest failure and stop
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from deployctl.checks.contract import HEALTH, Check, Client, http_checks
 from deployctl.errors import SmokeTestFailed, UsageError
 from deployctl.manifest import Artifact
 from deployctl.process import free_port, wait_healthy
 from deployctl.targets import get as get_target
+from deployctl.targets.base import Target
 
 
 def run(artifact: Artifact, timeout: float = 120.0) -> list[Check]:
@@ -59,6 +61,27 @@ def run_remote(
             f"Leave out --url: `deployctl smoke-test {artifact.path}` checks the package itself.",
         )
     return http_checks(artifact, Client(url, headers, timeout), retries=retries, log=log)
+
+
+@contextmanager
+def started(artifact: Artifact, timeout: float = 120.0) -> Iterator[str]:
+    """The built artifact serving on a free loopback port while in the block: its base URL.
+
+    For the checks that need a running service of the HTTP contract (compare); a target without
+    one (a package, a stream consumer) is a usage error."""
+    target = get_target(artifact.target)
+    if not target.serves_http or type(target).smoke is not Target.smoke:
+        raise UsageError(
+            f"{artifact.path} is a {artifact.target} artifact, which does not serve the HTTP contract here.",
+            "Give an artifact of a target that serves HTTP (fastapi, flask, docker, k8s, lambda, gcf), "
+            "or the URL of a deployed service.",
+        )
+    service = target.start(artifact, free_port())
+    try:
+        wait_healthy(service, timeout)
+        yield service.base_url
+    finally:
+        service.stop()
 
 
 def failure(failed: list[Check], total: int) -> SmokeTestFailed:

@@ -1,0 +1,267 @@
+"""compare and promote end to end: real fastapi artifacts of versions built to differ in known ways
+(tests/make_compare_registry.py), the champion as an artifact dir and as a separately started service,
+the reports read back (JSON, JUnit with junitparser, HTML in headless Chromium), the registry checked
+with MLflow's own client."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from browser import drawn_fraction, screenshot
+from conftest import ROOT, Registry, Result, build_registry, run_cli
+
+from deployctl.process import free_port, get
+
+ROWS = 200
+# Timing on a shared CI machine is noisy: where latency is not what a test is about, its gate gets
+# room (the slow model is ~10x slower, far beyond it).
+ROOMY = ("--max-latency-ratio", "5", "--batch-size", "20")
+
+
+@pytest.fixture(scope="module")
+def compare_registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
+    return build_registry("make_compare_registry.py", tmp_path_factory.mktemp("compare-registry"))
+
+
+@pytest.fixture(scope="module")
+def artifact(compare_registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """`artifact("cmp_classifier/2")`: the fastapi artifact of that version, generated and built once."""
+    root = tmp_path_factory.mktemp("compare-artifacts")
+    made: dict[str, Path] = {}
+
+    def make(model: str) -> Path:
+        if model not in made:
+            out = root / model.replace("/", "_")
+            for step in (
+                ("generate", "-m", f"models:/{model}", "-t", "fastapi", "-o", str(out)),
+                ("build", str(out)),
+            ):
+                result = run_cli(*step, env=compare_registry.env())
+                assert result.code == 0, result.output
+            made[model] = out
+        return made[model]
+
+    return make
+
+
+def compare(registry: Registry, *args: str) -> tuple[Result, dict]:
+    result = run_cli("compare", *args, "--json", env=registry.env())
+    assert result.code in (0, 1), result.output
+    return result, json.loads(result.stdout)
+
+
+@pytest.fixture
+def served(artifact: Callable[[str], Path]) -> Iterator[Callable[[str], str]]:
+    """`served("cmp_classifier/1")`: that artifact running as its own service (`deployctl serve`); its URL."""
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(model: str) -> str:
+        port = free_port()
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        cmd = [sys.executable, "-m", "deployctl", "serve", str(artifact(model)), "--port", str(port)]
+        procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if get(url, "/health")[0] == 200:
+                    return url
+            except OSError:
+                time.sleep(0.2)
+        raise AssertionError(f"{model} never answered /health at {url}")
+
+    yield start
+    for proc in procs:
+        proc.terminate()
+        proc.wait(30)
+
+
+def gate(report: dict, name: str) -> dict:
+    return next(g for g in report["gates"] if g["name"] == name)
+
+
+def test_identical_models_agree_fully_with_no_difference(
+    compare_registry: Registry, artifact: Callable[[str], Path], tmp_path: Path
+) -> None:
+    root = compare_registry.root
+    traffic = tmp_path / "traffic.jsonl"  # the same rows again, as captured /predict calls
+    rows = [json.loads(line) for line in (root / "rows.jsonl").read_text().splitlines()]
+    traffic.write_text("".join(json.dumps({"request": {"features": r}, "answer": {}}) + "\n" for r in rows))
+    candidate, champion = artifact("cmp_classifier/2"), artifact("cmp_classifier/1")
+    args = (
+        str(candidate),
+        "--against",
+        str(champion),
+        "--data",
+        str(root / "rows.jsonl"),
+        "--traffic",
+        str(traffic),
+    )
+    result, report = compare(compare_registry, *args, *ROOMY)
+    assert result.code == 0, result.stderr
+    assert report["passed"] and report["rows"] == report["compared"] == 2 * ROWS
+    assert report["agreement"] == 1.0 and report["flips"] == []
+    assert report["outputs"]["probability"] == {
+        "max_abs_diff": 0.0,
+        "p99_abs_diff": 0.0,
+        "mean_abs_diff": 0.0,
+    }
+    assert report["errors"]["candidate"] == report["errors"]["champion"] == 0
+    assert (report["model"], report["version"], report["champion"]["model_version"]) == (
+        "cmp_classifier",
+        "2",
+        "1",
+    )
+    assert report["digest"].startswith("sha256:") and [g["passed"] for g in report["gates"]] == [True] * 4
+
+
+def test_a_moved_threshold_flips_exactly_the_known_rows_against_a_live_champion(
+    compare_registry: Registry, artifact: Callable[[str], Path], served: Callable[[str], str], tmp_path: Path
+) -> None:
+    from junitparser import Failure, JUnitXml
+
+    flips = int(compare_registry.run_ids["flips"])
+    url = served("cmp_classifier/1")
+    junit, html = tmp_path / "compare.xml", tmp_path / "compare.html"
+    result, report = compare(
+        compare_registry,
+        str(artifact("cmp_classifier/3")),
+        "--against", url,
+        "--data", str(compare_registry.root / "rows.parquet"),
+        "--junit", str(junit),
+        "--html", str(html),
+        *ROOMY,
+    )  # fmt: skip
+    assert result.code == 1 and "agreement" in result.stderr
+    assert report["flips"] == [{"champion": "churn", "candidate": "stay", "count": flips}]
+    assert report["agreement"] == pytest.approx(1 - flips / ROWS)
+    churn = next(c for c in report["per_class"] if c["label"] == "churn")
+    assert churn["rows"] - round(churn["agreement"] * churn["rows"]) == flips
+    assert report["outputs"]["probability"]["max_abs_diff"] == 0.0  # same probabilities, other labels
+    assert report["champion"]["where"] == url
+    assert sum(d["flipped"] for d in report["disagreements"]) == flips
+    assert not gate(report, "agreement")["passed"] and gate(report, "max_abs_diff")["passed"]
+
+    suite = next(iter(JUnitXml.fromfile(str(junit))))
+    cases = {case.name: case for case in suite}
+    assert len(cases) == 4 and suite.failures == 1
+    failed = [name for name, case in cases.items() if any(isinstance(r, Failure) for r in case.result)]
+    assert failed == ["gate agreement >= 0.99"]
+
+    page = html.read_text()
+    assert page.count("<svg") == 4  # scatter, difference histogram, flip matrix, latency
+    assert not re.search(r"""(src|href)=["']?https?:""", page), "the page must fetch nothing"
+    png = screenshot(html, tmp_path / "compare.png", size="1200,3000")
+    assert drawn_fraction(png) > 0.03
+
+
+def test_a_shifted_regressor_shows_its_shift_in_every_output(
+    compare_registry: Registry, artifact: Callable[[str], Path]
+) -> None:
+    shift = float(compare_registry.run_ids["shift"])
+    args = (str(artifact("cmp_regressor/2")), "--against", str(artifact("cmp_regressor/1")))
+    data = ("--data", str(compare_registry.root / "houses.csv"))
+    result, report = compare(compare_registry, *args, *data, *ROOMY)
+    assert result.code == 1 and "max_abs_diff" in result.stderr
+    figures = report["outputs"]["prediction"]
+    for key in ("max_abs_diff", "p99_abs_diff", "mean_abs_diff"):
+        assert figures[key] == pytest.approx(shift, abs=1e-6)
+    assert report["flips"] == [] and report["agreement"] == 0.0  # no row within the 0.05 default
+    result, report = compare(compare_registry, *args, *data, *ROOMY, "--max-diff", str(shift + 0.01))
+    assert result.code == 0 and report["agreement"] == 1.0
+
+
+def test_a_slower_candidate_fails_the_latency_gate_only(
+    compare_registry: Registry, artifact: Callable[[str], Path]
+) -> None:
+    args = (str(artifact("cmp_regressor/3")), "--against", str(artifact("cmp_regressor/1")))
+    data = ("--data", str(compare_registry.root / "houses.csv"), "--batch-size", "10")
+    result, report = compare(compare_registry, *args, *data)
+    assert result.code == 1 and "latency_p99_ratio" in result.stderr
+    assert [g["name"] for g in report["gates"] if not g["passed"]] == ["latency_p99_ratio"]
+    assert report["latency"]["candidate"]["p50_ms"] >= 50  # it sleeps 50 ms per call
+    assert report["latency"]["p99_ratio"] > 1.5
+
+
+def test_an_unreachable_champion_exits_3_and_usage_mistakes_exit_2(
+    compare_registry: Registry, artifact: Callable[[str], Path], tmp_path: Path
+) -> None:
+    candidate = str(artifact("cmp_classifier/2"))
+    closed = f"http://127.0.0.1:{free_port()}"
+    result = run_cli("compare", candidate, "--against", closed, env=compare_registry.env())
+    assert result.code == 3 and "champion" in result.stderr and "Traceback" not in result.output
+    bad = tmp_path / "rows.txt"
+    bad.write_text("x0\n1\n")
+    for args in (
+        ("--against", str(tmp_path / "nowhere")),
+        ("--against", closed, "--data", str(bad)),
+        ("--against", closed, "--min-agreement", "1.5"),
+    ):
+        result = run_cli("compare", candidate, *args, env=compare_registry.env())
+        assert result.code == 2, result.output
+        assert "Error:" in result.stderr and "Traceback" not in result.output
+
+
+def registry_state(registry: Registry, name: str, version: str) -> tuple[dict, dict]:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(registry.tracking_uri)
+    aliases = {alias: str(v) for alias, v in client.get_registered_model(name).aliases.items()}  # ints
+    return aliases, dict(client.get_model_version(name, version).tags)
+
+
+def test_promote_moves_the_alias_only_on_a_passed_report_for_this_artifact(
+    compare_registry: Registry, artifact: Callable[[str], Path], tmp_path: Path
+) -> None:
+    v1, v2, v3 = (str(artifact(f"cmp_classifier/{v}")) for v in (1, 2, 3))
+    _, passed = compare(compare_registry, v2, "--against", v1, *ROOMY)  # the recorded rows
+    _, failed = compare(
+        compare_registry, v3, "--against", v1, "--data", str(compare_registry.root / "rows.csv"), *ROOMY
+    )
+    assert passed["passed"] and not failed["passed"]
+    reports = {"passed": passed, "failed": failed}
+    edited = dict(failed, passed=True, gates=[dict(g, passed=True) for g in failed["gates"]])
+    reports["edited"] = edited
+    from deployctl.checks.compare import checksum
+
+    reports["edited, checksum redone"] = dict(edited, checksum=checksum(edited))
+    for name, report in reports.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps(report))
+    before = registry_state(compare_registry, "cmp_classifier", "3")
+
+    def promote(candidate: str, report: str, *extra: str) -> Result:
+        args = ("promote", candidate, "--alias", "champion", "--report", str(tmp_path / f"{report}.json"))
+        return run_cli(*args, *extra, env=compare_registry.env())
+
+    refusals = {
+        ("failed", v3): "did not pass",
+        ("edited", v3): "edited after compare",
+        ("edited, checksum redone", v3): "did not pass",
+        ("passed", v3): "another artifact",  # foreign: made for v2
+    }
+    for (report, candidate), reason in refusals.items():
+        result = promote(candidate, report)
+        assert result.code == 1 and reason in result.stderr, (report, result.output)
+    assert registry_state(compare_registry, "cmp_classifier", "3") == before
+
+    result = promote(v2, "passed", "--dry-run")
+    assert result.code == 0 and "from version 1 -> version 2" in " ".join(result.stderr.split())
+    assert registry_state(compare_registry, "cmp_classifier", "2")[0]["champion"] == "1"
+
+    result = promote(v2, "passed")
+    assert result.code == 0, result.output
+    aliases, tags = registry_state(compare_registry, "cmp_classifier", "2")
+    assert aliases["champion"] == "2"
+    assert tags["deployctl.compare.agreement"] == "1" and tags["deployctl.compare.digest"] == passed["digest"]
+    assert tags["deployctl.compare.champion_version"] == "1"
+    assert {
+        f"deployctl.compare.{g}" for g in ("max_abs_diff", "latency_p99_ratio", "candidate_errors")
+    } <= set(tags)
