@@ -9,6 +9,7 @@ The fuzz suite at the end throws generated bodies (nesting, unicode, sizes, type
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -45,7 +46,9 @@ FRAUD_COLUMNS = list(FRAUD_ROW)
 
 @pytest.fixture(scope="module")
 def built(
-    registry: Registry, tensor_registry: Registry, tmp_path_factory: pytest.TempPathFactory  # noqa: F811
+    registry: Registry,
+    tensor_registry: Registry,  # noqa: F811 (the fixture imported above)
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Callable[[str, str], Path]:
     """generate + build through the CLI, once per (model, target)."""
     cache: dict[tuple[str, str], Path] = {}
@@ -76,8 +79,12 @@ class Running:
     def url(self) -> str:
         return f"http://{HOST}:{self.port}"
 
-    def post(self, path: str, body: bytes, content_type: str = "application/json", timeout: float = 30) -> httpx.Response:
-        return httpx.post(self.url + path, content=body, headers={"content-type": content_type}, timeout=timeout)
+    def post(
+        self, path: str, body: bytes, content_type: str = "application/json", timeout: float = 30
+    ) -> httpx.Response:
+        return httpx.post(
+            self.url + path, content=body, headers={"content-type": content_type}, timeout=timeout
+        )
 
     def healthy(self) -> bool:
         return httpx.get(self.url + "/health", timeout=5).status_code == 200
@@ -189,7 +196,8 @@ def test_csv_that_cannot_be_a_frame_is_refused_while_health_answers(fraud: Runni
     }
     with ThreadPoolExecutor(len(hostile)) as pool:
         answers = {
-            name: pool.submit(fraud.post, "/invocations", body, "text/csv", 60) for name, body in hostile.items()
+            name: pool.submit(fraud.post, "/invocations", body, "text/csv", 60)
+            for name, body in hostile.items()
         }
         time.sleep(0.2)
         assert fraud.healthy()  # within 5 s, while they are being answered
@@ -221,7 +229,15 @@ DEEP = 100_000
         ("infer", b'{"inputs": ' + b"[" * DEEP + b"]" * DEEP + b"}"),
         ("infer", b"{" + b'"a":{' * DEEP),
     ],
-    ids=["predict", "predict-closed", "predict_batch", "invocations", "invocations-open", "infer", "infer-objects"],
+    ids=[
+        "predict",
+        "predict-closed",
+        "predict_batch",
+        "invocations",
+        "invocations-open",
+        "infer",
+        "infer-objects",
+    ],
 )
 def test_deeply_nested_json_is_a_400(fraud: Running, path: str, body: bytes) -> None:
     path = infer_path(fraud) if path == "infer" else path
@@ -249,7 +265,9 @@ def test_oip_hostile_fields_are_a_400_and_leave_no_request_in_progress(fraud: Ru
     lone_surrogate = json.dumps(infer_body(fraud)).replace("{", '{"id": "\\ud800", ', 1).encode()
     assert_json_4xx(fraud.post(path, lone_surrogate), 400, "id: ")
     for datatype in (["FP64"], {"a": 1}):
-        assert_json_4xx(fraud.post(path, json.dumps(infer_body(fraud, datatype=datatype)).encode()), 400, "datatype")
+        assert_json_4xx(
+            fraud.post(path, json.dumps(infer_body(fraud, datatype=datatype)).encode()), 400, "datatype"
+        )
     header = json.dumps(infer_body(fraud, parameters=["binary_data_size", 8], data=None)).encode()
     binary = fraud.post(path, header + np.float64(950.0).tobytes(), "application/octet-stream")
     assert_json_4xx(binary, 400, "parameters must be an object")
@@ -310,10 +328,8 @@ def test_fastapi_times_out_250_clients_whose_headers_never_finish(built: Callabl
     def trickle() -> None:  # a byte a second each: never a complete header
         while not done.wait(1):
             for sock in sockets:
-                try:
+                with contextlib.suppress(OSError):
                     sock.send(b"a")
-                except OSError:
-                    pass
 
     try:
         for i in range(250):
@@ -362,7 +378,11 @@ def test_a_bug_is_a_logged_counted_500_json_and_the_next_request_is_answered(
     assert status == 500 and json.loads(body) == {"error": "internal error: IndexError"}
     [record] = [r for r in caplog.records if r.getMessage() == "request failed"]
     line = runtime.JsonFormatter().format(record)
-    assert "\n" not in line and json.loads(line)["path"] == "/predict" and "IndexError" in json.loads(line)["exc"]
+    assert (
+        "\n" not in line
+        and json.loads(line)["path"] == "/predict"
+        and "IndexError" in json.loads(line)["exc"]
+    )
     exposition = service.metrics.exposition().decode()
     assert 'deployctl_requests_total{code="500",route="/predict"} 1.0' in exposition
     assert "deployctl_requests_in_progress 0.0" in exposition
@@ -378,11 +398,34 @@ JSON_LEAVES = st.one_of(
     st.integers(min_value=-(2**70), max_value=2**70),
     st.floats(allow_nan=False, allow_infinity=False),
     st.text(max_size=20),
-    st.sampled_from(FRAUD_COLUMNS + ["FP64", "BYTES", "input-0", "amount"]),
+    st.sampled_from([*FRAUD_COLUMNS, "FP64", "BYTES", "input-0", "amount"]),
 )
 JSON_VALUES = st.recursive(
     JSON_LEAVES,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8) | st.sampled_from(["features", "instances", "inputs", "data", "datatype", "shape", "name", "id", "parameters", "params", "dataframe_split", "columns"]), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(
+            st.text(max_size=8)
+            | st.sampled_from(
+                [
+                    "features",
+                    "instances",
+                    "inputs",
+                    "data",
+                    "datatype",
+                    "shape",
+                    "name",
+                    "id",
+                    "parameters",
+                    "params",
+                    "dataframe_split",
+                    "columns",
+                ]
+            ),
+            inner,
+            max_size=4,
+        )
+    ),
     max_leaves=20,
 )
 
@@ -403,17 +446,32 @@ def bodies(draw: st.DrawFn) -> bytes:
         return nested(draw(st.integers(1, 5000)), draw(st.sampled_from([b"[", b"{"])))
     if kind == "surrogate":
         key = draw(st.sampled_from(["id", "features", "name", "amount", "merchant_category"]))
-        return b'{"%s": "\\ud%03x", "features": {"merchant_category": "\\udfff"}}' % (key.encode(), draw(st.integers(0x800, 0xFFF)))
+        return b'{"%s": "\\ud%03x", "features": {"merchant_category": "\\udfff"}}' % (
+            key.encode(),
+            draw(st.integers(0x800, 0xFFF)),
+        )
     if kind == "bom":
         return "\ufeff".encode() + json.dumps({"features": FRAUD_ROW}).encode()
     if kind == "bytes":
         return draw(st.binary(max_size=200))
     if kind == "big":
-        return b'{"instances": [' + b",".join([json.dumps(FRAUD_ROW).encode()] * draw(st.integers(1, 20_000))) + b"]}"
+        return (
+            b'{"instances": ['
+            + b",".join([json.dumps(FRAUD_ROW).encode()] * draw(st.integers(1, 20_000)))
+            + b"]}"
+        )
     # a valid request shape with a generated value in one place
     value = draw(JSON_VALUES)
     field = draw(st.sampled_from(FRAUD_COLUMNS))
-    return json.dumps({"features": {**FRAUD_ROW, field: value}, "id": value, "inputs": [{"name": field, "datatype": value, "shape": value, "data": value, "parameters": value}]}).encode()
+    return json.dumps(
+        {
+            "features": {**FRAUD_ROW, field: value},
+            "id": value,
+            "inputs": [
+                {"name": field, "datatype": value, "shape": value, "data": value, "parameters": value}
+            ],
+        }
+    ).encode()
 
 
 ROUTES = ["/predict", "/predict_batch", "/invocations", "infer", "/v2", "/health", "/metrics"]
@@ -423,14 +481,18 @@ ROUTES = ["/predict", "/predict_batch", "/invocations", "infer", "/v2", "/health
 @given(
     route=st.sampled_from(ROUTES),
     body=bodies(),
-    content_type=st.sampled_from(["application/json", "text/csv", "application/json; charset=utf-8", "text/plain"]),
+    content_type=st.sampled_from(
+        ["application/json", "text/csv", "application/json; charset=utf-8", "text/plain"]
+    ),
     method=st.sampled_from(["POST", "POST", "POST", "GET", "PUT"]),
 )
 def test_fuzz_no_5xx_and_healthy_after_each(
     fraud: Running, route: str, body: bytes, content_type: str, method: str
 ) -> None:
     path = infer_path(fraud) if route == "infer" else route
-    answer = httpx.request(method, fraud.url + path, content=body, headers={"content-type": content_type}, timeout=30)
+    answer = httpx.request(
+        method, fraud.url + path, content=body, headers={"content-type": content_type}, timeout=30
+    )
     assert answer.status_code < 500, (answer.status_code, answer.text[:300])
     if path != "/metrics" and answer.status_code >= 400:
         assert "error" in answer.json()
@@ -439,11 +501,14 @@ def test_fuzz_no_5xx_and_healthy_after_each(
 
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 @given(
-    text=st.text(st.characters(codec="utf-8"), max_size=60) | st.sampled_from(["\ufeffamount,hour\n1,2\n", "amount\n" + "1\n" * 20000, '"' * 1000]),
+    text=st.text(st.characters(codec="utf-8"), max_size=60)
+    | st.sampled_from(["\ufeffamount,hour\n1,2\n", "amount\n" + "1\n" * 20000, '"' * 1000]),
     width=st.integers(0, 300),
-    names=st.lists(st.sampled_from(FRAUD_COLUMNS + ["x", ""]), max_size=12),
+    names=st.lists(st.sampled_from([*FRAUD_COLUMNS, "x", ""]), max_size=12),
 )
-def test_fuzz_csv_no_5xx_and_healthy_after_each(fraud: Running, text: str, width: int, names: list[str]) -> None:
+def test_fuzz_csv_no_5xx_and_healthy_after_each(
+    fraud: Running, text: str, width: int, names: list[str]
+) -> None:
     header = ",".join(names + [f"e{i}" for i in range(width)])
     body = (header + "\n" + text).encode("utf-8", "surrogatepass")
     answer = fraud.post("/invocations", body, "text/csv")

@@ -172,12 +172,13 @@ def check_csv_shape(text: str, schema: Schema) -> None:
         if len(set(header)) != len(header):
             twice = sorted({name for name in header if header.count(name) > 1})
             raise invalid_input(f"{CSV_FAILED} Error: column names given more than once: {twice[:5]}")
-        for line, record in enumerate(records, start=2):
+        for number, record in enumerate(records, start=2):
             if len(record) > len(header) + 1:  # one more: pandas takes it as the index
                 raise invalid_input(
-                    f"{CSV_FAILED} Error: record {line} has {len(record)} fields; the header has {len(header)}"
+                    f"{CSV_FAILED} Error: record {number} has {len(record)} fields; the header has "
+                    f"{len(header)}"
                 )
-            if line > MAX_BATCH_ROWS + 1:
+            if number > MAX_BATCH_ROWS + 1:
                 raise BadRequest(f"input: over the limit of {MAX_BATCH_ROWS} rows", 413)
     except csv.Error as exc:  # no shape could be counted: not handed to pandas uncounted
         raise invalid_input(f"{CSV_FAILED} Error: '{exc}'") from None

@@ -106,7 +106,13 @@ class OpenInference:
         outputs = [
             {"name": name, "datatype": datatype_of([r.get(name) for r in recorded]), "shape": [-1]}
             for name in self.named
-        ] or [{"name": PREDICT, "datatype": datatype_of(_flatten(recorded)), "shape": [-1, *_shape(recorded)[1:]]}]
+        ] or [
+            {
+                "name": PREDICT,
+                "datatype": datatype_of(_flatten(recorded)),
+                "shape": [-1, *_shape(recorded)[1:]],
+            }
+        ]
         parameters: dict[str, Any] = {"flavor": model.get("flavor"), "task": model.get("task")}
         if self.classes:
             outputs.append({"name": PROBA, "datatype": "FP64", "shape": [-1, len(self.classes)]})
