@@ -392,39 +392,23 @@ def test_a_bug_is_a_logged_counted_500_json_and_the_next_request_is_answered(
 
 # -- the fuzz suite: generated bodies on every route of both servers ------------------------------
 
+FIELDS = ["features", "instances", "inputs", "data", "datatype", "shape", "name", "id", "parameters"]
+FIELDS += ["params", "dataframe_split", "dataframe_records", "columns"]
 JSON_LEAVES = st.one_of(
     st.none(),
     st.booleans(),
     st.integers(min_value=-(2**70), max_value=2**70),
     st.floats(allow_nan=False, allow_infinity=False),
     st.text(max_size=20),
-    st.sampled_from([*FRAUD_COLUMNS, "FP64", "BYTES", "input-0", "amount"]),
+    st.sampled_from([*FRAUD_COLUMNS, "FP64", "BYTES", "input-0", "amount", "x" * 5000]),
+    st.just([]),
+    st.just({}),
 )
 JSON_VALUES = st.recursive(
     JSON_LEAVES,
     lambda inner: (
-        st.lists(inner, max_size=4)
-        | st.dictionaries(
-            st.text(max_size=8)
-            | st.sampled_from(
-                [
-                    "features",
-                    "instances",
-                    "inputs",
-                    "data",
-                    "datatype",
-                    "shape",
-                    "name",
-                    "id",
-                    "parameters",
-                    "params",
-                    "dataframe_split",
-                    "columns",
-                ]
-            ),
-            inner,
-            max_size=4,
-        )
+        st.lists(inner, min_size=1, max_size=4)
+        | st.dictionaries(st.text(max_size=8) | st.sampled_from(FIELDS), inner, min_size=1, max_size=4)
     ),
     max_leaves=20,
 )
