@@ -25,7 +25,7 @@ from app.runtime import (
     Scored,
     Scorer,
     dumps,
-    error_body,
+    failure,
     is_oip_path,
     log,
     log_request,
@@ -43,6 +43,9 @@ JSON = b"application/json"
 SMALL_REQUEST_ROWS = 16
 # The request line and headers together; httptools sets no limit of its own (h11's is 16 KiB).
 MAX_HEADER_BYTES = int(os.environ.get("MAX_HEADER_BYTES", 64 * 1024))
+# Seconds a request's line and headers may take to arrive, from its first byte (or the connection's
+# opening); uvicorn has a keep-alive timeout, but none for a request that has begun.
+HEADER_TIMEOUT = float(os.environ.get("HEADER_TIMEOUT", "10"))
 
 
 class MicroBatcher:
@@ -121,18 +124,21 @@ class ModelRoutes:
             await self.fallback(scope, receive, send)
             return
         started = self.metrics.started()
-        status, payload = await self.answer(scope, receive)
-        content_type = self.media_types.get(path, JSON)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [(b"content-type", content_type), (b"content-length", b"%d" % len(payload))],
-            }
-        )
-        await send({"type": "http.response.body", "body": payload})
-        log_request(scope["method"], path, status, started)
-        self.metrics.finished(path, status, started)
+        status = 500
+        try:
+            status, payload = await self.answer(scope, receive)
+            content_type = self.media_types.get(path, JSON)
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": status,
+                    "headers": [(b"content-type", content_type), (b"content-length", b"%d" % len(payload))],
+                }
+            )
+            await send({"type": "http.response.body", "body": payload})
+        finally:  # counted however it ended (a client gone, a cancelled task): the gauge never leaks
+            log_request(scope["method"], path, status, started)
+            self.metrics.finished(path, status, started)
 
     async def answer(self, scope: Scope, receive: Receive) -> tuple[int, bytes]:
         """(status, JSON body) for one request to one of the runtime's paths."""
@@ -142,8 +148,8 @@ class ModelRoutes:
             if isinstance(call, bytes):
                 return 200, call
             return 200, self.service.respond(call, await self.batcher.score(call))
-        except BadRequest as exc:
-            return exc.status, error_body(exc, scope["path"].rstrip("/"))
+        except Exception as exc:  # the runtime's rule: a JSON answer, a 500 only for a bug (logged)
+            return failure(exc, scope["method"], scope["path"])
 
 
 async def read_request(scope: Scope, receive: Receive) -> tuple[bytes, str | None]:
@@ -181,13 +187,50 @@ class JsonErrorsProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
     is {"error": "<what the parser found>"} like every other error of the service, 431 for headers
     over MAX_HEADER_BYTES, and the connection is closed as before. Run with
     `uvicorn.run(..., http="app.asgi:JsonErrorsProtocol")`.
+
+    A request's line and headers must arrive within HEADER_TIMEOUT seconds, else 408 and the
+    connection is closed: without it a client that opens a connection and sends its headers a byte
+    at a time (slowloris) holds the socket for as long as it likes, and a few hundred such clients
+    hold every file descriptor. The body is the app's to wait for; the model's routes bound its size.
     """
 
     head_bytes = 0
+    head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        super().connection_made(transport)
+        self._await_headers()
+
+    def data_received(self, data: bytes) -> None:
+        if self.head_timer is None and (self.cycle is None or self.cycle.response_complete):
+            self._await_headers()  # the first bytes of a kept-alive connection's next request
+        super().data_received(data)
 
     def on_message_begin(self) -> None:
         self.head_bytes = 0
         super().on_message_begin()
+
+    def on_headers_complete(self) -> None:
+        self._stop_waiting()
+        super().on_headers_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_waiting()
+        super().connection_lost(exc)
+
+    def _await_headers(self) -> None:
+        self.head_timer = self.loop.call_later(HEADER_TIMEOUT, self._headers_late)
+
+    def _stop_waiting(self) -> None:
+        if self.head_timer is not None:
+            self.head_timer.cancel()
+            self.head_timer = None
+
+    def _headers_late(self) -> None:
+        self.head_timer = None
+        if not self.transport.is_closing():
+            message = f"the request line and headers did not arrive within {HEADER_TIMEOUT:g} s"
+            self._refuse(408, b"Request Timeout", message)
 
     def on_url(self, url: bytes) -> None:
         self._count(len(url))
@@ -213,6 +256,10 @@ class JsonErrorsProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
         else:
             detail = f"{type(error).__name__}: {error}" if error is not None else msg
             status, reason, message = 400, b"Bad Request", f"invalid HTTP request: {detail}"
+        self._refuse(status, reason, message)
+
+    def _refuse(self, status: int, reason: bytes, message: str) -> None:
+        """Answer {"error": message} with `status` and close the connection."""
         body = dumps({"error": message})
         head = b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n" % (
             status,

@@ -7,7 +7,15 @@ from __future__ import annotations
 
 import time
 
-from app.runtime import MAX_BODY_BYTES, BadRequest, ModelService, configure_logging, error_body, log_request
+from app.runtime import (
+    MAX_BODY_BYTES,
+    BadRequest,
+    ModelService,
+    configure_logging,
+    error_body,
+    failure,
+    log_request,
+)
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
@@ -49,4 +57,12 @@ def http_error(exc: HTTPException) -> Response:
     """Flask's own refusals (e.g. a method no route takes) answer JSON like every other error."""
     status = exc.code or 400
     body = error_body(BadRequest(f"{request.method} {request.path}: {exc.description}", status))
+    return Response(body, status, mimetype="application/json")
+
+
+@app.errorhandler(Exception)
+def unexpected_error(exc: Exception) -> Response:
+    """Anything else raised outside the runtime's own `handle`: JSON (a 500 logged as one JSON
+    line, a 4xx when it is the input's fault) by the runtime's rule, never Flask's HTML page."""
+    status, body = failure(exc, request.method, request.path)
     return Response(body, status, mimetype="application/json")

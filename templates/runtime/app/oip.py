@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from .jsonio import dumps
-from .schema import MAX_BATCH_ROWS, BadRequest
+from .schema import DTYPES, MAX_BATCH_ROWS, BadRequest
 from .tensors import InputSchema
 
 PREFIX = "/v2"
@@ -38,8 +38,16 @@ DATATYPES = {
 KNOWN_DATATYPES = {"BOOL", "BYTES", "FP16", "FP32", "FP64"} | {
     f"{sign}INT{bits}" for sign in ("", "U") for bits in (8, 16, 32, 64)
 }
+NUMBERS = KNOWN_DATATYPES - {"BOOL", "BYTES"}
+# the datatypes an input may declare, by the numpy kind of its column or tensor (O: text)
+_ACCEPTED = {"O": {"BYTES"}, "b": {"BOOL"}, "f": NUMBERS, "i": NUMBERS, "u": NUMBERS}
 PREDICT, PROBA = "predict", "predict_proba"
 TENSOR_INPUT = "input-0"  # the one input of a tensor signature (unnamed in MLflow)
+# the metrics route labels of the protocol's paths (OpenInference.label)
+MODEL_PATHS = ("/v2/models/{name}", "/v2/models/{name}/versions/{version}")
+LABELS = {"/v2", "/v2/health/live", "/v2/health/ready"} | {
+    model + suffix for model in MODEL_PATHS for suffix in ("", "/ready", "/infer")
+}
 LIVE = dumps({"live": True})
 READY = dumps({"ready": True})
 Answer = Callable[[list[Any], Any], dict[str, Any]]
@@ -77,6 +85,7 @@ class OpenInference:
         self.schema = schema
         self.classes = classes
         self.tensor: dict[str, Any] | None = model.get("tensor")
+        self.column_kinds = {c["name"]: np.dtype(DTYPES[c["type"]]).kind for c in model["columns"]}
         recorded = [case["prediction"] for case in manifest.get("smoke_cases", []) if "prediction" in case]
         # several named outputs per row (a DataFrame's columns, a dict's keys): a tensor each
         self.named = list(recorded[0]) if recorded and isinstance(recorded[0], dict) else []
@@ -97,7 +106,13 @@ class OpenInference:
         outputs = [
             {"name": name, "datatype": datatype_of([r.get(name) for r in recorded]), "shape": [-1]}
             for name in self.named
-        ] or [{"name": PREDICT, "datatype": datatype_of(_flatten(recorded)), "shape": _shape(recorded)}]
+        ] or [
+            {
+                "name": PREDICT,
+                "datatype": datatype_of(_flatten(recorded)),
+                "shape": [-1, *_shape(recorded)[1:]],
+            }
+        ]
         parameters: dict[str, Any] = {"flavor": model.get("flavor"), "task": model.get("task")}
         if self.classes:
             outputs.append({"name": PROBA, "datatype": "FP64", "shape": [-1, len(self.classes)]})
@@ -168,14 +183,17 @@ class OpenInference:
         return found
 
     @staticmethod
-    def label(path: str) -> str:
-        """The metrics route label: the path with the model's name and version as placeholders."""
+    def label(path: str) -> str | None:
+        """The metrics route label: the path with the model's name and version as placeholders,
+        if that is one of the protocol's paths, else None. A closed set: every distinct label is
+        a series kept for the process's life, and paths are the client's to choose."""
         parts = path.split("/")
         if len(parts) > 3 and parts[2] == "models":
             parts[3] = "{name}"
             if len(parts) > 5 and parts[4] == "versions":
                 parts[5] = "{version}"
-        return "/".join(parts)
+        label = "/".join(parts)
+        return label if label in LABELS else None
 
     # -- infer ------------------------------------------------------------------------------------
 
@@ -198,6 +216,8 @@ class OpenInference:
         request_id = body.get("id")
         if request_id is not None and not isinstance(request_id, str):
             raise BadRequest("id: expected a string")
+        if request_id is not None and not _is_utf8(request_id):  # echoed in the answer, which is UTF-8
+            raise BadRequest("id: not valid Unicode text (it holds a lone surrogate)")
 
         def answer(labels: list[Any], probas: Any) -> dict[str, Any]:
             return self._answer(request_id, wanted, labels, probas)
@@ -210,10 +230,8 @@ class OpenInference:
         if type(inputs) is not list or len(inputs) != 1 or type(inputs[0]) is not dict:
             raise BadRequest(f"inputs: expected one tensor '{TENSOR_INPUT}' of shape {self.tensor_shape}")
         tensor, where = inputs[0], f"inputs[0] '{inputs[0].get('name')}'"
-        if tensor.get("datatype") not in KNOWN_DATATYPES:
-            raise BadRequest(
-                f"{where}: datatype {tensor.get('datatype')!r} is not an Open Inference Protocol datatype"
-            )
+        kind = np.dtype(self.tensor_dtype).kind
+        _check_datatype(tensor.get("datatype"), _ACCEPTED.get(kind, NUMBERS), where)
         shape: Any = tensor.get("shape")
         if type(shape) is not list or not shape or not all(type(n) is int and n >= 0 for n in shape):
             raise BadRequest(f"{where}: shape must be a list of sizes, got {shape!r}")
@@ -230,6 +248,10 @@ class OpenInference:
             )
         examples = _nest(values, shape)
         return examples
+
+    @property
+    def tensor_dtype(self) -> str:
+        return str(self.tensor["dtype"]) if self.tensor else "float64"
 
     @property
     def tensor_shape(self) -> list[int]:
@@ -258,8 +280,7 @@ class OpenInference:
         if not isinstance(name, str) or name not in self.schema.names:
             raise BadRequest(f"{where}: unknown input {name!r}; expected one of {self.schema.names}")
         where = f"{where} '{name}'"
-        if datatype not in KNOWN_DATATYPES:
-            raise BadRequest(f"{where}: datatype {datatype!r} is not an Open Inference Protocol datatype")
+        _check_datatype(datatype, _ACCEPTED[self.column_kinds[name]], where)
         valid_shape = type(shape) is list and all(type(n) is int and n >= 0 for n in shape)
         if not valid_shape or len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] != 1):
             raise BadRequest(f"{where}: shape must be [N] or [N, 1], got {shape!r}")
@@ -318,10 +339,13 @@ def _with_binary_data(body: bytes) -> Any:
     inputs = request.get("inputs") if isinstance(request, dict) else None
     offset = end
     for i, tensor in enumerate(inputs if isinstance(inputs, list) else []):
-        size = (tensor.get("parameters") or {}).get("binary_data_size") if isinstance(tensor, dict) else None
+        parameters = tensor.get("parameters") if isinstance(tensor, dict) else None
+        where = f"inputs[{i}]"
+        if parameters is not None and type(parameters) is not dict:
+            raise BadRequest(f"{where}: parameters must be an object, got {type(parameters).__name__}")
+        size = parameters.get("binary_data_size") if parameters else None
         if size is None:
             continue
-        where = f"inputs[{i}]"
         if type(size) is not int or not 0 <= size <= len(body) - offset:
             raise BadRequest(
                 f"{where}: binary_data_size {size!r} does not fit the {len(body) - offset} bytes left"
@@ -361,7 +385,19 @@ def _output(name: str, values: list[Any]) -> dict[str, Any]:
 
 
 def _flatten(values: list[Any]) -> list[Any]:
-    return [v for item in values for v in (_flatten(item) if type(item) is list else [item])]
+    """The leaves of nested lists, in order: with a stack, as a client's nesting has no bound
+    (recursion would raise at Python's stack limit, some 500 levels here)."""
+    flat: list[Any] = []
+    stack = [iter(values)]
+    while stack:
+        for item in stack[-1]:
+            if type(item) is list:
+                stack.append(iter(item))
+                break
+            flat.append(item)
+        else:
+            stack.pop()
+    return flat
 
 
 def _shape(values: list[Any]) -> list[int]:
@@ -378,6 +414,23 @@ def _nest(values: list[Any], shape: list[int]) -> list[Any]:
     for size in reversed(shape[1:]):
         values = [values[i : i + size] for i in range(0, len(values), size)] if size else []
     return values
+
+
+def _check_datatype(datatype: Any, accepted: set[str], where: str) -> None:
+    """An input's declared datatype: one of the protocol's, and one its column or tensor can hold
+    (BYTES for text, BOOL for booleans, a number type for numbers)."""
+    if not isinstance(datatype, str) or datatype not in KNOWN_DATATYPES:
+        raise BadRequest(f"{where}: datatype {datatype!r} is not an Open Inference Protocol datatype")
+    if datatype not in accepted:
+        raise BadRequest(f"{where}: datatype {datatype} does not fit this input; send {sorted(accepted)}")
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _datatype(dtype: np.dtype[Any]) -> str:

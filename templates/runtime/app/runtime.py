@@ -38,7 +38,7 @@ from .schema import (
     Schema,
 )
 from .scoring import ARGMAX_CLASSIFIERS, FEATURE_NAMES_WARNING, FORK_UNSAFE, Scorer, fork_safe, load_model
-from .service import ROOT, Call, ModelService, Scored, error_body
+from .service import ROOT, Call, ModelService, Scored, error_body, failure
 
 __all__ = [
     "ACCESS",
@@ -68,6 +68,7 @@ __all__ = [
     "configure_logging",
     "dumps",
     "error_body",
+    "failure",
     "fork_safe",
     "is_oip_path",
     "load_model",

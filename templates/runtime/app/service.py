@@ -189,16 +189,18 @@ class ModelService:
     def handle(
         self, method: str, path: str, body: bytes, content_type: str | None = None
     ) -> tuple[int, bytes]:
-        """Answer one HTTP request: (status, JSON bytes). Never raises for bad input."""
+        """Answer one HTTP request: (status, JSON bytes). Never raises (see `failure`)."""
         started = self.metrics.started()
+        status = 500
         try:
             call = self.prepare(method, path, body, content_type)
             status, payload = (
                 (200, call) if isinstance(call, bytes) else (200, self.respond(call, self.score(call)))
             )
-        except BadRequest as exc:
-            status, payload = exc.status, error_body(exc, path.rstrip("/"))
-        self.metrics.finished(path, status, started)
+        except Exception as exc:
+            status, payload = failure(exc, method, path)
+        finally:  # counted however it ended: the in-progress gauge never leaks
+            self.metrics.finished(path, status, started)
         return status, payload
 
     def prepare(self, method: str, path: str, body: bytes, content_type: str | None) -> Call | bytes:
@@ -243,7 +245,7 @@ class ModelService:
         except (JSONDecodeError, ValueError, UnicodeDecodeError) as exc:
             try:  # NaN and Infinity literals (MLflow writes NaN in its input examples): rare, slow path
                 return json.loads(body)
-            except (ValueError, UnicodeDecodeError):
+            except (ValueError, UnicodeDecodeError, RecursionError):
                 raise BadRequest(f"the body is not valid JSON: {exc}") from None
 
     def _probabilities(self, probas: Any) -> list[Any]:
@@ -261,7 +263,7 @@ PROBES = {"/health/live": dumps({"status": "live"}), "/health/ready": dumps({"st
 
 def _route_label(path: str) -> str:
     """The metrics label of a path that is not one of the service's fixed paths."""
-    return OpenInference.label(path.rstrip("/")) if is_oip_path(path) else OTHER
+    return (OpenInference.label(path.rstrip("/")) if is_oip_path(path) else None) or OTHER
 
 
 def _predictions(labels: list[Any], _: Any) -> dict[str, Any]:
@@ -274,4 +276,24 @@ def error_body(exc: BadRequest, path: str = "") -> bytes:
         body.update(
             error_code=exc.error_code, message=exc.message, sqlstate=exc.sqlstate, error_class=exc.error_class
         )
-    return dumps(body)
+    try:
+        return dumps(body)
+    except (TypeError, ValueError):  # a message quoting text no UTF-8 can hold (a lone surrogate)
+        return json.dumps(body).encode()  # ASCII, with such text escaped
+
+
+def failure(exc: Exception, method: str, path: str) -> tuple[int, bytes]:
+    """The answer to a request whose handling raised, whatever it raised: the rule every adapter
+    follows, so that no exception reaches the server (a 500 page, a dropped connection).
+
+    BadRequest is the input's fault, answered with its status. RecursionError is too: a body
+    nested deeper than Python's stack, which no model input is. Anything else is a bug of the
+    service: a 500 {"error": ...} naming the exception, and one JSON log line with its traceback.
+    """
+    path = path.rstrip("/")
+    if isinstance(exc, BadRequest):
+        return exc.status, error_body(exc, path)
+    if isinstance(exc, RecursionError):
+        return 400, error_body(BadRequest("the input is nested too deeply"), path)
+    log.error("request failed", exc_info=exc, extra={"fields": {"method": method, "path": path}})
+    return 500, error_body(BadRequest(f"internal error: {type(exc).__name__}", 500, "INTERNAL_ERROR"), path)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -28,8 +29,9 @@ control_socket_disable = True  # no socket file in the home directory, which may
 # Prometheus metrics from every worker: each writes its values to files in this directory (set before
 # the app imports prometheus_client), and /metrics adds them up. A fresh one per start: no stale
 # values of an earlier run's workers.
+_metrics_dir = None  # made here, so removed at exit (one given in the environment stays)
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="metrics-")
+    _metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="metrics-")
 
 
 def child_exit(server: Any, worker: Any) -> None:
@@ -37,3 +39,9 @@ def child_exit(server: Any, worker: Any) -> None:
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server: Any) -> None:
+    """The arbiter stops: the metrics directory it made goes with it."""
+    if _metrics_dir is not None:
+        shutil.rmtree(_metrics_dir, ignore_errors=True)

@@ -1,6 +1,7 @@
 """Start the production server: uvicorn with $WORKERS worker processes (unset or 0: one per core)."""
 
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -17,15 +18,7 @@ def exit_on_sigterm(signum: int, frame: object) -> None:
     sys.exit(128 + signum)
 
 
-if __name__ == "__main__":
-    # As PID 1 in a container, a process ignores SIGTERM it has no handler for; uvicorn installs
-    # its own only after the model has loaded, so a stop during a slow load would hang till SIGKILL.
-    signal.signal(signal.SIGTERM, exit_on_sigterm)
-    workers = int(os.environ.get("WORKERS") or 0) or cores()
-    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        # Prometheus metrics from every worker: each writes its values to files there, and
-        # /metrics adds them up (a fresh directory: no stale values of an earlier run)
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="metrics-")
+def serve(workers: int) -> None:
     uvicorn.run(
         "app.server:app",
         host=os.environ.get("HOST", "0.0.0.0"),
@@ -36,3 +29,20 @@ if __name__ == "__main__":
         timeout_graceful_shutdown=int(os.environ.get("GRACEFUL_TIMEOUT", "20")),
         log_level=os.environ.get("LOG_LEVEL", "info").lower(),
     )
+
+
+if __name__ == "__main__":
+    # As PID 1 in a container, a process ignores SIGTERM it has no handler for; uvicorn installs
+    # its own only after the model has loaded, so a stop during a slow load would hang till SIGKILL.
+    signal.signal(signal.SIGTERM, exit_on_sigterm)
+    workers = int(os.environ.get("WORKERS") or 0) or cores()
+    metrics_dir = None
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Prometheus metrics from every worker: each writes its values to files there, and
+        # /metrics adds them up (a fresh directory: no stale values of an earlier run)
+        metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="metrics-")
+    try:
+        serve(workers)
+    finally:  # the directory made here goes with the server (one given in the environment stays)
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)

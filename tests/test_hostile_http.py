@@ -1,0 +1,500 @@
+"""Hostile input on the HTTP services (issue 19): real fastapi and flask artifacts of the fraud
+model (a pipeline with string and boolean columns) and of a tensor pyfunc, generated and built
+through the CLI, run as their READMEs run them, driven over real sockets.
+
+Every request here got a 5xx, a stalled worker or an unbounded metric before; each must now be
+a 4xx JSON answer (or 408 for headers that never finish), counted, and the service stays healthy.
+The fuzz suite at the end throws generated bodies (nesting, unicode, sizes, types) at every route.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from conftest import FRAUD_ROW, Registry, run_cli
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from prometheus_client.parser import text_string_to_metric_families
+from test_http_edges import exchange, read_response, stop
+from test_params_tensors import tensor_registry  # noqa: F401 (fixture)
+
+from deployctl.process import free_port
+
+pytestmark = pytest.mark.slow
+HOST = "127.0.0.1"
+MODELS = {"fraud": "models:/fraud_detector@production", "tensor": "models:/tensor_sum/1"}
+NAMES = {"fraud": "fraud-detector", "tensor": "tensor-sum"}
+TARGETS = ["fastapi", "flask"]
+HEADER_TIMEOUT = 2  # seconds (fastapi's HEADER_TIMEOUT), short for the slowloris test
+FRAUD_COLUMNS = list(FRAUD_ROW)
+
+
+@pytest.fixture(scope="module")
+def built(
+    registry: Registry,
+    tensor_registry: Registry,  # noqa: F811 (the fixture imported above)
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Callable[[str, str], Path]:
+    """generate + build through the CLI, once per (model, target)."""
+    cache: dict[tuple[str, str], Path] = {}
+    registries = {"fraud": registry, "tensor": tensor_registry}
+
+    def make(model: str, target: str) -> Path:
+        if (model, target) not in cache:
+            out = tmp_path_factory.mktemp(f"{model}-{target}") / "artifact"
+            env = registries[model].env()
+            result = run_cli("generate", "-m", MODELS[model], "-t", target, "-o", str(out), env=env)
+            assert result.code == 0, result.output
+            result = run_cli("build", str(out))
+            assert result.code == 0, result.output
+            cache[(model, target)] = out
+        return cache[(model, target)]
+
+    return make
+
+
+@dataclass
+class Running:
+    proc: subprocess.Popen[bytes]
+    port: int
+    log: Path
+    name: str
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def post(
+        self, path: str, body: bytes, content_type: str = "application/json", timeout: float = 30
+    ) -> httpx.Response:
+        return httpx.post(
+            self.url + path, content=body, headers={"content-type": content_type}, timeout=timeout
+        )
+
+    def healthy(self) -> bool:
+        return httpx.get(self.url + "/health", timeout=5).status_code == 200
+
+
+def start(artifact: Path, name: str, **env: str) -> Running:
+    """The artifact's own server (`python -m app`), as its README runs it, once /health answers."""
+    port = free_port()
+    environ = {**os.environ, "PORT": str(port), "HOST": HOST, "WORKERS": "1", "ACCESS_LOG": "0"}
+    environ["HEADER_TIMEOUT"] = str(HEADER_TIMEOUT)
+    environ.update(env)
+    log = artifact.parent / f"server-{port}.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [str(artifact / ".venv" / "bin" / "python"), "-m", "app"],
+            cwd=artifact,
+            env=environ,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
+        )
+    running = Running(proc, port, log, name)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, log.read_text()
+        try:
+            if running.healthy():
+                return running
+        except httpx.TransportError:
+            time.sleep(0.1)
+    stop(proc)
+    raise AssertionError(f"{artifact} did not answer /health: {log.read_text()}")
+
+
+@pytest.fixture(scope="module", params=TARGETS)
+def fraud(request: pytest.FixtureRequest, built: Callable[[str, str], Path]) -> Iterator[Running]:
+    running = start(built("fraud", request.param), NAMES["fraud"])
+    yield running
+    stop(running.proc)
+
+
+@pytest.fixture(scope="module", params=TARGETS)
+def tensor(request: pytest.FixtureRequest, built: Callable[[str, str], Path]) -> Iterator[Running]:
+    running = start(built("tensor", request.param), NAMES["tensor"])
+    yield running
+    stop(running.proc)
+
+
+def assert_json_4xx(response: httpx.Response, status: int | None = None, says: str = "") -> str:
+    assert 400 <= response.status_code < 500, (response.status_code, response.text[:300])
+    if status is not None:
+        assert response.status_code == status, response.text[:300]
+    assert response.headers["content-type"].startswith("application/json"), response.text[:300]
+    error = str(response.json()["error"])
+    assert says in error, error[:300]
+    return error
+
+
+def in_progress(running: Running) -> float:
+    """deployctl_requests_in_progress as /metrics gives it (the /metrics request itself included)."""
+    text = httpx.get(running.url + "/metrics", timeout=10).text
+    for family in text_string_to_metric_families(text):
+        if family.name == "deployctl_requests_in_progress":
+            return sum(sample.value for sample in family.samples)
+    raise AssertionError("no in-progress gauge")
+
+
+def request_series(running: Running) -> dict[tuple[str, str], float]:
+    """deployctl_requests_total by (route, code)."""
+    text = httpx.get(running.url + "/metrics", timeout=10).text
+    found: dict[tuple[str, str], float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name == "deployctl_requests":
+            for sample in family.samples:
+                if sample.name == "deployctl_requests_total":
+                    key = (sample.labels["route"], sample.labels["code"])
+                    found[key] = found.get(key, 0) + sample.value
+    return found
+
+
+def fraud_csv(*rows: dict[str, Any]) -> bytes:
+    lines = [",".join(FRAUD_COLUMNS)] + [",".join(str(row[c]) for c in FRAUD_COLUMNS) for row in rows]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def infer_body(running: Running, **override: Any) -> dict[str, Any]:
+    """A valid OIP infer request for FRAUD_ROW; `override` replaces fields of the first input."""
+    types = {"amount": "FP64", "hour": "INT64", "merchant_category": "BYTES", "is_foreign": "BOOL"}
+    types["account_age_days"] = "INT64"
+    inputs = [{"name": c, "datatype": types[c], "shape": [1], "data": [FRAUD_ROW[c]]} for c in FRAUD_COLUMNS]
+    inputs[0].update(override)
+    return {"inputs": inputs}
+
+
+def infer_path(running: Running) -> str:
+    return f"/v2/models/{running.name}/infer"
+
+
+# -- 1. CSV on /invocations -------------------------------------------------------------------
+
+
+def test_csv_that_cannot_be_a_frame_is_refused_while_health_answers(fraud: Running) -> None:
+    """pandas.read_csv took minutes on these (a header of 40,000 duplicate names, a record of a
+    million commas), its event loop or thread held; now refused before pandas, /health answering."""
+    hostile = {
+        "duplicate names": (",".join(["a"] * 40_000) + "\n").encode(),  # 80 KB
+        "a record of a million commas": fraud_csv(FRAUD_ROW) + b"," * 1_000_000 + b"\n",
+        "a header of a million commas": b"," * 1_000_000 + b"\n",
+    }
+    with ThreadPoolExecutor(len(hostile)) as pool:
+        answers = {
+            name: pool.submit(fraud.post, "/invocations", body, "text/csv", 60)
+            for name, body in hostile.items()
+        }
+        time.sleep(0.2)
+        assert fraud.healthy()  # within 5 s, while they are being answered
+        errors = {name: assert_json_4xx(answer.result(), 400) for name, answer in answers.items()}
+    assert "header has 40000 columns" in errors["duplicate names"]
+    assert "record 3 has 1000001 fields" in errors["a record of a million commas"]
+    assert "header has 1000001 columns" in errors["a header of a million commas"]
+    twice = fraud.post("/invocations", b"amount,amount,hour\n1,2,3\n", "text/csv")
+    assert "given more than once: ['amount']" in assert_json_4xx(twice, 400)
+    # a valid CSV is still answered (tests/test_invocations.py: as `mlflow models serve` answers)
+    good = fraud.post("/invocations", fraud_csv(FRAUD_ROW, FRAUD_ROW), "text/csv")
+    assert good.status_code == 200 and len(good.json()["predictions"]) == 2, good.text
+    assert fraud.healthy()
+
+
+# -- 4. deep nesting --------------------------------------------------------------------------
+
+DEEP = 100_000
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/predict", b"[" * DEEP),
+        ("/predict", b'{"features": ' + b"[" * DEEP + b"]" * DEEP + b"}"),
+        ("/predict_batch", b'{"instances": ' + b"[" * DEEP + b"]" * DEEP + b"}"),
+        ("/invocations", b'{"inputs": ' + b"[" * DEEP + b"]" * DEEP + b"}"),
+        ("/invocations", b"[" * DEEP),
+        ("infer", b'{"inputs": ' + b"[" * DEEP + b"]" * DEEP + b"}"),
+        ("infer", b"{" + b'"a":{' * DEEP),
+    ],
+    ids=[
+        "predict",
+        "predict-closed",
+        "predict_batch",
+        "invocations",
+        "invocations-open",
+        "infer",
+        "infer-objects",
+    ],
+)
+def test_deeply_nested_json_is_a_400(fraud: Running, path: str, body: bytes) -> None:
+    path = infer_path(fraud) if path == "infer" else path
+    assert_json_4xx(fraud.post(path, body), 400)
+    assert fraud.healthy()
+
+
+def test_oip_tensor_data_nested_900_deep_is_a_400(tensor: Running) -> None:
+    data: Any = [1.0]
+    for _ in range(900):
+        data = [data]
+    body = {"inputs": [{"name": "input-0", "datatype": "FP64", "shape": [1, 3], "data": data}]}
+    assert_json_4xx(tensor.post(infer_path(tensor), json.dumps(body).encode()), 400, "holds 3 values")
+    flat = {"inputs": [{"name": "input-0", "datatype": "FP64", "shape": [1, 3], "data": [[[1.0, 2.0, 3.0]]]}]}
+    answer = tensor.post(infer_path(tensor), json.dumps(flat).encode())
+    assert answer.status_code == 200 and answer.json()["outputs"][0]["data"] == [6.0], answer.text
+    assert tensor.healthy()
+
+
+# -- 5. OIP requests that were a 500; 6. the in-progress gauge -----------------------------------
+
+
+def test_oip_hostile_fields_are_a_400_and_leave_no_request_in_progress(fraud: Running) -> None:
+    path = infer_path(fraud)
+    lone_surrogate = json.dumps(infer_body(fraud)).replace("{", '{"id": "\\ud800", ', 1).encode()
+    assert_json_4xx(fraud.post(path, lone_surrogate), 400, "id: ")
+    for datatype in (["FP64"], {"a": 1}):
+        assert_json_4xx(
+            fraud.post(path, json.dumps(infer_body(fraud, datatype=datatype)).encode()), 400, "datatype"
+        )
+    header = json.dumps(infer_body(fraud, parameters=["binary_data_size", 8], data=None)).encode()
+    binary = fraud.post(path, header + np.float64(950.0).tobytes(), "application/octet-stream")
+    assert_json_4xx(binary, 400, "parameters must be an object")
+    assert fraud.healthy()
+    assert in_progress(fraud) <= 1  # /metrics itself; each of these leaked one before
+    assert request_series(fraud).get(("/v2/models/{name}/infer", "400"), 0) >= 4
+
+
+# -- 8. OIP metadata and declared datatypes ------------------------------------------------------
+
+
+def test_oip_metadata_gives_predict_any_length_and_refuses_a_contradicting_datatype(fraud: Running) -> None:
+    metadata = httpx.get(f"{fraud.url}/v2/models/{fraud.name}", timeout=10).json()
+    shapes = {output["name"]: output["shape"] for output in metadata["outputs"]}
+    assert shapes["predict"] == [-1], metadata
+    declared_as_text = infer_body(fraud, datatype="BYTES")  # amount is FP64
+    error = assert_json_4xx(fraud.post(infer_path(fraud), json.dumps(declared_as_text).encode()), 400)
+    assert "datatype BYTES does not fit" in error
+    good = fraud.post(infer_path(fraud), json.dumps(infer_body(fraud)).encode())
+    assert good.status_code == 200, good.text
+
+
+# -- 6. metrics: a closed set of route labels; directories removed ---------------------------------
+
+
+def test_unknown_v2_paths_share_one_route_label(fraud: Running) -> None:
+    for i in range(150):
+        assert httpx.get(f"{fraud.url}/v2/nope-{i}", timeout=10).status_code == 404
+        assert httpx.get(f"{fraud.url}/v2/models/{fraud.name}/x{i}", timeout=10).status_code == 404
+    routes = {route for route, _ in request_series(fraud)}
+    assert not [r for r in routes if "nope" in r or "/x" in r], sorted(routes)[:10]
+    assert len(routes) < 20, sorted(routes)
+    assert request_series(fraud)[("other", "404")] >= 300
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_multiprocess_metrics_directory_is_removed_at_shutdown(
+    built: Callable[[str, str], Path], target: str, tmp_path: Path
+) -> None:
+    running = start(built("fraud", target), NAMES["fraud"], WORKERS="2", TMPDIR=str(tmp_path))
+    try:
+        assert [p.name for p in tmp_path.glob("metrics-*")], "the server made no metrics directory"
+        assert httpx.get(running.url + "/metrics", timeout=10).status_code == 200
+    finally:
+        stop(running.proc)
+    assert running.proc.returncode is not None
+    assert list(tmp_path.glob("metrics-*")) == []
+
+
+# -- fastapi: headers that never finish ----------------------------------------------------------
+
+
+def test_fastapi_times_out_250_clients_whose_headers_never_finish(built: Callable[[str, str], Path]) -> None:
+    running = start(built("fraud", "fastapi"), NAMES["fraud"])
+    sockets: list[socket.socket] = []
+    done = threading.Event()
+
+    def trickle() -> None:  # a byte a second each: never a complete header
+        while not done.wait(1):
+            for sock in sockets[1::10] + sockets[2::10]:  # those that began a request
+                with contextlib.suppress(OSError):
+                    sock.send(b"a")
+
+    try:
+        for i in range(250):
+            sock = socket.create_connection((HOST, running.port), timeout=HEADER_TIMEOUT + 20)
+            if i % 10 in (1, 2):  # the others send nothing at all
+                sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            sockets.append(sock)
+        threading.Thread(target=trickle, daemon=True).start()
+        assert running.healthy()
+        answers = [read_response(sock) for sock in sockets]
+        assert all(a is not None and a[0] == 408 for a in answers), {a and a[0] for a in answers}
+        assert all(b"did not arrive within" in a[2] for a in answers if a)
+        assert all(sock.recv(1) == b"" for sock in sockets)  # and closed
+        assert exchange(running.port, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")[0] == 200
+    finally:
+        done.set()
+        for sock in sockets:
+            sock.close()
+        stop(running.proc)
+
+
+# -- the rule: a bug is a counted, logged 500 JSON answer -------------------------------------------
+
+
+class BrokenProbabilities:
+    """A classifier with a bug: predict_proba gives one column for two classes."""
+
+    classes_ = np.array([0, 1])
+
+    def predict(self, X: Any) -> Any:
+        return np.zeros(len(X), dtype=int)
+
+    def predict_proba(self, X: Any) -> Any:
+        return np.ones((len(X), 1))
+
+
+def test_a_bug_is_a_logged_counted_500_json_and_the_next_request_is_answered(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import pandas as pd
+    from test_runtime import columns, make_service, runtime
+
+    service = make_service(BrokenProbabilities(), columns({"x": "double"}), pd.DataFrame({"x": [1.0]}))
+    with caplog.at_level(logging.ERROR, logger="model_service"):
+        status, body = service.handle("POST", "/predict", b'{"features": [1.0]}')
+    assert status == 500 and json.loads(body) == {"error": "internal error: IndexError"}
+    [record] = [r for r in caplog.records if r.getMessage() == "request failed"]
+    line = runtime.JsonFormatter().format(record)
+    assert (
+        "\n" not in line
+        and json.loads(line)["path"] == "/predict"
+        and "IndexError" in json.loads(line)["exc"]
+    )
+    exposition = service.metrics.exposition().decode()
+    assert 'deployctl_requests_total{code="500",route="/predict"} 1.0' in exposition
+    assert "deployctl_requests_in_progress 0.0" in exposition
+    status, body = service.handle("POST", "/predict_batch", b'{"instances": [[1.0]]}')
+    assert status == 500 and service.handle("GET", "/health", b"")[0] == 200
+
+
+# -- the fuzz suite: generated bodies on every route of both servers ------------------------------
+
+FIELDS = ["features", "instances", "inputs", "data", "datatype", "shape", "name", "id", "parameters"]
+FIELDS += ["params", "dataframe_split", "dataframe_records", "columns"]
+JSON_LEAVES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=20),
+    st.sampled_from([*FRAUD_COLUMNS, "FP64", "BYTES", "input-0", "amount", "x" * 5000]),
+    st.just([]),
+    st.just({}),
+)
+JSON_VALUES = st.recursive(
+    JSON_LEAVES,
+    lambda inner: (
+        st.lists(inner, min_size=1, max_size=4)
+        | st.dictionaries(st.text(max_size=8) | st.sampled_from(FIELDS), inner, min_size=1, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+def nested(depth: int, opener: bytes) -> bytes:
+    closer = b"]" if opener == b"[" else b"}"
+    inner = b'"a":' if opener == b"{" else b""
+    return (opener + inner) * depth + b"1" + closer * depth
+
+
+@st.composite
+def bodies(draw: st.DrawFn) -> bytes:
+    """A body of any kind: JSON values, deep nesting, lone surrogates, BOMs, raw bytes, big ones."""
+    kind = draw(st.sampled_from(["json", "deep", "surrogate", "bom", "bytes", "big", "wrapped"]))
+    if kind == "json":
+        return json.dumps(draw(JSON_VALUES)).encode()
+    if kind == "deep":
+        return nested(draw(st.integers(1, 5000)), draw(st.sampled_from([b"[", b"{"])))
+    if kind == "surrogate":
+        key = draw(st.sampled_from(["id", "features", "name", "amount", "merchant_category"]))
+        return b'{"%s": "\\ud%03x", "features": {"merchant_category": "\\udfff"}}' % (
+            key.encode(),
+            draw(st.integers(0x800, 0xFFF)),
+        )
+    if kind == "bom":
+        return "\ufeff".encode() + json.dumps({"features": FRAUD_ROW}).encode()
+    if kind == "bytes":
+        return draw(st.binary(max_size=200))
+    if kind == "big":
+        return (
+            b'{"instances": ['
+            + b",".join([json.dumps(FRAUD_ROW).encode()] * draw(st.integers(1, 20_000)))
+            + b"]}"
+        )
+    # a valid request shape with a generated value in one place
+    value = draw(JSON_VALUES)
+    field = draw(st.sampled_from(FRAUD_COLUMNS))
+    return json.dumps(
+        {
+            "features": {**FRAUD_ROW, field: value},
+            "id": value,
+            "inputs": [
+                {"name": field, "datatype": value, "shape": value, "data": value, "parameters": value}
+            ],
+        }
+    ).encode()
+
+
+ROUTES = ["/predict", "/predict_batch", "/invocations", "infer", "/v2", "/health", "/metrics"]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    route=st.sampled_from(ROUTES),
+    body=bodies(),
+    content_type=st.sampled_from(
+        ["application/json", "text/csv", "application/json; charset=utf-8", "text/plain"]
+    ),
+    method=st.sampled_from(["POST", "POST", "POST", "GET", "PUT"]),
+)
+def test_fuzz_no_5xx_and_healthy_after_each(
+    fraud: Running, route: str, body: bytes, content_type: str, method: str
+) -> None:
+    path = infer_path(fraud) if route == "infer" else route
+    answer = httpx.request(
+        method, fraud.url + path, content=body, headers={"content-type": content_type}, timeout=30
+    )
+    assert answer.status_code < 500, (answer.status_code, answer.text[:300])
+    if path != "/metrics" and answer.status_code >= 400:
+        assert "error" in answer.json()
+    assert fraud.healthy()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    text=st.text(st.characters(codec="utf-8"), max_size=60)
+    | st.sampled_from(["\ufeffamount,hour\n1,2\n", "amount\n" + "1\n" * 20000, '"' * 1000]),
+    width=st.integers(0, 300),
+    names=st.lists(st.sampled_from([*FRAUD_COLUMNS, "x", ""]), max_size=12),
+)
+def test_fuzz_csv_no_5xx_and_healthy_after_each(
+    fraud: Running, text: str, width: int, names: list[str]
+) -> None:
+    header = ",".join(names + [f"e{i}" for i in range(width)])
+    body = (header + "\n" + text).encode("utf-8", "surrogatepass")
+    answer = fraud.post("/invocations", body, "text/csv")
+    assert answer.status_code < 500, (answer.status_code, answer.text[:300])
+    assert fraud.healthy()
