@@ -55,7 +55,7 @@ def unsupported(message: str) -> BadRequest:
 
 
 def media_type(content_type: str | None, schema: InputSchema) -> str:
-    """"text/csv" or "application/json", the content types MLflow's scoring server reads; its
+    """The content type MLflow's scoring server reads ("text/csv" or "application/json"); its
     errors for the others and for a charset other than UTF-8."""
     if content_type == "application/json":  # the usual case, first
         return content_type
