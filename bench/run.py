@@ -8,10 +8,13 @@ One command, on one machine, in one run (about 6 minutes; the first run also bui
    (and, with --fraud, the demo's scaling + one-hot + logistic-regression pipeline);
 2. generates and builds the fastapi and flask artifacts with the deployctl CLI, timing both steps;
 3. starts the generated services (fastapi also with MICRO_BATCH=0), `mlflow models serve
-   --env-manager local` with its default single worker and with as many workers as ours, and a
-   bare ASGI app on the same uvicorn (bench/floor.py: the HTTP floor);
+   --env-manager local` with its default single worker and with as many workers as ours, the peers
+   (bench/peers.py: MLServer with mlserver-mlflow, its /invocations and OIP v2 infer, and a minimal
+   BentoML service, each installed in its own venv under the work dir; a peer that cannot install
+   is reported and left out), and a bare ASGI app on the same uvicorn (bench/floor.py: the floor);
 4. checks every server's answers against scikit-learn in-process (bit for bit), then loads each
-   with wrk (bench/post.lua posts the JSON): 1 connection for latency, 16 for throughput;
+   route with wrk (bench/post.lua posts the JSON): 1 connection for latency, 16 for throughput;
+   routes: /predict, /predict_batch, /invocations (dataframe_split) and OIP v2 infer, 1 and 100 rows;
 5. fails on any socket error or non-2xx answer, prints a table with ratios against MLflow's best
    figure and writes it to bench/results.md with the date, the machine's size and the versions.
 """
