@@ -216,7 +216,7 @@ def servers(artifacts: dict[str, Path], uri: str, tracking_uri: str, workers: in
             artifacts["fastapi"],
             ours,
             ("predict", "batch", "invocations", "invocations_batch", "oip", "oip_batch"),
-            model=json.loads((artifacts["fastapi"] / "deployctl.json").read_text())["model"]["name"],
+            model=oip_name(artifacts["fastapi"]),
         ),
         Server("deployctl fastapi, MICRO_BATCH=0", fastapi, artifacts["fastapi"], unbatched, ("predict",)),
         # what the metrics cost: the same service with and without counting, on /predict alone (the
@@ -235,6 +235,12 @@ def servers(artifacts: dict[str, Path], uri: str, tracking_uri: str, workers: in
         ),
         Server("bare ASGI (floor)", [*floor, "--workers", str(workers), *quiet], BENCH, {}, ("predict",)),
     ]
+
+
+def oip_name(artifact: Path) -> str:
+    """The name the service answers to in OIP paths: the service's name, else the model's."""
+    manifest = json.loads((artifact / "deployctl.json").read_text())
+    return str(manifest.get("name") or manifest["model"]["name"])
 
 
 def peer_servers(workdir: Path, artifact: Path, workers: int, skipped: dict[str, str]) -> list[Server]:
