@@ -8,10 +8,13 @@ One command, on one machine, in one run (about 6 minutes; the first run also bui
    (and, with --fraud, the demo's scaling + one-hot + logistic-regression pipeline);
 2. generates and builds the fastapi and flask artifacts with the deployctl CLI, timing both steps;
 3. starts the generated services (fastapi also with MICRO_BATCH=0), `mlflow models serve
-   --env-manager local` with its default single worker and with as many workers as ours, and a
-   bare ASGI app on the same uvicorn (bench/floor.py: the HTTP floor);
+   --env-manager local` with its default single worker and with as many workers as ours, the peers
+   (bench/peers.py: MLServer with mlserver-mlflow, its /invocations and OIP v2 infer, and a minimal
+   BentoML service, each installed in its own venv under the work dir; a peer that cannot install
+   is reported and left out), and a bare ASGI app on the same uvicorn (bench/floor.py: the floor);
 4. checks every server's answers against scikit-learn in-process (bit for bit), then loads each
-   with wrk (bench/post.lua posts the JSON): 1 connection for latency, 16 for throughput;
+   route with wrk (bench/post.lua posts the JSON): 1 connection for latency, 16 for throughput;
+   routes: /predict, /predict_batch, /invocations (dataframe_split) and OIP v2 infer, 1 and 100 rows;
 5. fails on any socket error or non-2xx answer, prints a table with ratios against MLflow's best
    figure and writes it to bench/results.md with the date, the machine's size and the versions.
 """
@@ -37,6 +40,8 @@ from datetime import datetime, timezone
 from functools import cache
 from pathlib import Path
 from typing import Any
+
+import peers
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -128,6 +133,8 @@ class Server:
     requests: tuple[str, ...] = ("predict",)  # keys of requests_for()
     port: int = field(default_factory=free_port)
     pid: int = 0
+    health: str = "/health"  # answers 200 once the model is loaded
+    model: str = "bench_logreg"  # the model's name in OIP paths
 
     @property
     def url(self) -> str:
@@ -156,11 +163,11 @@ def wait_ready(server: Server, proc: subprocess.Popen[bytes], timeout: float = 1
         if proc.poll() is not None:
             sys.exit(f"{server.name} exited ({proc.returncode}) before answering; see its log")
         try:
-            with urllib.request.urlopen(f"{server.url}/health", timeout=2):
+            with urllib.request.urlopen(f"{server.url}{server.health}", timeout=2):
                 return
         except (OSError, urllib.error.URLError):
             time.sleep(0.2)
-    sys.exit(f"{server.name} did not answer /health in {timeout:.0f} s")
+    sys.exit(f"{server.name} did not answer {server.health} in {timeout:.0f} s")
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -175,7 +182,7 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def servers(artifacts: dict[str, Path], uri: str, tracking_uri: str, workers: int) -> list[Server]:
-    """Ours, MLflow's (its default of 1 worker, and as many workers as ours) and the floor."""
+    """Ours, MLflow's (its default of 1 worker, and as many workers as ours), the peers and the floor."""
     ours = {"WORKERS": str(workers)}
     fastapi, flask = (
         [str(artifacts[t] / ".venv" / "bin" / "python"), "-m", "app"] for t in ("fastapi", "flask")
@@ -203,7 +210,14 @@ def servers(artifacts: dict[str, Path], uri: str, tracking_uri: str, workers: in
     unbatched = {**ours, "MICRO_BATCH": "0"}
     unmetered = {**ours, "METRICS": "0"}
     return [
-        Server("deployctl fastapi", fastapi, artifacts["fastapi"], ours, ("predict", "invocations", "batch")),
+        Server(
+            "deployctl fastapi",
+            fastapi,
+            artifacts["fastapi"],
+            ours,
+            ("predict", "batch", "invocations", "invocations_batch", "oip", "oip_batch"),
+            model=oip_name(artifacts["fastapi"]),
+        ),
         Server("deployctl fastapi, MICRO_BATCH=0", fastapi, artifacts["fastapi"], unbatched, ("predict",)),
         # what the metrics cost: the same service with and without counting, on /predict alone (the
         # first server's other scenarios leave it in another state between its /predict runs)
@@ -211,7 +225,7 @@ def servers(artifacts: dict[str, Path], uri: str, tracking_uri: str, workers: in
         Server("deployctl fastapi, METRICS=0", fastapi, artifacts["fastapi"], unmetered, ("predict",)),
         Server("deployctl flask", flask, artifacts["flask"], ours, ("predict", "batch")),
         Server("deployctl flask, gunicorn sync (before)", flask_sync, artifacts["flask"], ours, ("predict",)),
-        Server("mlflow models serve", mlflow, REPO, mlflow_env, ("invocations",)),
+        Server("mlflow models serve", mlflow, REPO, mlflow_env, ("invocations", "invocations_batch")),
         Server(
             f"mlflow models serve -w {workers}",
             [*mlflow, "-w", str(workers)],
@@ -221,6 +235,55 @@ def servers(artifacts: dict[str, Path], uri: str, tracking_uri: str, workers: in
         ),
         Server("bare ASGI (floor)", [*floor, "--workers", str(workers), *quiet], BENCH, {}, ("predict",)),
     ]
+
+
+def oip_name(artifact: Path) -> str:
+    """The name the service answers to in OIP paths: the service's name, else the model's."""
+    manifest = json.loads((artifact / "deployctl.json").read_text())
+    return str(manifest.get("name") or manifest["model"]["name"])
+
+
+def peer_servers(workdir: Path, artifact: Path, workers: int, skipped: dict[str, str]) -> list[Server]:
+    """MLServer and BentoML, each from its own venv (bench/peers.py); a peer that cannot install is
+    left out and the reason kept in `skipped` for the report."""
+    found = []
+    lock, model_dir = artifact / "requirements.lock", artifact / "model"
+    mlserver = peers.venv(workdir, "mlserver", lock)
+    if isinstance(mlserver, str):
+        skipped["MLServer"] = mlserver
+    else:
+        port = free_port()
+        folder = peers.mlserver_dir(workdir, model_dir, (port, free_port(), free_port()), workers)
+        found.append(
+            Server(
+                "MLServer + mlserver-mlflow",
+                [str(mlserver.parent / "mlserver"), "start", str(folder)],
+                folder,
+                {},
+                ("invocations", "invocations_batch", "oip", "oip_batch"),
+                port=port,
+                health="/v2/models/bench/ready",
+                model="bench",
+            )
+        )
+    bentoml = peers.venv(workdir, "bentoml", lock)
+    if isinstance(bentoml, str):
+        skipped["BentoML"] = bentoml
+    else:
+        command = [str(bentoml.parent / "bentoml"), "serve", "bento_service:Bench", "--host", "127.0.0.1"]
+        env = {"BENCH_MODEL_DIR": str(model_dir), "BENCH_WORKERS": str(workers)}
+        env["BENTOML_HOME"] = str(workdir / "peers" / "bentoml-home")
+        found.append(
+            Server(
+                "BentoML (minimal service)",
+                [*command, "--port", "{port}"],
+                BENCH,
+                env,
+                ("bento", "bento_batch"),
+                health="/readyz",
+            )
+        )
+    return found
 
 
 # -- requests and answers --------------------------------------------------------------------------
@@ -241,10 +304,25 @@ def bench_rows(n: int, seed: int = 1) -> list[dict[str, float]]:
     return [dict(zip(FEATURES, row)) for row in values.tolist()]
 
 
+def oip_body(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """An Open Inference Protocol infer request: one FP64 tensor of shape [N] per column."""
+    names = list(rows[0])
+    shape = [len(rows)]
+    inputs = [{"name": n, "shape": shape, "datatype": "FP64", "data": [r[n] for r in rows]} for n in names]
+    return {"inputs": inputs}
+
+
 def requests_for(rows: list[dict[str, Any]]) -> dict[str, Request]:
     one, names = rows[0], list(rows[0])
     split = {"columns": names, "data": [list(r.values()) for r in rows]}
+    infer = "/v2/models/{model}/infer"
     return {
+        "oip": Request("OIP v2 infer, 1 row", infer, oip_body(rows[:1]), 1),
+        "oip_batch": Request(f"OIP v2 infer, {len(rows)} rows", infer, oip_body(rows), len(rows)),
+        "bento": Request("/predict (BentoML), 1 row", "/predict", {"rows": rows[:1]}, 1),
+        "bento_batch": Request(
+            f"/predict (BentoML), {len(rows)} rows", "/predict", {"rows": rows}, len(rows)
+        ),
         "predict": Request("/predict, 1 row", "/predict", {"features": list(one.values())}, 1),
         "invocations": Request(
             "/invocations, 1 row",
@@ -291,6 +369,18 @@ def check_answers(server: Server, requests: dict[str, Request], artifact: Path) 
     labels, probas = in_process(artifact, batch)
     one_label, one_proba = in_process(artifact, batch[:1])
     got = {}
+    if "oip_batch" in server.requests:
+        infer = requests["oip_batch"]
+        answer = post(server.url + infer.path.format(model=server.model), infer.body)
+        # ours names its output "predict"; MLServer's MLflow runtime "output-1"
+        data = next(o["data"] for o in answer["outputs"] if o["name"] in ("predict", "output-1"))
+        if data != labels:
+            sys.exit(f"{server.name} OIP infer answered {data}, sklearn in-process {labels}")
+    if "bento_batch" in server.requests:
+        answer = post(server.url + "/predict", requests["bento_batch"].body)
+        if answer != {"predictions": labels, "probabilities": probas}:
+            sys.exit(f"{server.name} answered {answer}, sklearn in-process {labels}, {probas}")
+        return
     if server.name.startswith("deployctl"):
         got["predict"] = post(server.url + "/predict", requests["predict"].body)
         got["batch"] = post(server.url + "/predict_batch", requests["batch"].body)
@@ -330,9 +420,10 @@ def wrk(url: str, body_file: Path, connections: int, seconds: int) -> dict[str, 
 
 def load(server: Server, request: Request, workdir: Path, seconds: int, warm_up: bool) -> dict[str, Any]:
     """1 connection (latency), then 16 connections (throughput); the first time after a warm-up."""
-    body_file = workdir / f"{request.path.strip('/')}_{request.rows}.json"
+    path = request.path.format(model=server.model)
+    body_file = workdir / f"{request.label.split(',')[0].strip('/').replace(' ', '_')}_{request.rows}.json"
     body_file.write_text(json.dumps(request.body))
-    url = server.url + request.path
+    url = server.url + path
     if warm_up:
         wrk(url, body_file, 16, 2)
     single = wrk(url, body_file, 1, seconds)
@@ -376,7 +467,10 @@ def run_model(label: str, uri: str, tracking_uri: str, args: argparse.Namespace)
     timings = {t: make_artifact(uri, t, path, tracking_uri) for t, path in artifacts.items()}
     rows = bench_rows(BATCH_ROWS) if label == "logreg" else fraud_rows(BATCH_ROWS)
     requests = requests_for(rows)
-    chosen = [s for s in servers(artifacts, uri, tracking_uri, args.workers) if selected(s, args.only)]
+    skipped: dict[str, str] = {}
+    peer = peer_servers(workdir, artifacts["fastapi"], args.workers, skipped) if label == "logreg" else []
+    every = [*servers(artifacts, uri, tracking_uri, args.workers), *peer]
+    chosen = [s for s in every if selected(s, args.only)]
     with ExitStack() as stack:
         for server in chosen:
             stack.enter_context(server.running(workdir))
@@ -392,7 +486,13 @@ def run_model(label: str, uri: str, tracking_uri: str, args: argparse.Namespace)
         {"server": server.name, "request": request.label, "rows": request.rows, **median_of(runs)}
         for runs, (server, request) in zip(rounds, scenarios)
     ]
-    return {"model": uri, "timings": timings, "results": results, "lock": artifacts["fastapi"]}
+    return {
+        "model": uri,
+        "timings": timings,
+        "results": results,
+        "lock": artifacts["fastapi"],
+        "skipped": skipped,
+    }
 
 
 def selected(server: Server, only: list[str] | None) -> bool:
@@ -427,6 +527,22 @@ def table(results: list[dict[str, Any]]) -> list[str]:
             f"| {rps_ratio} |"
         )
     return lines
+
+
+def route_ratios(results: list[dict[str, Any]]) -> list[str]:
+    """deployctl fastapi's /invocations and OIP infer against its /predict and /predict_batch."""
+    ours = {r["request"]: r for r in results if r["server"] == "deployctl fastapi"}
+    base = {1: ours.get("/predict, 1 row"), BATCH_ROWS: ours.get(f"/predict_batch, {BATCH_ROWS} rows")}
+    lines = []
+    for label, r in ours.items():
+        reference = base.get(r["rows"])
+        if reference is None or r is reference or label.startswith("/predict"):
+            continue
+        lines.append(
+            f"- deployctl fastapi {label}: {r['rps'] / reference['rps']:.2f} of {reference['request']}'s "
+            f"req/s, {r['cpu_us'] / reference['cpu_us']:.2f}x its server CPU per request"
+        )
+    return [*lines, ""] if lines else []
 
 
 def _fraction(ratio: float) -> str:
@@ -482,7 +598,8 @@ def report(runs: list[dict[str, Any]], args: argparse.Namespace, header: str) ->
         "",
     ]
     for run in runs:
-        lines += [f"## {run['model']}", "", *table(run["results"]), ""]
+        lines += [f"## {run['model']}", "", *table(run["results"]), "", *route_ratios(run["results"])]
+        lines += [f"Not run: {name}: {why}" for name, why in run["skipped"].items()]
         steps = [
             f"{t}: generate {v['generate']:.1f} s, build {v['build']:.1f} s"
             for t, v in run["timings"].items()

@@ -697,3 +697,125 @@ def test_a_bug_while_scoring_a_micro_batch_fails_its_requests_instead_of_hanging
         return await asyncio.wait_for(together, 10)
 
     assert [type(r) for r in asyncio.run(all_at_once())] == [RuntimeError] * 3
+
+
+def test_invocations_join_the_micro_batch_and_answer_as_alone(binary: tuple[Any, pd.DataFrame]) -> None:
+    """/invocations requests that conform to the signature are scored in /predict's micro-batch
+    (one model call), each answered what it is answered alone."""
+    service, X = binary
+    names = list(X.columns)
+    split = [{"dataframe_split": {"columns": names, "data": [X.iloc[i].tolist()]}} for i in range(4)]
+    records = [{"dataframe_records": json.loads(X.iloc[i : i + 2].to_json(orient="records"))} for i in (4, 6)]
+    bodies = [
+        *[("/predict", json.dumps({"features": X.iloc[i].tolist()}).encode()) for i in range(8, 12)],
+        *[("/invocations", json.dumps(body).encode()) for body in [*split, *records]],
+    ]
+    alone = [service.handle("POST", path, body, "application/json") for path, body in bodies]
+    calls = [service.prepare("POST", path, body, "application/json") for path, body in bodies]
+    batcher = asgi.MicroBatcher(service.scorer, enabled=True, metrics=service.metrics)
+
+    async def all_at_once() -> list[Any]:
+        return await asyncio.gather(*(batcher.score(c) for c in calls))
+
+    before = batch_rows(service)
+    results = asyncio.run(all_at_once())
+    assert batch_rows(service) == (before[0] + 1, before[1] + 4 + 4 + 4)  # one model call of 12 rows
+    batched = [(200, service.respond(c, r)) for c, r in zip(calls, results)]
+    assert batched[4:] == alone[4:]  # /invocations: labels, byte for byte
+    # /predict: the same labels; a probability may differ in its last bit in a batch (MicroBatcher)
+    assert [json.loads(b)["prediction"] for _, b in batched[:4]] == [
+        json.loads(b)["prediction"] for _, b in alone[:4]
+    ]
+
+
+def test_invocations_refused_in_a_micro_batch_is_mlflows_400(pipeline: tuple[Any, pd.DataFrame]) -> None:
+    """The model refusing a conforming /invocations row in the batch (a category its encoder never
+    saw): that request alone gets MLflow's 400 BAD_REQUEST, the others their answers."""
+    service, X = pipeline
+    good = json.loads(X.iloc[:1].to_json(orient="records"))
+    bad = [{**good[0], "category": "unseen"}]
+    bodies = [json.dumps({"dataframe_records": rows}).encode() for rows in (good, bad, good)]
+    calls = [service.prepare("POST", "/invocations", body, "application/json") for body in bodies]
+    assert all(call.scorer is None for call in calls)  # scored by the service's scorer, batched
+    batcher = asgi.MicroBatcher(service.scorer, enabled=True, metrics=service.metrics)
+
+    async def all_at_once() -> list[Any]:
+        return await asyncio.gather(*(batcher.score(c) for c in calls), return_exceptions=True)
+
+    first, refused, last = asyncio.run(all_at_once())
+    assert isinstance(refused, runtime.BadRequest)
+    assert (refused.status, refused.error_code) == (400, "BAD_REQUEST")
+    assert "evaluating the model" in refused.message
+    want = json.dumps({"predictions": service.model.predict(X.iloc[:1]).tolist()}).encode()
+    assert service.respond(calls[0], first) == service.respond(calls[2], last) == want
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"dataframe_split": {"columns": ["f", "d", "i", "l", "b", "s"], "data": [[1.5, 2, 3, 4, True, "a"]]}},
+        {
+            "dataframe_split": {
+                "columns": ["s", "b", "l", "i", "d", "f"],
+                "data": [["a", False, 4, 3, 2.5, 1]] * 3,
+            }
+        },
+        {"dataframe_records": [{"f": 0.1, "d": 1e300, "i": -(2**31), "l": 2**62, "b": True, "s": ""}]},
+        {"instances": [{"f": 3.4e38, "d": -0.0, "i": 2**31 - 1, "l": -(2**63), "b": False, "s": "é"}] * 2},
+        {
+            "inputs": {
+                "f": [1.1, 2],
+                "d": [2**53, 0.5],
+                "i": [1, 2],
+                "l": [1, 2],
+                "b": [True, False],
+                "s": ["a", "b"],
+            }
+        },
+        {"inputs": {"f": 1.1, "d": 2, "i": 1, "l": 2, "b": True, "s": "x"}, "params": {"k": 1}},
+    ],
+)
+def test_conforming_invocations_are_read_as_mlflows_parse_reads_them(body: dict[str, Any]) -> None:
+    """The rows read without a DataFrame are, value for value and type for type, those MLflow's
+    parse (pandas' inference, then astype to the signature's types) gives."""
+    from artifact_app import mlflow_protocol
+
+    types = {"f": "float", "d": "double", "i": "integer", "l": "long", "b": "boolean", "s": "string"}
+    schema = runtime.Schema(columns(types))
+    raw = json.dumps(body).encode()
+    fast = mlflow_protocol.conforming_rows(raw, "application/json", schema)
+    frame, params = mlflow_protocol.frame_of(raw, "application/json", schema)
+    slow = mlflow_protocol.rows_of(frame, schema)
+    assert fast is not None
+    assert fast == (slow, params)
+    assert [[type(v) for v in row] for row in fast[0]] == [[type(v) for v in row] for row in slow]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"dataframe_records": [{"d": NaN, "l": 1}]}',  # NaN: MLflow's parse, the model decides
+        b'{"dataframe_records": [{"d": 1.0}]}',  # a missing column
+        b'{"dataframe_records": [{"d": 1.0, "l": 1, "extra": 2}]}',  # an extra column
+        b'{"dataframe_records": [{"d": "1.5", "l": 1}]}',  # a string for a double: pandas converts
+        b'{"dataframe_records": [{"d": 1.0, "l": 1.0}]}',  # a float for a long
+        b'{"dataframe_records": [{"d": true, "l": 1}]}',  # a boolean for a double
+        b'{"dataframe_records": [{"d": 9007199254740993, "l": 1}]}',  # an int a double cannot hold
+        b'{"dataframe_records": [{"d": 1.0, "l": 9223372036854775808}]}',  # over int64
+        b'{"dataframe_records": [{"d": null, "l": 1}]}',
+        b'{"dataframe_split": {"columns": ["d", "l"], "data": [[1.0, 1]], "index": [3]}}',
+        b'{"dataframe_split": {"columns": [["d"], ["l"]], "data": [[1.0, 1]]}}',
+        b'{"dataframe_split": {"columns": ["d", "d"], "data": [[1.0, 1]]}}',
+        b'{"dataframe_split": {"columns": ["d", "l"], "data": [[1.0]]}}',
+        b'{"dataframe_records": {"d": 1.0, "l": 1}}',
+        b'{"instances": [[1.0, 1]]}',
+        b'{"inputs": {"d": [1.0, 2.0], "l": [1]}}',
+        b'{"dataframe_records": [], "instances": []}',
+        b"[]",
+    ],
+)
+def test_other_invocations_keep_mlflows_parse(body: bytes) -> None:
+    from artifact_app import mlflow_protocol
+
+    schema = runtime.Schema(columns({"d": "double", "l": "long"}))
+    assert mlflow_protocol.conforming_rows(body, "application/json", schema) is None

@@ -70,12 +70,12 @@ class MicroBatcher:
         self.pending: list[tuple[Call, asyncio.Future[Scored]]] = []
 
     async def score(self, call: Call) -> Scored:
-        if call.scorer is not None or call.params is not None:  # /invocations, or params: alone
+        if call.scorer is not None or call.params is not None:  # its own scorer, or params: alone
             self.metrics.scored(len(call.rows))
             return call.scored(self.scorer)
         if not self.enabled or len(call.rows) > SMALL_REQUEST_ROWS:
             self.metrics.scored(len(call.rows))
-            return self.scorer.score(call.rows, call.probabilities)
+            return call.scored(self.scorer)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Scored] = loop.create_future()
         self.pending.append((call, future))

@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .schema import DTYPES, MAX_BATCH_ROWS, MAX_BODY_BYTES, BadRequest, Schema
+from .jsonio import JSONDecodeError, loads
+from .schema import DTYPES, MAX_BATCH_ROWS, MAX_BODY_BYTES, PYTYPES, BadRequest, Schema
 from .tensors import InputSchema, TensorSchema
 
 # csv's default limit of 131,072 characters a field would refuse a field pandas reads: any field a
@@ -61,9 +62,11 @@ def unsupported(message: str) -> BadRequest:
     return BadRequest(message, 415, "BAD_REQUEST", "INVALID_PARAMETER_VALUE", "KAM00")
 
 
-def frame_of(body: bytes, content_type: str | None, schema: InputSchema) -> tuple[Any, Any]:
-    """The request as MLflow's scoring server turns it into a DataFrame, before the signature, and
-    the request's `params` as sent (None for CSV or when absent)."""
+def media_type(content_type: str | None, schema: InputSchema) -> str:
+    """The content type MLflow's scoring server reads ("text/csv" or "application/json"); its
+    errors for the others and for a charset other than UTF-8."""
+    if content_type == "application/json":  # the usual case, first
+        return content_type
     parts = [part.strip() for part in (content_type or "").split(";")]
     params = {key: value for key, _, value in (p.partition("=") for p in parts[1:])}
     if params.get("charset", "utf-8").lower() != "utf-8":
@@ -73,12 +76,21 @@ def frame_of(body: bytes, content_type: str | None, schema: InputSchema) -> tupl
     if parts[0] == "text/csv":
         if isinstance(schema, TensorSchema):  # MLflow builds no DataFrame for a tensor signature
             raise invalid_input(f"{CSV_FAILED} Error: 'TensorSpec only supports numpy types'")
-        return _csv(body, schema), None
+        return parts[0]
     if parts[0] != "application/json":
         raise unsupported(
             f"This predictor only supports the following content types: Types: {CONTENT_TYPES}. "
             f"Got '{content_type}'."
         )
+    return parts[0]
+
+
+def frame_of(body: bytes, content_type: str | None, schema: InputSchema) -> tuple[Any, Any]:
+    """The request as MLflow's scoring server turns it into a DataFrame, before the signature, and
+    the request's `params` as sent (None for CSV or when absent)."""
+    if media_type(content_type, schema) == "text/csv":
+        assert isinstance(schema, Schema)
+        return _csv(body, schema), None
     try:
         data = json.loads(body)  # the standard library reads NaN and Infinity, as MLflow does
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
@@ -93,6 +105,102 @@ def frame_of(body: bytes, content_type: str | None, schema: InputSchema) -> tupl
     if isinstance(schema, TensorSchema):
         return _tensor(given[0], data[given[0]], schema), data.get("params")
     return _frame(given[0], data[given[0]], schema), data.get("params")
+
+
+def conforming_rows(body: bytes, content_type: str | None, schema: InputSchema) -> Any:
+    """(rows, params) for a JSON request that conforms to the signature as it is: every column
+    given once with values of its own type (finite numbers, no null, an int only where a long or
+    a double is expected), no other column, no index. None for anything else, which `frame_of`
+    and `rows_of` then answer as MLflow does (its coercions and errors).
+
+    The rows are those `rows_of(frame_of(...))` gives, built from the parsed JSON column by column
+    without a DataFrame: pandas' inference and `astype` are most of the protocol's cost on a small
+    request, and on such a request they leave every value as it was (an int made a float).
+    """
+    if not isinstance(schema, Schema) or media_type(content_type, schema) != "application/json":
+        return None
+    try:
+        data = loads(body)  # orjson: refuses the NaN and Infinity literals, which json.loads reads
+    except (JSONDecodeError, ValueError, UnicodeDecodeError):
+        return None
+    if type(data) is not dict:
+        return None
+    given = [key for key in data if key in FORMATS]
+    if len(given) != 1:
+        return None
+    columns = _columns_of(given[0], data[given[0]], schema)
+    if columns is None:
+        return None
+    converted = []
+    for values, column in zip(columns, schema.columns):
+        exact = _exact(values, column["type"])
+        if exact is None:
+            return None
+        converted.append(exact)
+    return [list(row) for row in zip(*converted)], data.get("params")
+
+
+def _columns_of(key: str, value: Any, schema: Schema) -> list[Any] | None:
+    """The values of each signature column, in signature order, if the request holds exactly the
+    signature's columns, each once, in one of the protocol's usual table shapes; else None."""
+    names = schema.index  # {name: position}: also the set of names
+    if key == "dataframe_split":
+        if type(value) is not dict or value.keys() != {"columns", "data"}:
+            return None
+        given, data = value["columns"], value["data"]
+        if type(given) is not list or len(given) != len(names):
+            return None
+        if any(type(name) is not str for name in given) or set(given) != names.keys():
+            return None
+        if type(data) is not list or not data or len(data) > MAX_BATCH_ROWS:
+            return None
+        if any(type(row) is not list or len(row) != len(given) for row in data):
+            return None
+        by_name = dict(zip(given, zip(*data)))
+        return [by_name[name] for name in schema.names]
+    if type(value) is list:  # records: dataframe_records, or instances/inputs as records
+        if not value or len(value) > MAX_BATCH_ROWS:
+            return None
+        if any(type(record) is not dict or record.keys() != names.keys() for record in value):
+            return None
+        return [[record[name] for record in value] for name in schema.names]
+    if key != "dataframe_records" and type(value) is dict and value.keys() == names.keys():
+        columns = [value[name] if type(value[name]) is list else [value[name]] for name in schema.names]
+        lengths = {len(column) for column in columns}
+        if len(lengths) != 1 or 0 in lengths or lengths.pop() > MAX_BATCH_ROWS:
+            return None
+        return columns
+    return None
+
+
+FLOAT_INTS = 2**53  # ints a double holds exactly: pandas and float() turn them into the same float
+INT_RANGES = {"long": 2**63, "integer": 2**31}
+
+
+def _exact(values: Any, type_name: str) -> list[Any] | None:
+    """A column's values as `rows_of` converts them, when pandas would infer them as the column's
+    own type (or ints for a double): else None."""
+    types = {type(v) for v in values}
+    if type_name in ("double", "float"):
+        if types == {float}:
+            floats = list(values)
+        elif types == {int} or types == {int, float}:
+            if any(type(v) is int and abs(v) > FLOAT_INTS for v in values):
+                return None
+            floats = [float(v) for v in values]
+        else:
+            return None
+        if not all(map(math.isfinite, floats)):
+            return None
+        return floats if type_name == "double" else np.array(floats, "float32").tolist()
+    if type_name in INT_RANGES:
+        limit = INT_RANGES[type_name]
+        if types != {int} or not all(-limit <= v < limit for v in values):
+            return None
+        return list(values)
+    if types != {PYTYPES[type_name]}:  # boolean, string
+        return None
+    return list(values)
 
 
 def _tensor(key: str, value: Any, schema: TensorSchema) -> Any:
@@ -246,6 +354,8 @@ def rows_of(frame: Any, schema: InputSchema) -> Any:
         try:
             if dtype == "object":
                 converted = values.tolist()
+            elif values.dtype == dtype:  # already the column's type (CSV is read as it): no astype
+                converted = values.to_numpy().tolist()
             elif dtype == "bool":
                 converted = values.astype(bool).tolist() if values.dtype == bool else _refuse(values)
             else:
@@ -290,6 +400,12 @@ def _refuse(values: pd.Series) -> list[Any]:
 
 def has_nonfinite(rows: list[list[Any]]) -> bool:
     return any(type(v) is float and not math.isfinite(v) for row in rows for v in row)
+
+
+def complete(rows: list[list[Any]]) -> bool:
+    """Every value given (no None) and finite: rows that every way of calling the model reads
+    alike (a missing or non-finite value is left to the model, as MLflow leaves it)."""
+    return not any(v is None for row in rows for v in row) and not has_nonfinite(rows)
 
 
 def encode(answer: Any) -> bytes:

@@ -72,6 +72,7 @@ class Scorer:
         self.convert = convert  # the model's output as JSON values (app/outputs.py)
         self.schema = schema
         self.array = array
+        self.shortcuts = shortcuts
         # an ONNX model takes the validated rows as they are (no DataFrame, so no pandas)
         self.rows = getattr(model, "takes_rows", False)
         self.head: Any

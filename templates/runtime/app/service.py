@@ -37,17 +37,35 @@ class Call:
     scorer: Any = None
     encode: Callable[[Any], bytes] = dumps
     params: dict[str, Any] | None = None  # checked against the model's ParamSchema (app/params.py)
+    # /invocations scored by the service's scorer: the model's refusal as MLflow words it
+    refused: Callable[[BadRequest], BadRequest] | None = None
 
     def scored(self, scorer: Scorer) -> Scored:
         """The model's answer to this call: by its own scorer if it has one, else by `scorer`."""
-        return (self.scorer or scorer).score(self.rows, self.probabilities, self.params)
+        try:
+            return (self.scorer or scorer).score(self.rows, self.probabilities, self.params)
+        except BadRequest as exc:
+            if self.refused is None:
+                raise
+            raise self.refused(exc) from None
 
 
 class MlflowScorer:
-    """The model called on a DataFrame as `mlflow models serve` calls it: NaN reaches the model
-    (sklearn's own finiteness check stays on), and a model that raises is MLflow's 400."""
+    """The model called as `mlflow models serve` calls it (on a DataFrame), its predictions as
+    MLflow writes them, and a model that raises is MLflow's 400.
 
-    def __init__(self, model: Any, schema: InputSchema) -> None:
+    `MlflowScorer(model, schema)` lets NaN and a missing value reach the model (sklearn's own
+    finiteness check stays on). `MlflowScorer(model, schema, like=scorer)` calls the model the way
+    `scorer` was chosen to (Scorer.fastest: the DataFrame's answers, bit for bit), for rows with
+    every value given and finite, on which the two ways agree.
+    """
+
+    def __init__(self, model: Any, schema: InputSchema, like: Scorer | None = None) -> None:
+        if like is not None:
+            self.scorer = Scorer(
+                model, schema, array=like.array, shortcuts=like.shortcuts, convert=outputs.as_mlflow
+            )
+            return
         if isinstance(schema, Schema):  # MLflow leaves a missing value to the model
             schema = Schema([{**c, "required": False} for c in schema.columns])
         self.scorer = Scorer(model, schema, convert=outputs.as_mlflow)
@@ -58,9 +76,14 @@ class MlflowScorer:
         try:
             return self.scorer.score(rows, False, params)
         except BadRequest as exc:
-            from . import mlflow_protocol
+            raise refused_as_mlflow(exc) from None
 
-            raise mlflow_protocol.model_failure(exc.message) from None
+
+def refused_as_mlflow(exc: BadRequest) -> BadRequest:
+    """The model's refusal of an input, as `mlflow models serve` answers it."""
+    from . import mlflow_protocol
+
+    return mlflow_protocol.model_failure(exc.message)
 
 
 class ModelService:
@@ -92,6 +115,11 @@ class ModelService:
         self.paths = {path for _, path in self.routes} | {"/health", "/ping", "/version"} | PROBES.keys()
         self.paths |= {"/metrics"}
         self.mlflow_scorer = MlflowScorer(model, self.schema)
+        # /invocations rows with every value given and finite: scored the fast way, and with the
+        # /predict requests of the micro-batch when the model's predictions are the same JSON both
+        # ways (a 1-D array of labels or numbers, as most models answer)
+        self.mlflow_fast = MlflowScorer(model, self.schema, like=self.scorer)
+        self.mlflow_joins = isinstance(self.schema, Schema) and self._same_predictions()
         # GET /version answers as MLflow's scoring server: the MLflow version, as a bare string
         self.version_body = str(meta.get("mlflow_version") or "unknown").encode()
         # /health never changes: serialize it once
@@ -145,12 +173,33 @@ class ModelService:
         """MLflow's scoring protocol, answered as `mlflow models serve` answers it."""
         from . import mlflow_protocol  # imports pandas: only when /invocations is asked
 
-        frame, params = mlflow_protocol.frame_of(body, content_type, self.schema)
-        if len(frame) > MAX_BATCH_ROWS:
-            raise BadRequest(f"input: {len(frame)} rows is over the limit of {MAX_BATCH_ROWS}", 413)
-        rows = mlflow_protocol.rows_of(frame, self.schema)  # MLflow checks the input before params
+        conforming = mlflow_protocol.conforming_rows(body, content_type, self.schema)
+        if conforming is not None:  # the usual request: its rows without a DataFrame
+            rows, params = conforming
+        else:  # everything else, as MLflow parses it (its coercions and errors)
+            frame, params = mlflow_protocol.frame_of(body, content_type, self.schema)
+            if len(frame) > MAX_BATCH_ROWS:
+                raise BadRequest(f"input: {len(frame)} rows is over the limit of {MAX_BATCH_ROWS}", 413)
+            rows = mlflow_protocol.rows_of(frame, self.schema)  # MLflow checks the input before params
         checked = self.params.mlflow(params)
-        return Call(rows, False, _predictions, self.mlflow_scorer, mlflow_protocol.encode, checked)
+        encode = mlflow_protocol.encode
+        if isinstance(self.schema, Schema) and (conforming is not None or mlflow_protocol.complete(rows)):
+            if self.mlflow_joins:  # scored by the service's scorer, in the micro-batch
+                return Call(rows, False, _predictions, None, encode, checked, refused_as_mlflow)
+            return Call(rows, False, _predictions, self.mlflow_fast, encode, checked)
+        return Call(rows, False, _predictions, self.mlflow_scorer, encode, checked)
+
+    def _same_predictions(self) -> bool:
+        """Whether the service's scorer gives /invocations' predictions (MLflow's JSON of the
+        model's output) as it gives /predict's labels, on the smoke-test rows."""
+        if not self.probe:
+            return False
+        try:
+            mlflow = self.mlflow_fast.score(self.probe)[0]
+            ours = self.scorer.score(self.probe, False)[0]
+        except BadRequest:
+            return False
+        return bool(mlflow == ours)
 
     def _one_answer(self, labels: list[Any], probas: Any) -> dict[str, Any]:
         answer: dict[str, Any] = {"prediction": labels[0]}
