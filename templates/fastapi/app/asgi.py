@@ -17,15 +17,18 @@ from typing import Any
 
 from app.runtime import (
     MAX_BODY_BYTES,
+    OPEN_PATHS,
     BadRequest,
     Call,
     Deferred,
+    InFlight,
     Metrics,
     ModelService,
     Scored,
     Scorer,
     dumps,
     error_body,
+    headers_for,
     is_oip_path,
     log,
     log_request,
@@ -43,6 +46,10 @@ JSON = b"application/json"
 SMALL_REQUEST_ROWS = 16
 # The request line and headers together; httptools sets no limit of its own (h11's is 16 KiB).
 MAX_HEADER_BYTES = int(os.environ.get("MAX_HEADER_BYTES", 64 * 1024))
+# Requests in progress per worker (one event loop) before more are refused with 503: the micro-batcher
+# scores every waiting small request in one model call, so an admitted request waits for at most the
+# batch being scored and its own; 64 small rows take a few milliseconds for a typical model.
+DEFAULT_MAX_IN_FLIGHT = 64
 
 
 class MicroBatcher:
@@ -112,27 +119,60 @@ class ModelRoutes:
             service.metrics = Deferred(service.metrics)  # type: ignore[assignment]
         self.metrics = service.metrics
         self.batcher = MicroBatcher(service.scorer, wanted and agrees, service.metrics)
+        # the batcher's queue holds only admitted requests: this bounds it too
+        self.in_flight = InFlight.from_environ(DEFAULT_MAX_IN_FLIGHT)
         self.media_types = {path: type_.encode() for path, type_ in service.media_types.items()}
         log.info("micro-batching", extra={"fields": {"wanted": wanted, "enabled": self.batcher.enabled}})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope["path"]
         if scope["type"] != "http" or (path not in self.paths and not is_oip_path(path)):
-            await self.fallback(scope, receive, send)
+            await self.guarded_fallback(scope, receive, send)
             return
         started = self.metrics.started()
-        status, payload = await self.answer(scope, receive)
+        refused = self.refuse(scope)
+        if refused is None:
+            try:
+                status, payload = await self.answer(scope, receive)
+            finally:
+                if path not in OPEN_PATHS:
+                    self.in_flight.release()
+        else:
+            status, payload = refused.status, error_body(refused)
         content_type = self.media_types.get(path, JSON)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [(b"content-type", content_type), (b"content-length", b"%d" % len(payload))],
-            }
-        )
+        headers = [(b"content-type", content_type), (b"content-length", b"%d" % len(payload))]
+        if status in (401, 503):
+            headers += [(name.encode(), value.encode()) for name, value in headers_for(status)]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
         log_request(scope["method"], path, status, started)
         self.metrics.finished(path, status, started)
+
+    def refuse(self, scope: Scope) -> BadRequest | None:
+        """The guard (app/guard.py): a missing or wrong token (401), then the bound on requests in
+        progress (503, at once; never for a probe); None: admitted, and `in_flight.release()` is due
+        once answered unless it is a probe."""
+        refused = self.service.auth.refuse(scope["path"], authorization(scope))
+        if refused is not None or scope["path"] in OPEN_PATHS:
+            return refused
+        if not self.in_flight.admit():
+            self.metrics.shed()
+            return self.in_flight.overloaded()
+        return None
+
+    async def guarded_fallback(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """FastAPI's paths (/docs, /openapi.json, unknown ones) need the token too when auth is on."""
+        refused = (
+            self.service.auth.refuse(scope["path"], authorization(scope)) if scope["type"] == "http" else None
+        )
+        if refused is None:
+            await self.fallback(scope, receive, send)
+            return
+        payload = error_body(refused)
+        headers = [(b"content-type", JSON), (b"content-length", b"%d" % len(payload))]
+        headers += [(name.encode(), value.encode()) for name, value in headers_for(refused.status)]
+        await send({"type": "http.response.start", "status": refused.status, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
 
     async def answer(self, scope: Scope, receive: Receive) -> tuple[int, bytes]:
         """(status, JSON body) for one request to one of the runtime's paths."""
@@ -144,6 +184,13 @@ class ModelRoutes:
             return 200, self.service.respond(call, await self.batcher.score(call))
         except BadRequest as exc:
             return exc.status, error_body(exc, scope["path"].rstrip("/"))
+
+
+def authorization(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            return str(value.decode("latin-1"))
+    return None
 
 
 async def read_request(scope: Scope, receive: Receive) -> tuple[bytes, str | None]:
