@@ -268,7 +268,8 @@ def smoke_test(
         "--header",
         "-H",
         metavar="'NAME: VALUE'",
-        help="Send this header with every request (repeatable; with --url). Values are never printed.",
+        help="Send this header with every request (repeatable), to --url or to the artifact started "
+        "here (e.g. the bearer token it expects when AUTH_TOKEN_SHA256 is set). Values are never printed.",
         show_default=False,
     ),
     timeout: float | None = typer.Option(
@@ -319,10 +320,10 @@ def run_smoke_test(
     def say(text: str) -> None:  # progress that may quote an endpoint's answer
         err.print(redact(text), style="yellow", markup=False, highlight=False, soft_wrap=True)
 
-    if url is None and (headers or retries):
+    if url is None and retries:
         raise UsageError(
-            "--header and --retries apply to a deployed service only.",
-            "Give --url URL, or leave them out to smoke-test the artifact started locally.",
+            "--retries applies to a deployed service only.",
+            "Give --url URL, or leave it out to smoke-test the artifact started locally.",
         )
     if timeout is not None and timeout <= 0:
         raise UsageError(f"--timeout must be more than 0 seconds, got {timeout:g}.")
@@ -347,7 +348,7 @@ def run_smoke_test(
     with stdout_to_stderr(as_json), err.status(f"Smoke-testing {where}"):
         try:
             if url is None:
-                checks = smoke.run(artifact, timeout or 120.0)
+                checks = smoke.run(artifact, timeout or 120.0, headers)
             else:
                 err.print(f"Checking {url} against {model['name']} version {model['version']} ({path})")
                 checks = smoke.run_remote(artifact, url, headers, timeout or 30.0, retries, say)

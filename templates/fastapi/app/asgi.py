@@ -74,12 +74,14 @@ class MicroBatcher:
         self.pending: list[tuple[Call, asyncio.Future[Scored]]] = []
 
     async def score(self, call: Call) -> Scored:
-        if call.scorer is not None or call.params is not None:  # /invocations, or params: alone
+        alone = call.scorer is not None or call.params is not None  # /invocations, or params
+        if alone or not self.enabled or len(call.rows) > SMALL_REQUEST_ROWS:
+            # One turn of the loop first, as a batched request waits: the requests read with this
+            # one are admitted or refused (ModelRoutes.refuse) before it holds the loop, so the
+            # bound on requests in progress counts them instead of leaving them queued behind it.
+            await asyncio.sleep(0)
             self.metrics.scored(len(call.rows))
-            return call.scored(self.scorer)
-        if not self.enabled or len(call.rows) > SMALL_REQUEST_ROWS:
-            self.metrics.scored(len(call.rows))
-            return self.scorer.score(call.rows, call.probabilities)
+            return call.scored(self.scorer) if alone else self.scorer.score(call.rows, call.probabilities)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Scored] = loop.create_future()
         self.pending.append((call, future))
