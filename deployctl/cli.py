@@ -407,6 +407,29 @@ def stdout_to_stderr(active: bool) -> Iterator[None]:
 
 
 @app.command()
+def token(
+    as_json: bool = typer.Option(False, "--json", help='Print {"token": ..., "sha256": ...} on stdout.'),
+) -> None:
+    """Make a random bearer token and its SHA-256 digest, for a service's AUTH_TOKEN_SHA256.
+
+    The service is given only the digest; clients send `Authorization: Bearer <token>`. The token
+    is shown once: keep it in a secret store.
+    """
+    from deployctl.tokens import new_token
+
+    made = new_token()
+    if as_json:
+        print(json.dumps({"token": made.token, "sha256": made.sha256}))
+        return
+    print(f"token:  {made.token}\nsha256: {made.sha256}")
+    err.print(
+        "Give the service the digest (AUTH_TOKEN_SHA256, or a line of AUTH_TOKENS_FILE); clients send "
+        "'Authorization: Bearer <token>'. The token is not stored anywhere: keep it in a secret store.",
+        highlight=False,
+    )
+
+
+@app.command()
 def serve(
     path: Path = ARTIFACT,
     port: int = typer.Option(8000, "--port", "-p", help="Port to listen on."),

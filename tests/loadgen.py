@@ -87,9 +87,13 @@ async def read_answer(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]
     return int(lines[0].split()[1]), headers, body
 
 
-async def _open_loop(port: int, request: bytes, rate: float, seconds: float, timeout: float) -> Outcome:
+async def _open_loop(
+    port: int, request: bytes, rate: float, seconds: float, timeout: float, connections: int
+) -> Outcome:
     outcome = Outcome()
     pool = Pool(port)
+    for _ in range(connections):  # opened before the clock starts, as a client's pool is warm
+        pool.free.append(await asyncio.open_connection("127.0.0.1", port))
 
     async def one() -> None:
         try:
@@ -123,9 +127,12 @@ async def _closed_loop(port: int, request: bytes, clients: int, seconds: float) 
     return answers
 
 
-def open_loop(port: int, request: bytes, rate: float, seconds: float, timeout: float = 20.0) -> Outcome:
-    """`rate` requests a second for `seconds`, each on schedule."""
-    return asyncio.run(_open_loop(port, request, rate, seconds, timeout))
+def open_loop(
+    port: int, request: bytes, rate: float, seconds: float, timeout: float = 20.0, connections: int = 0
+) -> Outcome:
+    """`rate` requests a second for `seconds`, each on schedule, from `connections` opened before
+    (more are opened when they are all busy)."""
+    return asyncio.run(_open_loop(port, request, rate, seconds, timeout, connections))
 
 
 def closed_loop(port: int, request: bytes, clients: int, seconds: float) -> list[Answer]:
