@@ -166,6 +166,7 @@ def generate(
         ),
         highlight=False,
     )
+    _warnings(artifact)
     _next_steps(artifact)
     if as_json:
         files = sorted(record.files)
@@ -453,6 +454,13 @@ def demo(
     from deployctl.demo import run_demo
 
     run_demo(workdir, target, err, lambda out, timeout, as_json: run_smoke_test(out, timeout=timeout))
+
+
+def _warnings(artifact: Any) -> None:
+    from deployctl.targets import get as get_target
+
+    for warning in get_target(artifact.target).warnings(artifact.options):
+        err.print(f"[bold yellow]Warning:[/] {escape(warning)}", highlight=False)
 
 
 def _next_steps(artifact: Any) -> None:
