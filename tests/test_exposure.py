@@ -9,13 +9,21 @@ import signal
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
+import kubernetes_validate
 import pytest
+import yaml
 from conftest import FRAUD_ROW, Registry, build_registry, run_cli
 from loadgen import closed_loop, open_loop, percentile, request_bytes
+from test_lambda import cfn_lint, cfn_yaml
 from test_rest import build_artifact, serve  # noqa: F401 - the session's artifacts
 from test_runtime import runtime
+
+from deployctl.manifest import Artifact
+from deployctl.targets import get as get_target
+from deployctl.targets.k8s import K8S_VERSION
 
 pytestmark = pytest.mark.slow
 FRAUD = "models:/fraud_detector@production"
@@ -208,3 +216,117 @@ def test_overload_is_refused_at_once_and_the_admitted_keep_their_latency(
     assert after >= 0.7 * capacity, (target, capacity, after)
     metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
     assert f"deployctl_shed_total {float(len(refused))}" in metrics
+
+
+# -- cloud exposure: the SAM template and the Kubernetes manifests ------------------------------------
+
+
+def cfn_lint_clean(template: Path) -> None:
+    result = cfn_lint(template)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def sam_api(template: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The HttpApi's properties and the function's HttpApi events, from the SAM template."""
+    resources = cfn_yaml(template)["Resources"]
+    events = list(resources["ModelFunction"]["Properties"]["Events"].values())
+    return resources["ModelApi"]["Properties"], [e["Properties"] for e in events]
+
+
+def test_lambda_api_requires_aws_iam_by_default_and_is_throttled(
+    cli: Callable[..., Any], tmp_path: Path
+) -> None:
+    result = cli("generate", "-m", FRAUD, "-t", "lambda", "-o", str(tmp_path / "fn"))
+    assert result.code == 0 and "Warning" not in result.stderr, result.output
+    cfn_lint_clean(tmp_path / "fn" / "template.yaml")
+    api, routes = sam_api(tmp_path / "fn" / "template.yaml")
+    assert api["Auth"] == {"EnableIamAuthorizer": True, "DefaultAuthorizer": "AWS_IAM"}
+    assert api["DefaultRouteSettings"] == {"ThrottlingRateLimit": 50, "ThrottlingBurstLimit": 100}
+    assert len(routes) == 10 and all(r["Auth"] == {"Authorizer": "AWS_IAM"} for r in routes)
+    assert all(r["ApiId"] == "!Ref" for r in routes)  # cfn_yaml keeps only the tag: !Ref ModelApi
+    assert "awscurl" in (tmp_path / "fn" / "README.md").read_text()
+
+
+def test_lambda_jwt_authorizer_names_issuer_and_audience(cli: Callable[..., Any], tmp_path: Path) -> None:
+    issuer = "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_Abc123"
+    options = ["--auth", "jwt", "--jwt-issuer", issuer, "--jwt-audience", "app-1, app-2"]
+    options += ["--throttle-rps", "5", "--throttle-burst", "10"]
+    result = cli("generate", "-m", FRAUD, "-t", "lambda", "-o", str(tmp_path / "fn"), *options)
+    assert result.code == 0, result.output
+    cfn_lint_clean(tmp_path / "fn" / "template.yaml")
+    api, routes = sam_api(tmp_path / "fn" / "template.yaml")
+    jwt = api["Auth"]["Authorizers"]["JwtAuthorizer"]
+    assert jwt["JwtConfiguration"] == {"issuer": issuer, "audience": ["app-1", "app-2"]}
+    assert jwt["IdentitySource"] == "$request.header.Authorization"
+    assert api["Auth"]["DefaultAuthorizer"] == "JwtAuthorizer"
+    assert all(r["Auth"] == {"Authorizer": "JwtAuthorizer"} for r in routes)
+    assert api["DefaultRouteSettings"] == {"ThrottlingRateLimit": 5, "ThrottlingBurstLimit": 10}
+
+
+def test_lambda_auth_none_only_when_asked_and_with_a_warning(cli: Callable[..., Any], tmp_path: Path) -> None:
+    result = cli("generate", "-m", FRAUD, "-t", "lambda", "-o", str(tmp_path / "fn"), "--auth", "none")
+    assert result.code == 0, result.output
+    assert "Warning: --auth none" in " ".join(result.stderr.split())
+    cfn_lint_clean(tmp_path / "fn" / "template.yaml")
+    api, routes = sam_api(tmp_path / "fn" / "template.yaml")
+    assert "Auth" not in api and not any("Auth" in r for r in routes)
+    assert "DefaultRouteSettings" in api  # throttled still
+
+
+@pytest.mark.parametrize(
+    ("options", "phrase"),
+    [
+        (["--auth", "jwt"], "--auth jwt needs --jwt-issuer, an https URL"),
+        (["--auth", "jwt", "--jwt-issuer", "http://issuer.example"], "an https URL"),
+        (["--auth", "jwt", "--jwt-issuer", "https://issuer.example"], "--auth jwt needs --jwt-audience"),
+        (["--jwt-audience", "app"], "only apply with --auth jwt"),
+        (["--auth", "open"], "--auth must be one of iam, jwt, none"),
+        (["--throttle-rps", "0"], "--throttle-rps: must be at least 1"),
+    ],
+)
+def test_lambda_auth_mistakes_are_usage_errors(
+    cli: Callable[..., Any], tmp_path: Path, options: list[str], phrase: str
+) -> None:
+    result = cli("generate", "-m", FRAUD, "-t", "lambda", "-o", str(tmp_path / "fn"), *options)
+    assert result.code == 2 and phrase in " ".join(result.stderr.split()), result.output
+    assert "Traceback" not in result.output
+
+
+def k8s_objects(artifact: Path) -> dict[str, dict[str, Any]]:
+    docs = [d for f in sorted((artifact / "k8s").glob("*.yaml")) for d in yaml.safe_load_all(f.read_text())]
+    return {d["kind"]: d for d in docs if d}
+
+
+def test_k8s_is_cluster_internal_by_default_with_a_network_policy(
+    cli: Callable[..., Any], tmp_path: Path
+) -> None:
+    result = cli("generate", "-m", FRAUD, "-t", "k8s", "-o", str(tmp_path / "k8s"))
+    assert result.code == 0 and "Warning" not in result.stderr, result.output
+    found = k8s_objects(tmp_path / "k8s")
+    assert found["Service"]["spec"]["type"] == "ClusterIP"
+    policy = found["NetworkPolicy"]
+    kubernetes_validate.validate(policy, K8S_VERSION, strict=True)
+    pods = found["Deployment"]["spec"]["template"]["metadata"]["labels"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pods.items()
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    assert policy["spec"]["ingress"] == [{"ports": [{"port": "http", "protocol": "TCP"}]}]
+    assert "networkpolicy.yaml" in found["Kustomization"]["resources"]
+    checks = get_target("k8s").extra_checks(Artifact.open(tmp_path / "k8s"))
+    assert all(c.ok for c in checks), [c for c in checks if not c.ok]
+    assert any(c.name == "NetworkPolicy selects the pods" for c in checks)
+
+
+def test_k8s_public_service_warns_and_namespace_restriction_renders(
+    cli: Callable[..., Any], tmp_path: Path
+) -> None:
+    options = ["--service-type", "LoadBalancer", "--allow-from-namespace", "gateway"]
+    result = cli("generate", "-m", FRAUD, "-t", "k8s", "-o", str(tmp_path / "k8s"), *options)
+    assert result.code == 0, result.output
+    assert "Warning: --service-type LoadBalancer" in " ".join(result.stderr.split())
+    found = k8s_objects(tmp_path / "k8s")
+    assert found["Service"]["spec"]["type"] == "LoadBalancer"
+    rule = found["NetworkPolicy"]["spec"]["ingress"][0]
+    assert rule["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "gateway"}}}
+    ]
+    kubernetes_validate.validate(found["NetworkPolicy"], K8S_VERSION, strict=True)
