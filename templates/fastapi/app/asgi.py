@@ -154,9 +154,13 @@ class ModelRoutes:
         """The guard (app/guard.py): a missing or wrong token (401), then the bound on requests in
         progress (503, at once; never for a probe); None: admitted, and `in_flight.release()` is due
         once answered unless it is a probe."""
-        refused = self.service.auth.refuse(scope["path"], authorization(scope))
-        if refused is not None or scope["path"] in OPEN_PATHS:
-            return refused
+        auth = self.service.auth
+        if auth.enabled:  # the headers are looked through only then
+            refused = auth.refuse(scope["path"], authorization(scope))
+            if refused is not None:
+                return refused
+        if scope["path"] in OPEN_PATHS:
+            return None
         if not self.in_flight.admit():
             self.metrics.shed()
             return self.in_flight.overloaded()
