@@ -177,8 +177,9 @@ def overloadable(
     ):
         result = run_cli(*command, env=sleeper.env())
         assert result.code == 0, result.output
-    # fastapi: 4 in flight (the batcher scores them together); flask: one thread, 2 handed over
-    env = {"MAX_IN_FLIGHT": "4"} if target == "fastapi" else {"THREADS": "1"}
+    # sized for this slow model: fastapi 4 in flight (the batcher scores them together); flask one
+    # thread, 2 handed over to it
+    env = {"MAX_IN_FLIGHT": "4"} if target == "fastapi" else {"THREADS": "1", "MAX_IN_FLIGHT": "2"}
     # no access log: `serve` pipes the output, read only at the end, and thousands of lines would fill it
     proc, url = serve(out, {**env, "ACCESS_LOG": "0"})
     try:

@@ -16,8 +16,8 @@ thread. The model is still loaded once, before the fork (`preload_app`), and sha
 - Errors found by the HTTP layer itself (a garbage request line, bad headers or Content-Length,
   oversized headers, a body that cannot be framed) are answered, like every other error of the
   service, as JSON: {"error": "..."} with a 4xx status, and the connection is closed.
-- At most MAX_IN_FLIGHT requests (default: twice THREADS) are handed to the threads, running or
-  waiting for one; past that, a complete request is answered at once on the main thread with 503
+- At most MAX_IN_FLIGHT requests (default: 16 per thread, 64 with the 4 default THREADS, as the
+  fastapi worker's 64) are handed to the threads, running or waiting for one; past that, a complete request is answered at once on the main thread with 503
   JSON and `Retry-After`, and its connection closed: never queued without bound (app/guard.py).
   The probes are never refused this way.
 - SIGTERM drains: the worker accepts the connections already waiting in the listen backlog, closes
@@ -95,8 +95,9 @@ class BufferedWorker(ThreadWorker):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.receiving: OrderedDict[Conn, None] = OrderedDict()  # in order of deadline
-        # requests handed to the threads, running or queued: a thread each, and a queue as long
-        self.in_flight = InFlight.from_environ(2 * self.cfg.threads)
+        # requests handed to the threads, running or queued: 16 a thread queue for a few ms of a small
+        # model's time each; a slower model sizes it down (README: "Overload")
+        self.in_flight = InFlight.from_environ(16 * self.cfg.threads)
 
     def load_wsgi(self) -> None:
         """The app, with its `Connection: close` honoured (gunicorn drops hop-by-hop headers): the
