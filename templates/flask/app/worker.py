@@ -17,9 +17,9 @@ thread. The model is still loaded once, before the fork (`preload_app`), and sha
   oversized headers, a body that cannot be framed) are answered, like every other error of the
   service, as JSON: {"error": "..."} with a 4xx status, and the connection is closed.
 - At most MAX_IN_FLIGHT requests (default: 16 per thread, 64 with the 4 default THREADS, as the
-  fastapi worker's 64) are handed to the threads, running or waiting for one; past that, a complete request is answered at once on the main thread with 503
-  JSON and `Retry-After`, and its connection closed: never queued without bound (app/guard.py).
-  The probes are never refused this way.
+  fastapi worker's 64) are handed to the threads, running or waiting for one; past that, a complete
+  request is answered at once on the main thread with 503 JSON and `Retry-After`, and its
+  connection closed: never queued without bound (app/guard.py). The probes are never refused so.
 - SIGTERM drains: the worker accepts the connections already waiting in the listen backlog, closes
   its listening socket, answers every request it has or is receiving (`Connection: close`), waits
   for kept-alive connections to send one more request or time out (KEEPALIVE seconds), then exits.
