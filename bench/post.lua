@@ -5,6 +5,10 @@ wrk.method = "POST"
 wrk.body = file:read("*a")
 file:close()
 wrk.headers["Content-Type"] = "application/json"
+-- bench/guard.py: the bearer token of a service that requires one
+if os.getenv("AUTHORIZATION") then
+  wrk.headers["Authorization"] = os.getenv("AUTHORIZATION")
+end
 
 function done(summary, latency, requests)
   local e = summary.errors

@@ -166,6 +166,7 @@ def generate(
         ),
         highlight=False,
     )
+    _warnings(artifact)
     _next_steps(artifact)
     if as_json:
         files = sorted(record.files)
@@ -268,7 +269,8 @@ def smoke_test(
         "--header",
         "-H",
         metavar="'NAME: VALUE'",
-        help="Send this header with every request (repeatable; with --url). Values are never printed.",
+        help="Send this header with every request (repeatable), to --url or to the artifact started "
+        "here (e.g. the bearer token it expects when AUTH_TOKEN_SHA256 is set). Values are never printed.",
         show_default=False,
     ),
     timeout: float | None = typer.Option(
@@ -319,10 +321,10 @@ def run_smoke_test(
     def say(text: str) -> None:  # progress that may quote an endpoint's answer
         err.print(redact(text), style="yellow", markup=False, highlight=False, soft_wrap=True)
 
-    if url is None and (headers or retries):
+    if url is None and retries:
         raise UsageError(
-            "--header and --retries apply to a deployed service only.",
-            "Give --url URL, or leave them out to smoke-test the artifact started locally.",
+            "--retries applies to a deployed service only.",
+            "Give --url URL, or leave it out to smoke-test the artifact started locally.",
         )
     if timeout is not None and timeout <= 0:
         raise UsageError(f"--timeout must be more than 0 seconds, got {timeout:g}.")
@@ -347,7 +349,7 @@ def run_smoke_test(
     with stdout_to_stderr(as_json), err.status(f"Smoke-testing {where}"):
         try:
             if url is None:
-                checks = smoke.run(artifact, timeout or 120.0)
+                checks = smoke.run(artifact, timeout or 120.0, headers)
             else:
                 err.print(f"Checking {url} against {model['name']} version {model['version']} ({path})")
                 checks = smoke.run_remote(artifact, url, headers, timeout or 30.0, retries, say)
@@ -715,6 +717,29 @@ def stdout_to_stderr(active: bool) -> Iterator[None]:
 
 
 @app.command()
+def token(
+    as_json: bool = typer.Option(False, "--json", help='Print {"token": ..., "sha256": ...} on stdout.'),
+) -> None:
+    """Make a random bearer token and its SHA-256 digest, for a service's AUTH_TOKEN_SHA256.
+
+    The service is given only the digest; clients send `Authorization: Bearer <token>`. The token
+    is shown once: keep it in a secret store.
+    """
+    from deployctl.tokens import new_token
+
+    made = new_token()
+    if as_json:
+        print(json.dumps({"token": made.token, "sha256": made.sha256}))
+        return
+    print(f"token:  {made.token}\nsha256: {made.sha256}")
+    err.print(
+        "Give the service the digest (AUTH_TOKEN_SHA256, or a line of AUTH_TOKENS_FILE); clients send "
+        "'Authorization: Bearer <token>'. The token is not stored anywhere: keep it in a secret store.",
+        highlight=False,
+    )
+
+
+@app.command()
 def serve(
     path: Path = ARTIFACT,
     port: int = typer.Option(8000, "--port", "-p", help="Port to listen on."),
@@ -738,6 +763,13 @@ def demo(
     from deployctl.demo import run_demo
 
     run_demo(workdir, target, err, lambda out, timeout, as_json: run_smoke_test(out, timeout=timeout))
+
+
+def _warnings(artifact: Any) -> None:
+    from deployctl.targets import get as get_target
+
+    for warning in get_target(artifact.target).warnings(artifact.options):
+        err.print(f"[bold yellow]Warning:[/] {escape(warning)}", highlight=False)
 
 
 def _next_steps(artifact: Any) -> None:

@@ -363,7 +363,7 @@ def test_unreachable_endpoint_exits_3_within_the_timeout(
         (["--url", "ftp://example.com"], "http:// or https://"),
         (["--url", "https://user:pw@example.com"], "must not hold credentials"),
         (["--url", "https://example.com/prod?code=k3y"], "without ?query"),
-        (["--header", "X-Api-Key: abcd"], "apply to a deployed service only"),
+        (["--retries", "2"], "applies to a deployed service only"),
         (["--url", "http://127.0.0.1:9", "--timeout", "0"], "--timeout must be more than 0"),
     ],
 )

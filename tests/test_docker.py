@@ -7,6 +7,7 @@ is shared by every image with the same requirements, so only the first build ins
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -406,3 +407,18 @@ def test_serve_runs_in_the_foreground_and_sigterm_removes_the_container(fraud: t
     assert proc.returncode == 0, output
     assert "Stopping" in output and "Shutting down" in output  # uvicorn got SIGTERM and drained
     assert not _containers_of(out)
+
+
+@pytest.mark.docker
+def test_container_with_a_token_digest_refuses_requests_without_the_token(fraud_path: Path) -> None:
+    """AUTH_TOKEN_SHA256 where smoke-test runs reaches the container: the contract passes with the
+    bearer token sent on every request, and a request without it is refused (401)."""
+    token = "container-token-not-a-secret"
+    env = {**os.environ, "AUTH_TOKEN_SHA256": hashlib.sha256(token.encode()).hexdigest()}
+    result = run_cli(
+        "smoke-test", str(fraud_path), "--header", f"Authorization: Bearer {token}", "--json", env=env
+    )
+    assert result.code == 0, result.output
+    checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
+    assert checks["auth: POST /predict without a token is refused (401)"]["ok"]
+    assert token not in result.output

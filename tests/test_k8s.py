@@ -23,7 +23,14 @@ from deployctl.targets.k8s import IMAGE_ID_ANNOTATION, K8S_VERSION
 
 FRAUD = "models:/fraud_detector@production"
 IMAGE = "deployctl-test/fraud-detector:k8s"
-KINDS = {"ServiceAccount", "Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"}
+KINDS = {
+    "ServiceAccount",
+    "Deployment",
+    "Service",
+    "NetworkPolicy",
+    "HorizontalPodAutoscaler",
+    "PodDisruptionBudget",
+}
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +142,7 @@ def test_objects_agree_with_each_other(fraud: Path) -> None:
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     port_names = {p["name"] for p in container["ports"]}
     assert {p["targetPort"] for p in service["spec"]["ports"]} <= port_names
-    assert service["spec"]["type"] == "LoadBalancer"
+    assert service["spec"]["type"] == "ClusterIP"  # private by default
     assert container["image"] == IMAGE
     assert hpa["apiVersion"] == "autoscaling/v2"
     assert hpa["spec"]["scaleTargetRef"] == {
@@ -156,12 +163,12 @@ def test_image_defaults_to_the_docker_targets_tag(registry: Registry, tmp_path: 
 
 def test_options_are_rendered(registry: Registry, tmp_path: Path) -> None:
     options = ["--replicas", "3", "--min-replicas", "3", "--max-replicas", "6", "--cpu-target", "55",
-               "--service-type", "ClusterIP", "--namespace", "ml-prod", "--cpu", "2", "--cpu-request", "500m",
+               "--service-type", "NodePort", "--namespace", "ml-prod", "--cpu", "2", "--cpu-request", "500m",
                "--memory", "2Gi", "--memory-request", "1Gi", "--k8s-version", "1.30"]  # fmt: skip
     out = generate(registry, tmp_path / "k8s", FRAUD, "k8s", *options)
     found = objects(out)
     assert found["Deployment"]["spec"]["replicas"] == 3
-    assert found["Service"]["spec"]["type"] == "ClusterIP"
+    assert found["Service"]["spec"]["type"] == "NodePort"
     assert found["HorizontalPodAutoscaler"]["spec"]["maxReplicas"] == 6
     assert {d["metadata"].get("namespace") for k, d in found.items() if k != "Kustomization"} == {"ml-prod"}
     assert found["Kustomization"]["namespace"] == "ml-prod"
@@ -181,7 +188,7 @@ def test_options_are_rendered(registry: Registry, tmp_path: Path) -> None:
         (["--cpu-request", "1500m"], ["--cpu-request: 1500m is above the limit --cpu 1"]),
         (["--replicas", "20"], ["--replicas: 20 is outside --min-replicas..--max-replicas (2..10)"]),
         (["--min-replicas", "0"], ["--min-replicas: must be at least 1"]),
-        (["--service-type", "Ingress"], ["--service-type must be one of LoadBalancer, ClusterIP, NodePort"]),
+        (["--service-type", "Ingress"], ["--service-type must be one of ClusterIP, LoadBalancer, NodePort"]),
         (["--namespace", "ML_Prod"], ["--namespace: 'ML_Prod' is not a valid namespace"]),
         (["--k8s-version", "1.12"], ["--k8s-version: no schemas for Kubernetes 1.12", K8S_VERSION]),
         (["--max-replicas", "ten"], ["--max-replicas expects int, got 'ten'"]),

@@ -43,11 +43,11 @@ def build_artifact(registry: Registry, tmp_path_factory: pytest.TempPathFactory)
     return make
 
 
-def serve(artifact: Path) -> tuple[subprocess.Popen[bytes], str]:
+def serve(artifact: Path, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "deployctl", "serve", str(artifact), "--port", str(port)],
-        env={**os.environ, "WORKERS": "1"},
+        env={**os.environ, "WORKERS": "1", **(env or {})},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )

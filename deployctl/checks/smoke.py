@@ -8,9 +8,12 @@ version the artifact pins: a mismatch is the first and clearest failure and stop
 
 from __future__ import annotations
 
+import http.client
+import os
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from urllib.parse import urlsplit
 
 from deployctl.checks.contract import HEALTH, Check, Client, http_checks
 from deployctl.errors import SmokeTestFailed, UsageError
@@ -19,9 +22,14 @@ from deployctl.process import free_port, wait_healthy
 from deployctl.targets import get as get_target
 from deployctl.targets.base import Target
 
+# The service's own token check (the artifact's app/guard.py) is on when either is set; a service
+# started here inherits them from this process's environment.
+AUTH_SETTINGS = ("AUTH_TOKEN_SHA256", "AUTH_TOKENS_FILE")
 
-def run(artifact: Artifact, timeout: float = 120.0) -> list[Check]:
-    """Start the built artifact on a free loopback port, check it, stop it."""
+
+def run(artifact: Artifact, timeout: float = 120.0, headers: dict[str, str] | None = None) -> list[Check]:
+    """Start the built artifact on a free loopback port, check it (sending `headers` with every
+    request), stop it. With authentication configured, a request without them must be refused."""
     target = get_target(artifact.target)
     own = target.smoke(artifact, timeout)
     if own is not None:
@@ -33,8 +41,10 @@ def run(artifact: Artifact, timeout: float = 120.0) -> list[Check]:
     try:
         seconds = wait_healthy(service, timeout)
         checks.append(Check("ready: /health answers 200", True, f"after {seconds:.1f} s", seconds * 1000))
-        checks += http_checks(artifact, Client(service.base_url), metrics=True)
+        checks += http_checks(artifact, Client(service.base_url, headers), metrics=True)
         checks += target.service_checks(artifact, service.base_url)
+        if any(os.environ.get(name) for name in AUTH_SETTINGS):
+            checks.append(refuses_without_token(service.base_url))
         if not service.alive():
             checks.append(Check("service still running", False, service.logs()))
     finally:
@@ -82,6 +92,24 @@ def started(artifact: Artifact, timeout: float = 120.0) -> Iterator[str]:
         yield service.base_url
     finally:
         service.stop()
+
+
+def refuses_without_token(base_url: str) -> Check:
+    """POST /predict without credentials: 401 with `WWW-Authenticate: Bearer`, not an answer."""
+    name = "auth: POST /predict without a token is refused (401)"
+    parts = urlsplit(base_url)
+    connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=30)
+    try:
+        connection.request("POST", "/predict", b"{}", {"Content-Type": "application/json"})
+        response = connection.getresponse()
+        response.read()
+    except OSError as exc:
+        return Check(name, False, f"no answer: {exc}")
+    finally:
+        connection.close()
+    challenge = response.getheader("WWW-Authenticate") or ""
+    ok = response.status == 401 and challenge.lower().startswith("bearer")
+    return Check(name, ok, f"HTTP {response.status}, WWW-Authenticate: {challenge or '(none)'}")
 
 
 def failure(failed: list[Check], total: int) -> SmokeTestFailed:

@@ -112,6 +112,10 @@ class Target:
         """Template variables beyond the common ones (model, name, options, requirements)."""
         return base
 
+    def warnings(self, options: dict[str, Any]) -> list[str]:
+        """What `generate` warns about these options (e.g. a service left open to the internet)."""
+        return []
+
     def layers_for(self, options: dict[str, Any]) -> tuple[str, ...]:
         """The template layers rendered with these options (an option may add files)."""
         return self.layers

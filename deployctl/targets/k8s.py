@@ -30,7 +30,14 @@ from deployctl.targets.shared import at_least, check_cpu, check_memory, cpu_core
 
 K8S_VERSION = "1.34"  # schemas to validate against unless --k8s-version says otherwise
 MANIFESTS = "k8s"
-RESOURCES = ("serviceaccount.yaml", "deployment.yaml", "service.yaml", "hpa.yaml", "pdb.yaml")
+RESOURCES = (
+    "serviceaccount.yaml",
+    "deployment.yaml",
+    "service.yaml",
+    "networkpolicy.yaml",
+    "hpa.yaml",
+    "pdb.yaml",
+)
 DIST = Path("dist") / "k8s.yaml"
 IMAGE_ID_ANNOTATION = "deployctl.io/image-id"
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -104,9 +111,17 @@ class KubernetesTarget(Target):
         ),
         Option(
             "service_type",
-            "LoadBalancer",
-            "Service type.",
-            choices=("LoadBalancer", "ClusterIP", "NodePort"),
+            "ClusterIP",
+            "Service type: ClusterIP (inside the cluster only), or LoadBalancer / NodePort (reachable "
+            "from outside the cluster; a warning).",
+            choices=("ClusterIP", "LoadBalancer", "NodePort"),
+        ),
+        Option(
+            "allow_from_namespace",
+            "",
+            "Admit traffic to the pods only from this namespace (NetworkPolicy); default: from anywhere, "
+            "to the serving port only.",
+            check=check_namespace,
         ),
         Option(
             "namespace", "", "Namespace (default: none set, the one kubectl uses).", check=check_namespace
@@ -149,6 +164,20 @@ class KubernetesTarget(Target):
         for flag, problem, bad in problems:
             if bad:
                 raise UsageError(f"{flag}: {problem}.", "Requests must fit in limits, and min <= max.")
+
+    def warnings(self, options: dict[str, Any]) -> list[str]:
+        if options["service_type"] == "ClusterIP":
+            return []
+        reach = (
+            "a public address on most managed clusters"
+            if options["service_type"] == "LoadBalancer"
+            else ("a port on every node")
+        )
+        return [
+            f"--service-type {options['service_type']}: the model is reachable from outside the cluster "
+            f"({reach}). Require a token (AUTH_TOKEN_SHA256 from a Secret, see README.md) or keep "
+            "the default ClusterIP behind your ingress."
+        ]
 
     def context(self, base: dict[str, Any]) -> dict[str, Any]:
         context = docker_target.image_context(base)
@@ -353,7 +382,23 @@ def consistency_checks(artifact: Artifact, docs: list[dict[str, Any]]) -> list[C
               (target["kind"], target["name"]) == ("Deployment", dep["metadata"]["name"]),
               f"scaleTargetRef {target['kind']}/{target['name']}"),
         image_check(artifact, container),
+        *network_policy_checks(by_kind.get("NetworkPolicy"), pods, container),
     ]  # fmt: skip
+
+
+def network_policy_checks(
+    policy: dict[str, Any] | None, pods: dict[str, str], container: dict[str, Any]
+) -> list[Check]:
+    """The NetworkPolicy applies to these pods and opens their serving port (and no other)."""
+    if policy is None:
+        return [
+            Check("NetworkPolicy present", False, f"no NetworkPolicy in {MANIFESTS}/: every port is open")
+        ]
+    ports = [p.get("port") for rule in policy["spec"].get("ingress", []) for p in rule.get("ports", [])]
+    return [
+        selects("NetworkPolicy selects the pods", policy["spec"]["podSelector"].get("matchLabels"), pods),
+        ports_reach("NetworkPolicy admits only container ports", ports or [None], container),
+    ]
 
 
 def image_check(artifact: Artifact, container: dict[str, Any]) -> Check:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from rich.console import Console
 
@@ -68,7 +68,7 @@ class ContainerRunner:
 
     def start(self, artifact: Artifact, port: int) -> ContainerService:
         labels = {"io.deployctl.artifact": str(artifact.path.resolve())}
-        return docker_engine.run(self.spec(artifact), port, labels)
+        return docker_engine.run(with_guard_env(self.spec(artifact)), port, labels)
 
     def serve(self, artifact: Artifact, port: int, console: Console) -> None:
         """Foreground: the container's logs stream here; Ctrl-C or SIGTERM stops and removes it."""
@@ -83,6 +83,17 @@ class ContainerRunner:
         run_until_signalled(start, console)
         for echo in echoes:  # the server's shutdown lines, printed before we return
             echo.join(timeout=5)
+
+
+# The runtime's guard settings (app/guard.py) set where deployctl runs reach a container as they
+# reach a process: accepted token digests (never tokens), /metrics closed, the in-flight bound.
+# AUTH_TOKENS_FILE names a host file, which a container cannot read: it is not passed.
+GUARD_ENV = ("AUTH_TOKEN_SHA256", "METRICS_AUTH", "MAX_IN_FLIGHT")
+
+
+def with_guard_env(spec: RunSpec) -> RunSpec:
+    guard = {name: os.environ[name] for name in GUARD_ENV if os.environ.get(name)}
+    return replace(spec, env={**(spec.env or {}), **guard}) if guard else spec
 
 
 def _echo(service: ContainerService, console: Console) -> None:

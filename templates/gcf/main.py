@@ -13,7 +13,7 @@ import threading
 
 import flask
 import functions_framework
-from app.runtime import ROOT, BadRequest, ModelService, error_body, fork_safe
+from app.runtime import ROOT, BadRequest, ModelService, error_body, fork_safe, headers_for
 from werkzeug.exceptions import HTTPException
 
 # Loaded once per instance, at import: Cloud Functions imports main.py before the first request.
@@ -48,8 +48,12 @@ def handle(request: flask.Request) -> flask.Response:
         payload = error_body(BadRequest(f"the request body could not be read: {type(exc).__name__}: {exc}"))
         return flask.Response(payload, 400, mimetype="application/json")
     served = model_service()
-    status, payload = served.handle(request.method, path, body, request.content_type)
-    return flask.Response(payload, status, content_type=served.media_types.get(path, "application/json"))
+    # Cloud Functions authenticates callers itself (private by default); this token check runs
+    # only when AUTH_TOKEN_SHA256/AUTH_TOKENS_FILE are set, for a function deployed public.
+    token = request.headers.get("Authorization")
+    status, payload = served.handle(request.method, path, body, request.content_type, token)
+    content_type = served.media_types.get(path, "application/json")
+    return flask.Response(payload, status, headers=dict(headers_for(status)), content_type=content_type)
 
 
 @functions_framework.errorhandler(HTTPException)

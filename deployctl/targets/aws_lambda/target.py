@@ -24,7 +24,7 @@ from deployctl.targets.aws_lambda.events import event_checks, size_check
 from deployctl.targets.aws_lambda.local import RUNTIMES, function_config, local_run, require_sdk
 from deployctl.targets.aws_lambda.packaging import ZipBuilder, default_s3_key, deploy_steps
 from deployctl.targets.base import Option, Target
-from deployctl.targets.shared import ENGINE, ORJSON, in_range
+from deployctl.targets.shared import ENGINE, ORJSON, at_least, in_range
 
 ROUTES = (
     ("Health", "GET", "/health"),
@@ -40,6 +40,9 @@ ROUTES = (
     ("OpenInferencePost", "POST", "/v2/{proxy+}"),
 )
 S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+# API Gateway takes an https issuer URL (an OpenID Connect provider's) for a JWT authorizer.
+JWT_ISSUER = re.compile(r"^https://[^\s/]+(/[^\s]*)?$")
+AUTHORIZERS = {"iam": "AWS_IAM", "jwt": "JwtAuthorizer"}  # the HttpApi authorizer of each --auth
 
 
 class GatewayRunner:
@@ -60,6 +63,26 @@ class GatewayRunner:
 
     def serve(self, artifact: Artifact, port: int, console: Console) -> None:
         run_until_signalled(lambda: self.start(artifact, port), console)
+
+
+def check_auth(values: dict[str, Any]) -> None:
+    """--jwt-issuer and --jwt-audience go with --auth jwt, and it needs both."""
+    jwt = values["auth"] == "jwt"
+    if not jwt and (values["jwt_issuer"] or values["jwt_audience"]):
+        raise UsageError(
+            "--jwt-issuer and --jwt-audience only apply with --auth jwt.",
+            "Add --auth jwt, or drop them to keep AWS_IAM authorization.",
+        )
+    if jwt and not JWT_ISSUER.match(values["jwt_issuer"]):
+        raise UsageError(
+            f"--auth jwt needs --jwt-issuer, an https URL; got '{values['jwt_issuer']}'.",
+            "E.g. --jwt-issuer https://cognito-idp.REGION.amazonaws.com/POOL_ID",
+        )
+    if jwt and not values["jwt_audience"].strip(" ,"):
+        raise UsageError(
+            "--auth jwt needs --jwt-audience: the audience (client id) the tokens are issued for.",
+            "E.g. --jwt-audience my-app-client-id (several: comma-separated).",
+        )
 
 
 class LambdaTarget(Target):
@@ -98,6 +121,25 @@ class LambdaTarget(Target):
         ),
         Option("s3_bucket", "", "Bucket holding the model tarball (with --model-source s3)."),
         Option("s3_key", "", "Key of the model tarball (default: <name>/<version>/model.tar.gz)."),
+        Option(
+            "auth",
+            "iam",
+            "Who may call the HTTP API: iam (AWS_IAM, SigV4-signed requests), jwt (a JWT authorizer: "
+            "--jwt-issuer, --jwt-audience) or none (anyone on the internet; a warning).",
+            choices=("iam", "jwt", "none"),
+        ),
+        Option("jwt_issuer", "", "With --auth jwt: the token issuer, an https URL (e.g. a Cognito pool's)."),
+        Option("jwt_audience", "", "With --auth jwt: the accepted audience(s), comma-separated."),
+        Option(
+            "throttle_rps",
+            50,
+            "Requests per second the API stage lets through (steady state; more get 429).",
+            int,
+            check=at_least(1),
+        ),
+        Option(
+            "throttle_burst", 100, "Requests the API stage lets through in a burst.", int, check=at_least(1)
+        ),
         ENGINE,
     )
 
@@ -113,10 +155,23 @@ class LambdaTarget(Target):
                 "--s3-bucket and --s3-key only apply with --model-source s3.",
                 "Add --model-source s3, or drop them to bundle the model in the zip.",
             )
+        check_auth(values)
+
+    def warnings(self, options: dict[str, Any]) -> list[str]:
+        if options["auth"] != "none":
+            return []
+        return [
+            "--auth none: the HTTP API will answer anyone on the internet once deployed (only stage "
+            "throttling limits it). Set AUTH_TOKEN_SHA256 on the function to require a bearer token, "
+            "or use --auth iam (the default) or --auth jwt."
+        ]
 
     def context(self, base: dict[str, Any]) -> dict[str, Any]:
         key = base["options"]["s3_key"] or default_s3_key(base["model"]["name"], base["model"]["version"])
-        return {**base, "s3_key": key, "routes": ROUTES}
+        options = base["options"]
+        audiences = [a.strip() for a in options["jwt_audience"].split(",") if a.strip()]
+        authorizer = AUTHORIZERS.get(options["auth"])
+        return {**base, "s3_key": key, "routes": ROUTES, "authorizer": authorizer, "jwt_audiences": audiences}
 
     builder = ZipBuilder()
     runner = GatewayRunner()

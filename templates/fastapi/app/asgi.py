@@ -17,15 +17,19 @@ from typing import Any
 
 from app.runtime import (
     MAX_BODY_BYTES,
+    OPEN_PATHS,
     BadRequest,
     Call,
     Deferred,
+    InFlight,
     Metrics,
     ModelService,
     Scored,
     Scorer,
     dumps,
+    error_body,
     failure,
+    headers_for,
     is_oip_path,
     log,
     log_request,
@@ -46,6 +50,10 @@ MAX_HEADER_BYTES = int(os.environ.get("MAX_HEADER_BYTES", 64 * 1024))
 # Seconds a request's line and headers may take to arrive, from its first byte (or the connection's
 # opening); uvicorn has a keep-alive timeout, but none for a request that has begun.
 HEADER_TIMEOUT = float(os.environ.get("HEADER_TIMEOUT", "10"))
+# Requests in progress per worker (one event loop) before more are refused with 503: the micro-batcher
+# scores every waiting small request in one model call, so an admitted request waits for at most the
+# batch being scored and its own; 64 small rows take a few milliseconds for a typical model.
+DEFAULT_MAX_IN_FLIGHT = 64
 
 
 class MicroBatcher:
@@ -70,10 +78,12 @@ class MicroBatcher:
         self.pending: list[tuple[Call, asyncio.Future[Scored]]] = []
 
     async def score(self, call: Call) -> Scored:
-        if call.scorer is not None or call.params is not None:  # its own scorer, or params: alone
-            self.metrics.scored(len(call.rows))
-            return call.scored(self.scorer)
-        if not self.enabled or len(call.rows) > SMALL_REQUEST_ROWS:
+        alone = call.scorer is not None or call.params is not None  # its own scorer, or params
+        if alone or not self.enabled or len(call.rows) > SMALL_REQUEST_ROWS:
+            # One turn of the loop first, as a batched request waits: the requests read with this
+            # one are admitted or refused (ModelRoutes.refuse) before it holds the loop, so the
+            # bound on requests in progress counts them instead of leaving them queued behind it.
+            await asyncio.sleep(0)
             self.metrics.scored(len(call.rows))
             return call.scored(self.scorer)
         loop = asyncio.get_running_loop()
@@ -115,30 +125,67 @@ class ModelRoutes:
             service.metrics = Deferred(service.metrics)  # type: ignore[assignment]
         self.metrics = service.metrics
         self.batcher = MicroBatcher(service.scorer, wanted and agrees, service.metrics)
+        # the batcher's queue holds only admitted requests: this bounds it too
+        self.in_flight = InFlight.from_environ(DEFAULT_MAX_IN_FLIGHT)
         self.media_types = {path: type_.encode() for path, type_ in service.media_types.items()}
         log.info("micro-batching", extra={"fields": {"wanted": wanted, "enabled": self.batcher.enabled}})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope["path"]
         if scope["type"] != "http" or (path not in self.paths and not is_oip_path(path)):
-            await self.fallback(scope, receive, send)
+            await self.guarded_fallback(scope, receive, send)
             return
         started = self.metrics.started()
         status = 500
         try:
-            status, payload = await self.answer(scope, receive)
+            refused = self.refuse(scope)
+            if refused is None:
+                try:
+                    status, payload = await self.answer(scope, receive)
+                finally:
+                    if path not in OPEN_PATHS:
+                        self.in_flight.release()
+            else:
+                status, payload = refused.status, error_body(refused)
             content_type = self.media_types.get(path, JSON)
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": status,
-                    "headers": [(b"content-type", content_type), (b"content-length", b"%d" % len(payload))],
-                }
-            )
+            headers = [(b"content-type", content_type), (b"content-length", b"%d" % len(payload))]
+            if status in (401, 503):
+                headers += [(name.encode(), value.encode()) for name, value in headers_for(status)]
+            await send({"type": "http.response.start", "status": status, "headers": headers})
             await send({"type": "http.response.body", "body": payload})
         finally:  # counted however it ended (a client gone, a cancelled task): the gauge never leaks
             log_request(scope["method"], path, status, started)
             self.metrics.finished(path, status, started)
+
+    def refuse(self, scope: Scope) -> BadRequest | None:
+        """The guard (app/guard.py): a missing or wrong token (401), then the bound on requests in
+        progress (503, at once; never for a probe); None: admitted, and `in_flight.release()` is due
+        once answered unless it is a probe."""
+        auth = self.service.auth
+        if auth.enabled:  # the headers are looked through only then
+            refused = auth.refuse(scope["path"], authorization(scope))
+            if refused is not None:
+                return refused
+        if scope["path"] in OPEN_PATHS:
+            return None
+        if not self.in_flight.admit():
+            self.metrics.shed()
+            return self.in_flight.overloaded()
+        return None
+
+    async def guarded_fallback(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """FastAPI's paths (/docs, /openapi.json, unknown ones) need the token too when auth is on."""
+        refused = (
+            self.service.auth.refuse(scope["path"], authorization(scope)) if scope["type"] == "http" else None
+        )
+        if refused is None:
+            await self.fallback(scope, receive, send)
+            return
+        payload = error_body(refused)
+        headers = [(b"content-type", JSON), (b"content-length", b"%d" % len(payload))]
+        headers += [(name.encode(), value.encode()) for name, value in headers_for(refused.status)]
+        await send({"type": "http.response.start", "status": refused.status, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
 
     async def answer(self, scope: Scope, receive: Receive) -> tuple[int, bytes]:
         """(status, JSON body) for one request to one of the runtime's paths."""
@@ -150,6 +197,13 @@ class ModelRoutes:
             return 200, self.service.respond(call, await self.batcher.score(call))
         except Exception as exc:  # the runtime's rule: a JSON answer, a 500 only for a bug (logged)
             return failure(exc, scope["method"], scope["path"])
+
+
+def authorization(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            return str(value.decode("latin-1"))
+    return None
 
 
 async def read_request(scope: Scope, receive: Receive) -> tuple[bytes, str | None]:

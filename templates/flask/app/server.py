@@ -14,6 +14,7 @@ from app.runtime import (
     configure_logging,
     error_body,
     failure,
+    headers_for,
     log_request,
 )
 from flask import Flask, Response, request
@@ -36,7 +37,9 @@ def handle(path: str) -> Response:
         status, payload = exc.status, error_body(exc, "/" + path.rstrip("/"))
         headers["Connection"] = "close"  # the body is left unread, or cannot be framed
     else:
-        status, payload = service.handle(request.method, "/" + path, body, request.content_type)
+        token = request.headers.get("Authorization")
+        status, payload = service.handle(request.method, "/" + path, body, request.content_type, token)
+        headers.update(headers_for(status))  # a 401's challenge, a 503's Retry-After
     log_request(request.method, "/" + path, status, started)
     return Response(payload, status, headers, content_type=service.media_types.get("/" + path, JSON))
 

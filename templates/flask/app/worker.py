@@ -16,6 +16,10 @@ thread. The model is still loaded once, before the fork (`preload_app`), and sha
 - Errors found by the HTTP layer itself (a garbage request line, bad headers or Content-Length,
   oversized headers, a body that cannot be framed) are answered, like every other error of the
   service, as JSON: {"error": "..."} with a 4xx status, and the connection is closed.
+- At most MAX_IN_FLIGHT requests (default: 16 per thread, 64 with the 4 default THREADS, as the
+  fastapi worker's 64) are handed to the threads, running or waiting for one; past that, a complete
+  request is answered at once on the main thread with 503 JSON and `Retry-After`, and its
+  connection closed: never queued without bound (app/guard.py). The probes are never refused so.
 - SIGTERM drains: the worker accepts the connections already waiting in the listen backlog, closes
   its listening socket, answers every request it has or is receiving (`Connection: close`), waits
   for kept-alive connections to send one more request or time out (KEEPALIVE seconds), then exits.
@@ -35,6 +39,7 @@ from collections import OrderedDict
 from functools import partial
 from typing import Any
 
+from app.runtime import OPEN_PATHS, RETRY_AFTER, InFlight, log_request
 from gunicorn import http, util
 from gunicorn.http import errors
 from gunicorn.workers.gthread import TConn, ThreadWorker
@@ -60,6 +65,7 @@ REASONS = {
     417: "Expectation Failed",
     431: "Request Header Fields Too Large",
     500: "Internal Server Error",
+    503: "Service Unavailable",
 }
 
 
@@ -72,6 +78,7 @@ class Conn(TConn):
         self.deadline = 0.0
         self.watched = False  # registered on the worker's selector
         self.framing = Framing()
+        self.admitted = False  # counted in the worker's requests in flight until answered
 
     def close(self, graceful: bool = False) -> None:
         """Close without lingering: gunicorn's graceful close waits up to 2 s for the client's FIN
@@ -96,11 +103,17 @@ class BufferedWorker(ThreadWorker):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.receiving: OrderedDict[Conn, None] = OrderedDict()  # in order of deadline
+        # requests handed to the threads, running or queued: 16 a thread queue for a few ms of a small
+        # model's time each; a slower model sizes it down (README: "Overload")
+        self.in_flight = InFlight.from_environ(16 * self.cfg.threads)
 
     def load_wsgi(self) -> None:
         """The app, with its `Connection: close` honoured (gunicorn drops hop-by-hop headers): the
         adapter says so when it answers without having read a body it cannot frame."""
         super().load_wsgi()
+        from app.server import service  # loaded now: its metrics count the requests refused here
+
+        self.service = service
         app = self.wsgi
 
         def closing(environ: dict[str, Any], start_response: Any) -> Any:
@@ -196,8 +209,15 @@ class BufferedWorker(ThreadWorker):
         return framing < 0 or framing > MAX_BODY_BYTES or len(received) - end - 4 >= framing
 
     def hand_over(self, conn: Conn) -> None:
-        """The request is in: a thread parses it from memory and runs the app."""
+        """The request is in: a thread parses it from memory and runs the app, or, with
+        MAX_IN_FLIGHT requests already handed over, it is refused at once (503)."""
         self.forget(conn)
+        method, path = request_line(conn.received)
+        if path not in OPEN_PATHS:
+            if not self.in_flight.admit():
+                self.shed(conn, method, path)
+                return
+            conn.admitted = True
         if conn.parser is None:
             conn.parser = http.get_parser(self.cfg, conn.sock, conn.client)
         conn.parser.unreader.unread(bytes(conn.received))
@@ -213,6 +233,21 @@ class BufferedWorker(ThreadWorker):
         self.log.warning("Invalid request from ip=%s: %s", (conn.client or ("",))[0], message)
         write_json_error(conn.sock, status, message)
         conn.close(graceful=True)
+
+    def shed(self, conn: Conn, method: str, path: str) -> None:
+        """Answer 503 with Retry-After on this thread, close, and count it as the app counts requests."""
+        metrics = self.service.metrics
+        started = metrics.started()
+        message = (
+            f"overloaded: {self.in_flight.limit} requests in progress on this worker; "
+            f"retry after {RETRY_AFTER} s"
+        )
+        write_json_error(conn.sock, 503, message, {"Retry-After": RETRY_AFTER})
+        metrics.shed()
+        metrics.finished(path, 503, started)
+        log_request(method, path, 503, started)
+        self.nr_conns -= 1
+        conn.close()
 
     def forget(self, conn: Conn) -> None:
         if conn.watched:
@@ -264,6 +299,9 @@ class BufferedWorker(ThreadWorker):
         answer said keep-alive: the client may have sent its next request already, and a close then
         resets it. Such a connection is kept until that request (answered with `Connection: close`)
         or the keep-alive timeout."""
+        if isinstance(conn, Conn) and conn.admitted:
+            conn.admitted = False
+            self.in_flight.release()
         kept_alive = not fs.cancelled() and fs.exception() is None and fs.result() is True
         if self.alive or not isinstance(conn, Conn) or not kept_alive:
             super().finish_request(conn, fs)
@@ -416,10 +454,19 @@ def http_error(exc: BaseException) -> tuple[int, str]:
     return 500, "internal server error"
 
 
-def write_json_error(sock: Any, status: int, message: str) -> None:
+def request_line(received: bytearray) -> tuple[str, str]:
+    """(method, path without its query) of a received request, or ("-", "-") if unreadable."""
+    parts = bytes(received[: received.find(b"\r\n")]).split(b" ")
+    if len(parts) != 3:
+        return "-", "-"
+    return parts[0].decode("latin-1"), parts[1].split(b"?", 1)[0].decode("latin-1")
+
+
+def write_json_error(sock: Any, status: int, message: str, headers: dict[str, str] | None = None) -> None:
     body = json.dumps({"error": message}).encode()
+    extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
     head = (
-        f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}\r\nConnection: close\r\n"
+        f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}\r\nConnection: close\r\n{extra}"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
     )
     with contextlib.suppress(OSError):  # the client has gone

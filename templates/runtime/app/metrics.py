@@ -65,6 +65,11 @@ class Metrics:
             multiprocess_mode="livesum",
         )
         self.rows = Counter("deployctl_rows", "Rows scored by the model", registry=self.registry)
+        self.shed_requests = Counter(
+            "deployctl_shed",
+            "Requests refused at once (503) because the worker had MAX_IN_FLIGHT in progress",
+            registry=self.registry,
+        )
         self.batch_rows = Histogram(
             "deployctl_batch_rows",
             "Rows per model call (above a request's rows when requests are micro-batched)",
@@ -111,6 +116,10 @@ class Metrics:
         self.rows.inc(rows)
         self.batch_rows.observe(rows)
 
+    def shed(self) -> None:
+        """One request refused for overload (also counted, as a 503, by `finished`)."""
+        self.shed_requests.inc()
+
     @classmethod
     def chosen(
         cls, model: dict[str, Any], runtime: str, paths: set[str], label: Callable[[str], str]
@@ -138,6 +147,9 @@ class Unrecorded(Metrics):
         pass
 
     def scored(self, rows: int) -> None:
+        pass
+
+    def shed(self) -> None:
         pass
 
 
@@ -188,6 +200,9 @@ class Deferred:
     def scored(self, rows: int) -> None:
         self.batches[0] += rows
         self.batches[1 + bisect_left(ROWS_BOUNDS, rows)] += 1
+
+    def shed(self) -> None:
+        self.metrics.shed()  # rare, and under overload: no need to defer it
 
     def flush(self, now: float) -> None:
         """Add the counts so far to prometheus_client's metrics."""

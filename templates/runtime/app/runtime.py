@@ -14,7 +14,8 @@ Cloud Functions entry points are thin adapters that move bytes in and out of `Mo
 - app/mlflow_protocol.py: `/invocations` parsed as `mlflow models serve` parses it;
 - app/batching.py: the Calls of several requests or records scored in one model call;
 - app/oip.py: the Open Inference Protocol v2 (/v2/...); app/metrics.py: Prometheus metrics;
-- app/logs.py: JSON log lines and the access log; app/jsonio.py: JSON in and out.
+- app/logs.py: JSON log lines and the access log; app/jsonio.py: JSON in and out;
+- app/guard.py: bearer-token authentication and the bound on requests in progress.
 
 This module is the stable facade: import from `app.runtime`, not from the modules behind it.
 """
@@ -22,6 +23,7 @@ This module is the stable facade: import from `app.runtime`, not from the module
 from __future__ import annotations
 
 from .batching import score_together
+from .guard import OPEN_PATHS, RETRY_AFTER, Auth, ConfigError, InFlight, headers_for, token_digest
 from .jsonio import JSONDecodeError, dumps, loads
 from .logs import ACCESS, AccessLog, JsonFormatter, configure_logging, log, log_request
 from .metrics import Deferred, Metrics
@@ -50,13 +52,18 @@ __all__ = [
     "FORK_UNSAFE",
     "MAX_BATCH_ROWS",
     "MAX_BODY_BYTES",
+    "OPEN_PATHS",
     "PYTYPES",
+    "RETRY_AFTER",
     "ROOT",
     "AccessLog",
+    "Auth",
     "BadRequest",
     "Call",
     "Check",
+    "ConfigError",
     "Deferred",
+    "InFlight",
     "JSONDecodeError",
     "JsonFormatter",
     "Metrics",
@@ -70,10 +77,12 @@ __all__ = [
     "error_body",
     "failure",
     "fork_safe",
+    "headers_for",
     "is_oip_path",
     "load_model",
     "loads",
     "log",
     "log_request",
     "score_together",
+    "token_digest",
 ]

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from . import outputs
+from .guard import Auth
 from .jsonio import JSONDecodeError, dumps, loads
 from .logs import log
 from .metrics import MEDIA_TYPE, OTHER, Metrics
@@ -126,6 +127,7 @@ class ModelService:
         self.health_body = dumps(self.health())
         self.oip = OpenInference(manifest, self.schema, self.classes, self.parse)
         self.metrics = Metrics.chosen(meta, manifest.get("target", "-"), self.paths, _route_label)
+        self.auth = Auth.from_environ()  # off unless AUTH_TOKEN_SHA256 or AUTH_TOKENS_FILE (app/guard.py)
         # adapters answer JSON but for these paths
         self.media_types = {"/metrics": MEDIA_TYPE, "/metrics/": MEDIA_TYPE}
         # loaded, and warmed up on the smoke-test rows (Scorer.fastest scored them): ready
@@ -236,12 +238,23 @@ class ModelService:
     # -- plumbing ---------------------------------------------------------------------------------
 
     def handle(
-        self, method: str, path: str, body: bytes, content_type: str | None = None
+        self,
+        method: str,
+        path: str,
+        body: bytes,
+        content_type: str | None = None,
+        authorization: str | None = None,
     ) -> tuple[int, bytes]:
-        """Answer one HTTP request: (status, JSON bytes). Never raises (see `failure`)."""
+        """Answer one HTTP request: (status, JSON bytes). Never raises (see `failure`).
+
+        `authorization` is the request's Authorization header: checked first when auth is on
+        (a 401 then needs `guard.headers_for(status)` beside it)."""
         started = self.metrics.started()
         status = 500
         try:
+            refused = self.auth.refuse(path, authorization)
+            if refused is not None:
+                raise refused
             call = self.prepare(method, path, body, content_type)
             status, payload = (
                 (200, call) if isinstance(call, bytes) else (200, self.respond(call, self.score(call)))
