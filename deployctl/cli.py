@@ -29,8 +29,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-out = Console()
-err = Console(stderr=True)
+# Soft wrap: a line longer than the terminal is left for the terminal to wrap, so that a command
+# printed for copying (next steps, hints) pastes as one line instead of breaking where Rich wrapped it.
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 state = {"debug": False}
 
 MODEL = typer.Option(
@@ -119,7 +121,7 @@ def generate(
         ...,
         "--target",
         "-t",
-        help="flask, fastapi, docker, k8s, lambda, gcf (see `deployctl targets`).",
+        help="flask, fastapi, docker, k8s, lambda, gcf, kafka, embedded (see `deployctl targets`).",
     ),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Directory to write the artifact into."),
     name: str | None = typer.Option(None, "--name", help="Service name (default: the model name, DNS-safe)."),
