@@ -14,8 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, Registry, Result, run_cli
+
 from deployctl.process import free_port
 
 FRAUD = "models:/fraud_detector@production"
@@ -71,7 +71,9 @@ def test_demo_embedded_with_the_default_workdir_and_its_next_steps_pasted(tmp_pa
     steps = try_it_lines(result.stderr)
     assert "deployctl serve" not in "\n".join(steps), "an embedded package is not served"
     # a venv that sees the installed requirements (the model's pins are this machine's), no index
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(tmp_path / "venv")], check=True)
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--system-site-packages", str(tmp_path / "venv")], check=True
+    )
     env = deployctl_on_path(tmp_path)
     env["PATH"] = f"{tmp_path / 'venv' / 'bin'}{os.pathsep}{env['PATH']}"
     env["PIP_NO_INDEX"] = "1"
@@ -189,7 +191,9 @@ def test_interrupted_then_stale_build_is_not_taken_for_built(registry: Registry,
 # -- commands printed for copying ---------------------------------------------------------------------
 
 
-def test_next_steps_are_printed_unwrapped_at_80_columns(generated: dict[str, Path], registry: Registry) -> None:
+def test_next_steps_are_printed_unwrapped_at_80_columns(
+    generated: dict[str, Path], registry: Registry
+) -> None:
     out = generated["lambda"].parent / "a-rather-long-directory-name-that-a-team-might-well-use" / "api"
     result = run_cli(
         "generate", "-m", FRAUD, "-t", "fastapi", "-o", str(out), env={**registry.env(), **NARROW}
