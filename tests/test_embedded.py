@@ -5,6 +5,7 @@ API, its batch-scoring CLI on good and bad rows (CSV, JSON Lines, Parquet), and 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -281,3 +282,13 @@ def test_a_name_that_is_no_python_package_is_refused(registry: Registry, tmp_pat
     result = run_cli("generate", "-m", FRAUD, "-t", "embedded", "-o", out, "--name", "3d", env=registry.env())
     assert result.code == 2 and "cannot be a Python package name" in result.output
     assert "Traceback" not in result.output
+
+
+def test_the_readme_example_runs_as_written(artifact: Path, python: Path, tmp_path: Path) -> None:
+    readme = (artifact / "README.md").read_text()
+    blocks = re.findall(r"^```python\n(.*?)^```", readme, flags=re.S | re.M)
+    assert blocks, readme
+    for block in blocks:  # each as written, then what it computed
+        ran = run_py(python, block + "\nprint(repr(answer))\n", tmp_path)
+        assert ran.returncode == 0, f"{block}\n{ran.stderr}"
+        assert "'prediction'" in ran.stdout, ran.stdout
