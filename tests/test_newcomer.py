@@ -202,3 +202,22 @@ def test_next_steps_are_printed_unwrapped_at_80_columns(
     next_line = next(line for line in result.stderr.splitlines() if line.startswith("Next: "))
     steps = re.split(r"  then  ", next_line.removeprefix("Next: "))
     assert steps[:2] == [f"deployctl build {out}", f"deployctl smoke-test {out}"], result.stderr
+
+
+# -- read-only commands create nothing ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "tracking_uri", ["sqlite:///typo.db", "sqlite:///no/such/dir/x.db", None], ids=["typo", "dirs", "unset"]
+)
+def test_a_missing_sqlite_registry_is_reported_and_not_created(
+    tmp_path: Path, tracking_uri: str | None
+) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    if tracking_uri:
+        env["MLFLOW_TRACKING_URI"] = tracking_uri
+    for command in (("inspect", "-m", FRAUD), ("generate", "-m", FRAUD, "-t", "fastapi", "-o", "api")):
+        result = run_cli(*command, cwd=tmp_path, env=env, timeout=120)
+        assert result.code == 1, result.output
+        assert "No MLflow database at" in result.stderr and "Traceback" not in result.stderr, result.stderr
+        assert list(tmp_path.iterdir()) == [], f"{command[0]} wrote {list(tmp_path.iterdir())}"
