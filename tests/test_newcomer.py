@@ -221,3 +221,41 @@ def test_a_missing_sqlite_registry_is_reported_and_not_created(
         assert result.code == 1, result.output
         assert "No MLflow database at" in result.stderr and "Traceback" not in result.stderr, result.stderr
         assert list(tmp_path.iterdir()) == [], f"{command[0]} wrote {list(tmp_path.iterdir())}"
+
+
+# -- --templates ----------------------------------------------------------------------------------------
+
+OVERRIDES = {
+    "extends": '{% extends "fastapi/README.md.j2" %}\n'
+    "{% block run %}\n## Run it our way\n{{ super() }}{% endblock %}\n",
+    "syntax": "# {{ name | md }}\n{% if %}\n",
+    "undefined": "# {{ name | md }}\n\n{{ no_such_variable | md }}\n",
+}
+
+
+def generate_with(registry: Registry, tmp_path: Path, templates: str) -> Result:
+    out = tmp_path / "api"
+    return run_cli(
+        "generate", "-m", FRAUD, "-t", "fastapi", "-o", str(out), "--templates", templates, env=registry.env()
+    )
+
+
+@pytest.mark.parametrize("kind", sorted(OVERRIDES))
+def test_a_template_override(kind: str, registry: Registry, tmp_path: Path) -> None:
+    readme = tmp_path / "mine" / "fastapi" / "README.md.j2"
+    readme.parent.mkdir(parents=True)
+    readme.write_text(OVERRIDES[kind])
+    result = generate_with(registry, tmp_path, str(tmp_path / "mine"))
+    if kind == "extends":  # the override extends the built-in file it replaces
+        assert result.code == 0, result.output
+        text = (tmp_path / "api" / "README.md").read_text()
+        assert "## Run it our way\n## Run" in text and "fraud-detector" in text, text
+        return
+    line = {"syntax": 2, "undefined": 3}[kind]
+    assert_one_paragraph_error(result, f"{readme}:{line}", "does not render")
+    assert not (tmp_path / "api").exists()
+
+
+def test_templates_that_is_not_a_folder_is_refused(registry: Registry, tmp_path: Path) -> None:
+    result = generate_with(registry, tmp_path, "nosuchdir")
+    assert_one_paragraph_error(result, "--templates nosuchdir: no such folder")
