@@ -259,3 +259,16 @@ def test_a_template_override(kind: str, registry: Registry, tmp_path: Path) -> N
 def test_templates_that_is_not_a_folder_is_refused(registry: Registry, tmp_path: Path) -> None:
     result = generate_with(registry, tmp_path, "nosuchdir")
     assert_one_paragraph_error(result, "--templates nosuchdir: no such folder")
+
+
+# -- image tags -------------------------------------------------------------------------------------
+
+
+def test_the_kafka_consumer_image_has_its_own_default_tag(registry: Registry, tmp_path: Path) -> None:
+    images = {}
+    for target in ("kafka", "docker"):
+        out = tmp_path / target
+        result = run_cli("generate", "-m", FRAUD, "-t", target, "-o", str(out), env=registry.env())
+        assert result.code == 0, result.output
+        images[target] = re.findall(r"image: *\"?([^\"\s]+)", (out / "docker-compose.yml").read_text())
+    assert images == {"kafka": ["fraud-detector-consumer:1"], "docker": ["fraud-detector:1"]}, images

@@ -109,15 +109,23 @@ def _run(cmd: list[str], what: str) -> None:
 # -- images -----------------------------------------------------------------------------------------
 
 
-def default_image(name: str, version: str) -> str:
-    """`<name>:<model version>`, e.g. fraud-detector:1; the version made tag-safe."""
+# A target whose image is not the HTTP service's names it apart: with one default tag, building
+# the kafka consumer retagged the docker/k8s image of the same model (and the other way round).
+IMAGE_NAME_SUFFIX = {"kafka": "-consumer"}
+
+
+def default_image(name: str, version: str, target: str = "docker") -> str:
+    """`<name>:<model version>`, e.g. fraud-detector:1 (kafka: fraud-detector-consumer:1); the
+    version made tag-safe."""
     tag = re.sub(r"[^\w.-]", "-", version).lstrip(".-")[:128] or "latest"
-    return f"{name}:{tag}"
+    return f"{name}{IMAGE_NAME_SUFFIX.get(target, '')}:{tag}"
 
 
 def image_ref(artifact: Artifact) -> str:
-    """The tag the build gives the image: the `image` option, else `<name>:<model version>`."""
-    return artifact.options["image"] or default_image(artifact.name, artifact.model["version"])
+    """The tag the build gives the image: the `image` option, else the target's default."""
+    return artifact.options["image"] or default_image(
+        artifact.name, artifact.model["version"], artifact.target
+    )
 
 
 def build_facts(artifact: Artifact) -> dict[str, Any] | None:
