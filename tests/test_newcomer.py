@@ -272,3 +272,17 @@ def test_the_kafka_consumer_image_has_its_own_default_tag(registry: Registry, tm
         assert result.code == 0, result.output
         images[target] = re.findall(r"image: *\"?([^\"\s]+)", (out / "docker-compose.yml").read_text())
     assert images == {"kafka": ["fraud-detector-consumer:1"], "docker": ["fraud-detector:1"]}, images
+
+
+# -- help text --------------------------------------------------------------------------------------------
+
+
+def test_generate_help_names_every_target_and_flags_take_no_value() -> None:
+    from deployctl.targets import names
+
+    result = run_cli("generate", "--help", env=narrow_env(COLUMNS="200"), timeout=60)
+    assert result.code == 0, result.output
+    flat = " ".join(result.stdout.split())
+    assert all(name in flat for name in names()), flat
+    flags = [line for line in result.stdout.splitlines() if "--json" in line or "--force" in line]
+    assert flags and not any("<bool>" in line for line in flags), flags
