@@ -29,8 +29,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-out = Console()
-err = Console(stderr=True)
+# Soft wrap: a line longer than the terminal is left for the terminal to wrap, so that a command
+# printed for copying (next steps, hints) pastes as one line instead of breaking where Rich wrapped it.
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 state = {"debug": False}
 
 MODEL = typer.Option(
@@ -51,11 +53,17 @@ def _print_version(value: bool) -> None:
         raise typer.Exit()
 
 
+# A flag takes no value: `metavar=""` on each, else Typer's help shows `--json <bool>`.
 @app.callback()
 def main_options(
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors too."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors too.", metavar=""),
     version: bool = typer.Option(
-        False, "--version", help="Print the version and exit.", is_eager=True, callback=_print_version
+        False,
+        "--version",
+        help="Print the version and exit.",
+        is_eager=True,
+        callback=_print_version,
+        metavar="",
     ),
 ) -> None:
     state["debug"] = debug
@@ -78,7 +86,7 @@ def targets() -> None:
 def inspect(
     model: str = MODEL,
     tracking_uri: str | None = TRACKING,
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output on stdout."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output on stdout.", metavar=""),
 ) -> None:
     """Resolve a model URI: name, pinned version, flavor, signature, input example."""
     import tempfile
@@ -119,11 +127,11 @@ def generate(
         ...,
         "--target",
         "-t",
-        help="flask, fastapi, docker, k8s, lambda, gcf (see `deployctl targets`).",
+        help="flask, fastapi, docker, k8s, lambda, gcf, kafka, embedded (see `deployctl targets`).",
     ),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Directory to write the artifact into."),
     name: str | None = typer.Option(None, "--name", help="Service name (default: the model name, DNS-safe)."),
-    force: bool = typer.Option(False, "--force", help="Write into a non-empty directory."),
+    force: bool = typer.Option(False, "--force", help="Write into a non-empty directory.", metavar=""),
     tracking_uri: str | None = TRACKING,
     templates: Path | None = typer.Option(
         None,
@@ -131,7 +139,7 @@ def generate(
         help="Folder of template overrides, laid out like deployctl's templates/.",
     ),
     as_json: bool = typer.Option(
-        False, "--json", help="Print one JSON summary on stdout (progress stays on stderr)."
+        False, "--json", help="Print one JSON summary on stdout (progress stays on stderr).", metavar=""
     ),
 ) -> None:
     """Generate the deployment artifact for a model and a target.
@@ -204,7 +212,7 @@ def parse_extra_options(args: list[str]) -> dict[str, str]:
 def build(
     path: Path = ARTIFACT,
     as_json: bool = typer.Option(
-        False, "--json", help="Print one JSON summary on stdout (progress stays on stderr)."
+        False, "--json", help="Print one JSON summary on stdout (progress stays on stderr).", metavar=""
     ),
 ) -> None:
     """Make a generated artifact runnable (a venv, an image, a zip: depends on the target).
@@ -287,7 +295,7 @@ def smoke_test(
         help="With --url: ask /health again this many times (back-off 1, 2, 4... s) on no answer, "
         "HTTP 502/503/504, or another model version, while a rollout settles.",
     ),
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable report on stdout."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable report on stdout.", metavar=""),
     junit: Path | None = typer.Option(
         None, "--junit", help="Also write a JUnit XML report to this file.", show_default=False
     ),

@@ -1,7 +1,9 @@
-"""The main job on the embedded default: a local sqlite registry, a demo model, one deployment."""
+"""The main job on a local sqlite registry: a demo model, one deployment, and how to try it."""
 
 from __future__ import annotations
 
+import json
+import shlex
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +15,14 @@ from deployctl.errors import UsageError
 
 MODEL_NAME = "fraud_detector"
 CATEGORIES = ["grocery", "travel", "electronics", "gaming", "fuel"]
+# A transaction the demo model scores as likely fraud: the example the "Try it" commands send.
+FRAUD_ROW = {
+    "amount": 950.0,
+    "hour": 3,
+    "merchant_category": "gaming",
+    "is_foreign": True,
+    "account_age_days": 12,
+}
 
 
 def synthetic_transactions(n: int = 2000, seed: int = 7) -> tuple[Any, Any]:
@@ -41,8 +51,16 @@ def synthetic_transactions(n: int = 2000, seed: int = 7) -> tuple[Any, Any]:
     return frame, (risk > 2.0).astype(int)
 
 
-def train_and_register(tracking_uri: str, name: str = MODEL_NAME, alias: str = "production") -> str:
-    """Fit a scaling + one-hot + logistic-regression pipeline and register it under `alias`."""
+def train_and_register(
+    tracking_uri: str,
+    name: str = MODEL_NAME,
+    alias: str = "production",
+    artifact_root: Path | None = None,
+) -> str:
+    """Fit a scaling + one-hot + logistic-regression pipeline and register it under `alias`.
+
+    The run's artifacts go to `artifact_root` (else MLflow's default, ./mlruns in the current
+    directory) when the experiment is created."""
     import mlflow
     from mlflow.models import infer_signature
     from sklearn.compose import ColumnTransformer
@@ -61,7 +79,10 @@ def train_and_register(tracking_uri: str, name: str = MODEL_NAME, alias: str = "
     model = Pipeline([("features", features), ("classifier", LogisticRegression(max_iter=500))])
     model.fit(X, y)
     mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_experiment("fraud-detection")
+    experiment = "fraud-detection"
+    if artifact_root is not None and mlflow.get_experiment_by_name(experiment) is None:
+        mlflow.create_experiment(experiment, artifact_location=artifact_root.resolve().as_uri())
+    mlflow.set_experiment(experiment)
     with mlflow.start_run():
         mlflow.log_metric("train_accuracy", float(model.score(X, y)))
         info = mlflow.sklearn.log_model(
@@ -80,6 +101,7 @@ def run_demo(workdir: Path, target: str, console: Console, smoke_test: Callable[
     from deployctl.model import _quiet_mlflow
     from deployctl.targets import get as get_target
 
+    target_impl = get_target(target)  # an unknown target fails before any training
     out = workdir / f"{target}-artifact"
     if out.exists() and any(out.iterdir()):
         raise UsageError(f"{out} already exists.", f"Remove {workdir} or pass another --workdir.")
@@ -88,20 +110,49 @@ def run_demo(workdir: Path, target: str, console: Console, smoke_test: Callable[
     _quiet_mlflow()
     with console.status("Training and registering the demo fraud model"), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # MLflow's hints about integer columns are not for demo users
-        version = train_and_register(tracking_uri)
+        version = train_and_register(tracking_uri, artifact_root=workdir / "mlruns")
     uri = f"models:/{MODEL_NAME}@production"
     console.print(f"[green]1/4[/] registered {MODEL_NAME} version {version} as @production in {tracking_uri}")
     with console.status(f"Generating the {target} artifact"):
         artifact = generate(uri, target, out, tracking_uri=tracking_uri)
     console.print(f"[green]2/4[/] generated {out}")
-    facts = get_target(target).build(artifact, console)
+    facts = target_impl.build(artifact, console)
     console.print(f"[green]3/4[/] built {out}: {facts}")
     smoke_test(out, timeout=120.0, as_json=False)
-    console.print(
-        f"[green]4/4[/] smoke test passed. Try it:\n"
-        f"  deployctl serve {out} --port 8000\n"
-        "  curl -s localhost:8000/predict -H 'content-type: application/json' "
-        '-d \'{"features": {"amount": 950.0, "hour": 3, "merchant_category": '
-        '"gaming", "is_foreign": true, "account_age_days": 12}}\'\n'
-        f"  MLFLOW_TRACKING_URI={tracking_uri} deployctl inspect --model {uri}"
-    )
+    try_steps = try_it(target, out, target_impl.serves_http, artifact.name)
+    steps = [*try_steps, inspect_command(tracking_uri, uri)]
+    console.print("[green]4/4[/] smoke test passed. Try it:\n" + "\n".join(f"  {s}" for s in steps))
+
+
+def try_it(target: str, out: Path, serves_http: bool, service: str) -> list[str]:
+    """Commands that use the demo's artifact, as a user pastes them (one per line)."""
+    path = shlex.quote(str(out))
+    if target == "embedded":
+        from deployctl.targets.embedded import import_name
+
+        row = ", ".join(f"{json.dumps(k)}: {python_literal(v)}" for k, v in FRAUD_ROW.items())
+        call = f"from {import_name(service)} import model; print(model.predict({{{row}}}))"
+        return [f"python3 -m pip install {path}/dist/*.whl", f"python3 -c {shlex.quote(call)}"]
+    if target == "kafka":  # serving needs a broker; the smoke test brings a local one
+        return [
+            f"deployctl smoke-test {path}",
+            f"# with a broker: KAFKA_BOOTSTRAP_SERVERS=HOST:9092 deployctl serve {path}",
+        ]
+    if not serves_http:
+        return [f"deployctl smoke-test {path}"]
+    body = shlex.quote(json.dumps({"features": FRAUD_ROW}))
+    return [
+        f"deployctl serve {path} --port 8000 &",
+        "curl -s --retry 60 --retry-connrefused --retry-delay 1 localhost:8000/predict "
+        f"-H 'content-type: application/json' -d {body}",
+        "kill %1  # stops the service",
+    ]
+
+
+def python_literal(value: Any) -> str:
+    """A value as Python source with double-quoted strings (the command line quotes it in single ones)."""
+    return json.dumps(value) if isinstance(value, str) else repr(value)
+
+
+def inspect_command(tracking_uri: str, uri: str) -> str:
+    return f"MLFLOW_TRACKING_URI={shlex.quote(tracking_uri)} deployctl inspect --model {shlex.quote(uri)}"

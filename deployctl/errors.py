@@ -42,6 +42,13 @@ class BuildFailed(DeployctlError):
     """`build` could not make the artifact runnable."""
 
 
+class Interrupted(DeployctlError):
+    """Ctrl-C (SIGINT) stopped a command; what it left half done was removed. Exit 130, as a shell
+    reports a command that SIGINT ended."""
+
+    exit_code = 130
+
+
 class SmokeTestFailed(DeployctlError):
     """The artifact does not serve the registered model as recorded."""
 

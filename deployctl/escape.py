@@ -279,6 +279,13 @@ def markdown(value: Any) -> Markdown:
     return Markdown(escaped)
 
 
+def markdown_python(value: Any) -> Markdown:
+    """`value` as a Python literal (as `py`) inside a fenced Python block of a Markdown file, where
+    it must stay runnable as written: a backtick, only ever inside a string literal, is written
+    as the escape \\x60 so that no run of them can close the fence."""
+    return Markdown(_py(_plain(value)).replace("`", "\\x60"))
+
+
 def markdown_code(value: Any) -> Markdown:
     """A code span for prose (not for table cells: a `|` would split the cell there).
 
@@ -354,6 +361,7 @@ FILTERS: dict[str, Callable[..., Escaped]] = {
     "toml": toml,
     "md": markdown,
     "md_code": markdown_code,
+    "md_py": markdown_python,
     "sh": shell,
     "req": requirement,
     "token": token,
@@ -378,7 +386,7 @@ FILTERS_FOR = {
     "dockerfile": "docker (ARG/ENV/LABEL values only, never in RUN)",
     "toml": "toml",
     "requirements": "req",
-    "markdown": "md, md_code, sh",
+    "markdown": "md, md_code, md_py (in a fenced Python block), sh",
     "shell": "sh",
     "text": "token",
 }

@@ -16,7 +16,7 @@ from deployctl.model import ResolvedModel, copy_model_tree, resolve, strip_host_
 from deployctl.outdir import check_out_dir, install, plan_install
 from deployctl.redact import public_uri
 from deployctl.redact import redact as redact  # re-exported: the one redaction function lives there
-from deployctl.render import render_layers
+from deployctl.render import check_templates_dir, render_layers
 from deployctl.targets import get as get_target
 from deployctl.targets.base import Target, dns_name
 
@@ -35,6 +35,7 @@ def generate(
     """Resolve, record, render into a staging folder, plan against `out`, then install (see outdir.py)."""
     target = get_target(target_name)
     options = target.parse_options(raw_options or {})
+    check_templates_dir(templates)
     previous = check_out_dir(out, force)
     with tempfile.TemporaryDirectory(prefix="deployctl-") as tmp:
         model = resolve(uri, tracking_uri, Path(tmp) / "model")

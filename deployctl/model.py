@@ -95,11 +95,27 @@ def resolve(uri: str, tracking_uri: str | None, dest: Path) -> ResolvedModel:
         raise UsageError(f"'{redact(uri)}' is neither a model URI nor an MLflow model directory.", URI_FORMS)
     if uri.startswith("models:/"):
         parse_models_uri(uri)  # a malformed URI is refused before MLflow is imported (~2 s)
+    check_sqlite_exists(tracking_uri)
     _quiet_mlflow()
     with _registry_errors(tracking_uri):
         if uri.startswith("runs:/"):
             return _from_run(uri, tracking_uri, dest)
         return _from_registry(uri, tracking_uri, dest)
+
+
+def check_sqlite_exists(tracking_uri: str) -> None:
+    """A sqlite registry must be there already: MLflow would create an empty database (and its
+    folders) for a mistyped path, then report no model, and a read leaves a stray file behind."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return
+    path = tracking_uri.removeprefix("sqlite:///").split("?", 1)[0]
+    if path in ("", ":memory:") or Path(path).is_file():
+        return
+    raise RegistryUnreachable(
+        f"No MLflow database at {path} (tracking URI {redact(tracking_uri)}); nothing was created.",
+        "Point MLFLOW_TRACKING_URI or --tracking-uri at your registry, e.g. sqlite:///path/to/mlflow.db "
+        "(a relative path is from the current directory), or run `deployctl demo` to make one.",
+    )
 
 
 def check_uri(uri: str) -> None:

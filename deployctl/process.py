@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from rich.console import Console
 
-from deployctl.errors import BuildFailed, SmokeTestFailed
+from deployctl.errors import BuildFailed, DeployctlError, SmokeTestFailed, UsageError
 
 
 class RunningService(Protocol):
@@ -36,6 +36,23 @@ def run_or_fail(cmd: list[str], what: str, hint: str, lines: int = 15, cwd: Path
         tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-lines:])
         raise BuildFailed(f"Could not {what} (exit {result.returncode}). Last lines:\n{tail}", hint)
     return result.stdout
+
+
+def check_port(port: int, host: str = "0.0.0.0") -> None:
+    """Refuse a port a server could not listen on (out of range, taken, privileged), before
+    anything loads: the servers' own errors come late (after the model loaded) or not at all."""
+    if not 1 <= port <= 65535:
+        raise UsageError(f"--port {port} is not a TCP port.", "Give one from 1 to 65535, e.g. --port 8000.")
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers bind
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise UsageError(
+                f"Cannot listen on port {port}: {exc.strerror or exc}.",
+                "Stop what listens there (`ss -ltnp` shows it) or pick another port, e.g. "
+                f"--port {free_port()}.",
+            ) from None
 
 
 def free_port() -> int:
@@ -145,13 +162,21 @@ def run_until_signalled(start: Callable[[], RunningService], console: Console) -
 
     previous = signal.signal(signal.SIGTERM, request_stop)
     service = start()
+    exited_alone = False
     try:
         console.print(f"[green]Serving on {service.base_url}[/] (Ctrl-C to stop)")
         while not stop_requested and service.alive():
             time.sleep(0.2)
+        exited_alone = not stop_requested
     except KeyboardInterrupt:
         pass
     finally:
+        last_lines = service.logs() if exited_alone else ""  # before stop() removes them
         console.print("Stopping...")
         service.stop()
         signal.signal(signal.SIGTERM, previous)
+    if exited_alone:  # nobody asked it to stop: not a success
+        raise DeployctlError(
+            f"The service exited on its own. Its last log lines:\n{last_lines}",
+            "Fix the error above, rebuild if needed, and serve again.",
+        )

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import shutil
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,9 +33,51 @@ def templates_root() -> Path:
     return packaged if packaged.is_dir() else Path(__file__).parent.parent / "templates"
 
 
+# `name#N`: the template `name` looked up from the Nth folder of the search path down (see join_path)
+DEPTH = "#"
+
+
+def _split(name: str) -> tuple[str, int]:
+    base, sep, depth = name.rpartition(DEPTH)
+    return (base, int(depth)) if sep and depth.isdigit() else (name, 0)
+
+
+class LayeredLoader(jinja2.BaseLoader):
+    """The folders of the search path, first one winning, where `name#N` starts the lookup at the
+    Nth folder: how an override reaches the file it replaces."""
+
+    def __init__(self, search_path: list[Path]) -> None:
+        self.search_path = search_path
+
+    def find(self, name: str, start: int) -> tuple[int, Path]:
+        for depth, folder in enumerate(self.search_path[start:], start):
+            path = folder / name
+            if path.is_file():
+                return depth, path
+        raise jinja2.TemplateNotFound(name)
+
+    def get_source(
+        self, environment: jinja2.Environment, template: str
+    ) -> tuple[str, str, Callable[[], bool]]:
+        _, path = self.find(*_split(template))
+        mtime = path.stat().st_mtime
+        return path.read_text(), str(path), lambda: path.stat().st_mtime == mtime
+
+
+class LayeredEnvironment(jinja2.Environment):
+    def join_path(self, template: str, parent: str) -> str:
+        """A template that extends (or includes) its own name gets the next file of that name down
+        the search path (an override extending the built-in it replaces), not itself again."""
+        name, start = _split(parent)
+        if template != name or not isinstance(self.loader, LayeredLoader):
+            return template
+        depth, _ = self.loader.find(name, start)
+        return f"{name}{DEPTH}{depth + 1}"
+
+
 def environment(search_path: list[Path]) -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader([str(p) for p in search_path]),
+    env = LayeredEnvironment(
+        loader=LayeredLoader(search_path),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         trim_blocks=True,
@@ -63,7 +106,16 @@ def _finalize(context: jinja2.runtime.Context, value: Any) -> Any:
     """Every `{{ ... }}` goes through here: only escaped values (or ints) reach the file."""
     if isinstance(value, jinja2.Undefined):
         return value  # StrictUndefined raises when printed
-    return check_output(value, context.name or "")
+    return check_output(value, _split(context.name or "")[0])
+
+
+def check_templates_dir(override: Path | None) -> None:
+    """--templates must name a folder: a typo would otherwise render the built-ins silently."""
+    if override is not None and not override.is_dir():
+        raise UsageError(
+            f"--templates {override}: no such folder.",
+            "Give a folder laid out like deployctl's templates/, e.g. DIR/fastapi/README.md.j2.",
+        )
 
 
 def render_layers(
@@ -93,6 +145,14 @@ def render_layers(
     return sorted(set(written))
 
 
+def _where(exc: jinja2.TemplateError, src: Path) -> str:
+    """file:line of a template error: a syntax error knows it, a render error's traceback has it."""
+    if isinstance(exc, jinja2.TemplateSyntaxError):
+        return f"{exc.filename or src}:{exc.lineno}"
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename.endswith(".j2")]
+    return f"{frames[-1].filename}:{frames[-1].lineno}" if frames else str(src)
+
+
 def _write(env: jinja2.Environment, base: Path, src: Path, dest: Path, context: dict[str, Any]) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     if src.suffix != ".j2":
@@ -108,5 +168,13 @@ def _write(env: jinja2.Environment, base: Path, src: Path, dest: Path, context: 
                 f"Your template {src} prints a value without escaping it: {exc}",
                 "Print every value through the filter of the file's language (see deployctl/escape.py).",
             ) from exc
+        except jinja2.TemplateError as exc:
+            if base == templates_root():
+                raise
+            raise UsageError(
+                f"Your template {_where(exc, src)} does not render: {type(exc).__name__}: {exc.message}",
+                "Fix it (Jinja syntax; the variables are those the built-in templates use), or remove "
+                "it to use deployctl's.",
+            ) from None
         dest.write_text(text)
     shutil.copymode(src, dest)

@@ -7,6 +7,7 @@ JSON; and fuzzed files), and mypy on callers."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -429,3 +430,13 @@ def test_fuzzed_input_files_end_in_0_1_or_2_without_a_traceback_and_stay_intact(
             assert all(isinstance(json.loads(e)["line"], int) for e in errors.read_text().splitlines())
 
     ends_cleanly()
+
+
+def test_the_readme_example_runs_as_written(artifact: Path, python: Path, tmp_path: Path) -> None:
+    readme = (artifact / "README.md").read_text()
+    blocks = re.findall(r"^```python\n(.*?)^```", readme, flags=re.S | re.M)
+    assert blocks, readme
+    for block in blocks:  # each as written, then what it computed
+        ran = run_py(python, block + "\nprint(repr(answer))\n", tmp_path)
+        assert ran.returncode == 0, f"{block}\n{ran.stderr}"
+        assert "'prediction'" in ran.stdout, ran.stdout

@@ -25,7 +25,7 @@ from deployctl import kafka_broker
 from deployctl.checks.contract import Check, predict_problem
 from deployctl.manifest import Artifact
 from deployctl.process import ProcessService, free_port, wait_healthy
-from deployctl.targets.base import require_built
+from deployctl.targets.builders import require_current_venv
 
 # Faster group joins and failure detection on the local broker (Tansu waits about half the session
 # timeout before it completes a join); a real cluster keeps the consumer's defaults.
@@ -70,7 +70,7 @@ class Stream:
     def start_consumer(self, timeout: float = 60.0, **extra: str) -> tuple[ProcessService, float]:
         """The built consumer, started; returns once it holds partitions (/health 200), and the seconds."""
         program = self.artifact.path / ".venv" / "bin" / "python"
-        require_built(self.artifact, program, ".venv")
+        require_current_venv(self.artifact)
         port = free_port()
         env = {"PORT": str(port), **self.env(**extra)}
         service = ProcessService([str(program), "-m", "app"], self.artifact.path, port, env)

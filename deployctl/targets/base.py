@@ -11,9 +11,9 @@ from typing import Any, ClassVar, Protocol
 from rich.console import Console
 
 from deployctl.checks.contract import Check
-from deployctl.errors import UsageError
+from deployctl.errors import Interrupted, UsageError
 from deployctl.manifest import Artifact
-from deployctl.process import RunningService, run_until_signalled
+from deployctl.process import RunningService, check_port, run_until_signalled
 
 
 @dataclass(frozen=True)
@@ -123,15 +123,25 @@ class Target:
     # -- after generate: read only the artifact dir ---------------------------------------------
 
     def build(self, artifact: Artifact, console: Console) -> dict[str, Any]:
-        """Make the artifact runnable; return facts to report (sizes, tags, wall time)."""
-        return self._part("builder", self.builder).build(artifact, console)
+        """Make the artifact runnable; return facts to report (sizes, tags, wall time).
+
+        Ctrl-C stops it with an Interrupted error; a builder removes what it left half made
+        (a half-filled .venv must not pass for a built one)."""
+        try:
+            return self._part("builder", self.builder).build(artifact, console)
+        except KeyboardInterrupt:
+            raise Interrupted(
+                f"Build of {artifact.path} interrupted; its partial files were removed.",
+                f"Run `deployctl build {artifact.path}` again to build it.",
+            ) from None
 
     def start(self, artifact: Artifact, port: int) -> RunningService:
         """Start the built artifact in the background, answering on `port` on loopback."""
         return self._part("runner", self.runner).start(artifact, port)
 
     def serve(self, artifact: Artifact, port: int, console: Console) -> None:
-        """Run in the foreground until Ctrl-C or SIGTERM."""
+        """Run in the foreground until Ctrl-C or SIGTERM, on a port checked before anything loads."""
+        check_port(port)
         if self.runner is not None:
             self.runner.serve(artifact, port, console)
         else:  # a target that only overrides start()

@@ -21,10 +21,12 @@ from typing import Any
 from rich.console import Console
 
 from deployctl import docker_engine, wheelhouse
+from deployctl.errors import UsageError
 from deployctl.manifest import Artifact, sha256
 from deployctl.process import run_or_fail
 
 BUILD_FACTS = "build.json"  # what the image build recorded, next to the manifest
+VENV_STAMP = "requirements.sha256"  # in .venv: the requirements.txt it was built from, written last
 
 
 class VenvBuilder:
@@ -33,14 +35,35 @@ class VenvBuilder:
     def build(self, artifact: Artifact, console: Console) -> dict[str, Any]:
         started = time.monotonic()
         venv = artifact.path / ".venv"
-        stamp = venv / "requirements.sha256"
-        wanted = sha256(artifact.path / "requirements.txt")
-        if stamp.is_file() and stamp.read_text() == wanted:
+        if venv_problem(artifact) is None:
             console.print("[dim].venv is up to date with requirements.txt[/]")
         else:
-            create_venv(venv, artifact.path / "requirements.txt", console)
-            stamp.write_text(wanted)
+            try:
+                create_venv(venv, artifact.path / "requirements.txt", console)
+            except KeyboardInterrupt:  # a half-filled .venv would pass for a built one
+                shutil.rmtree(venv, ignore_errors=True)
+                raise
+            (venv / VENV_STAMP).write_text(sha256(artifact.path / "requirements.txt"))
         return {"venv": str(venv), "seconds": round(time.monotonic() - started, 1)}
+
+
+def venv_problem(artifact: Artifact) -> str | None:
+    """Why the artifact's .venv cannot run it (missing, unfinished, older than requirements.txt), or None."""
+    stamp = artifact.path / ".venv" / VENV_STAMP
+    if not stamp.is_file():
+        return ".venv is missing or its build did not finish"
+    if stamp.read_text() != sha256(artifact.path / "requirements.txt"):
+        return ".venv was built for another requirements.txt (generated again since)"
+    return None
+
+
+def require_current_venv(artifact: Artifact) -> None:
+    """What `build` would rebuild, `serve` and `smoke-test` refuse to run."""
+    problem = venv_problem(artifact)
+    if problem is not None:
+        raise UsageError(
+            f"{artifact.path} is not built: {problem}.", f"Run `deployctl build {artifact.path}` first."
+        )
 
 
 def create_venv(venv: Path, requirements_txt: Path, console: Console) -> None:
@@ -86,15 +109,23 @@ def _run(cmd: list[str], what: str) -> None:
 # -- images -----------------------------------------------------------------------------------------
 
 
-def default_image(name: str, version: str) -> str:
-    """`<name>:<model version>`, e.g. fraud-detector:1; the version made tag-safe."""
+# A target whose image is not the HTTP service's names it apart: with one default tag, building
+# the kafka consumer retagged the docker/k8s image of the same model (and the other way round).
+IMAGE_NAME_SUFFIX = {"kafka": "-consumer"}
+
+
+def default_image(name: str, version: str, target: str = "docker") -> str:
+    """`<name>:<model version>`, e.g. fraud-detector:1 (kafka: fraud-detector-consumer:1); the
+    version made tag-safe."""
     tag = re.sub(r"[^\w.-]", "-", version).lstrip(".-")[:128] or "latest"
-    return f"{name}:{tag}"
+    return f"{name}{IMAGE_NAME_SUFFIX.get(target, '')}:{tag}"
 
 
 def image_ref(artifact: Artifact) -> str:
-    """The tag the build gives the image: the `image` option, else `<name>:<model version>`."""
-    return artifact.options["image"] or default_image(artifact.name, artifact.model["version"])
+    """The tag the build gives the image: the `image` option, else the target's default."""
+    return artifact.options["image"] or default_image(
+        artifact.name, artifact.model["version"], artifact.target
+    )
 
 
 def build_facts(artifact: Artifact) -> dict[str, Any] | None:

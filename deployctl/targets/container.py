@@ -53,7 +53,7 @@ OPTIONS: tuple[Option, ...] = (
 def image_context(base: dict[str, Any]) -> dict[str, Any]:
     """The Dockerfile's and compose file's variables: image tag, labels (data), user, port, limits."""
     options, model = base["options"], base["model"]
-    image = options["image"] or default_image(base["name"], model["version"])
+    image = options["image"] or default_image(base["name"], model["version"], base["target"])
     labels = {
         "org.opencontainers.image.title": base["name"],
         "org.opencontainers.image.description": f"Model {model['name']} version {model['version']}",

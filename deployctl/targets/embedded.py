@@ -87,7 +87,7 @@ class WheelBuilder:
 
 def build_wheel(artifact: Artifact, console: Console) -> Path:
     """The wheel, built by hatchling from the artifact's pyproject.toml (offline: no isolation)."""
-    dist = artifact.path / "dist"
+    dist = (artifact.path / "dist").resolve()  # hatchling runs in the artifact: a relative path nests
     for old in dist.glob("*.whl"):
         old.unlink()
     with console.status("Building the wheel"):

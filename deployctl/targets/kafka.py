@@ -11,6 +11,7 @@ real broker (deployctl.checks.stream_smoke).
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from typing import Any, ClassVar
 
 from rich.console import Console
@@ -32,7 +33,9 @@ K8S_OPTIONS = ("cpu_request", "memory_request", "namespace", "k8s_version")  # t
 CONSUMER = ProcessRunner((".venv/bin/python", "-m", "app"), ".venv")
 
 OPTIONS: tuple[Option, ...] = (
-    *(o for o in docker_target.OPTIONS if o.name != "workers"),  # one consumer per process
+    replace(docker_target.OPTIONS[0],
+            help="Image reference to tag (default: <name>-consumer:<model version>)."),
+    *(o for o in docker_target.OPTIONS[1:] if o.name != "workers"),  # one consumer per process
     *(o for o in k8s.KubernetesTarget.options if o.name in K8S_OPTIONS),
     Option("replicas", 2, "Consumer replicas (useful up to the input topic's partitions).", int,
            check=at_least(1)),

@@ -17,6 +17,7 @@ import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from rich.console import Console
 
@@ -25,6 +26,7 @@ from deployctl.docker_engine import ContainerService, RunSpec
 from deployctl.manifest import Artifact
 from deployctl.process import ProcessService, run_until_signalled
 from deployctl.targets.base import require_built
+from deployctl.targets.builders import require_current_venv
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,8 @@ class ProcessRunner:
 
     def command(self, artifact: Artifact, port: int, host: str) -> list[str]:
         program = artifact.path / self.argv[0]
+        if Path(self.argv[0]).parts[0] == ".venv":  # the venv builder's: current, not just there
+            require_current_venv(artifact)
         require_built(artifact, program, self.built)
         rest = [a.format(host=host, port=port) for a in self.argv[1:]]
         return [str(program), *rest]

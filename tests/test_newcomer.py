@@ -1,0 +1,287 @@
+"""What a newcomer trips over (issue 22): the demo and its next steps pasted as printed, `serve`'s
+port, stale or interrupted builds, commands printed for copying at a real terminal width."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, Registry, Result, run_cli
+
+from deployctl.process import free_port
+
+FRAUD = "models:/fraud_detector@production"
+NARROW = {"COLUMNS": "80"}  # a common terminal width: Rich used to hard-wrap commands there
+
+
+def narrow_env(**extra: str) -> dict[str, str]:
+    return {**os.environ, **NARROW, **extra}
+
+
+def try_it_lines(stderr: str) -> list[str]:
+    """The demo's "Try it:" commands, as a user copies them from the terminal."""
+    lines = stderr.split("Try it:\n", 1)[1].splitlines()
+    return [line.removeprefix("  ") for line in lines if line.startswith("  ")]
+
+
+def deployctl_on_path(tmp: Path) -> dict[str, str]:
+    """An environment where `deployctl` is this checkout's CLI, as after `pip install .`."""
+    bin_dir = tmp / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    shim = bin_dir / "deployctl"
+    shim.write_text(f'#!/bin/sh\nexec {sys.executable} -m deployctl "$@"\n')
+    shim.chmod(0o755)
+    return {
+        **os.environ,
+        **NARROW,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        "PYTHONPATH": str(ROOT),
+    }
+
+
+def paste(lines: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """The lines run by a shell, one after the other, as pasted into a terminal."""
+    return subprocess.run(
+        ["bash", "-e", "-c", "\n".join(lines)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+# -- the demo -----------------------------------------------------------------------------------------
+
+
+def test_demo_embedded_with_the_default_workdir_and_its_next_steps_pasted(tmp_path: Path) -> None:
+    result = run_cli("demo", "--target", "embedded", cwd=tmp_path, env=narrow_env())
+    assert result.code == 0, result.output
+    assert not (tmp_path / "mlruns").exists(), "the demo wrote ./mlruns outside --workdir"
+    assert (tmp_path / "deployctl-demo" / "mlruns").is_dir()
+    steps = try_it_lines(result.stderr)
+    assert "deployctl serve" not in "\n".join(steps), "an embedded package is not served"
+    # a venv that sees the installed requirements (the model's pins are this machine's), no index
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--system-site-packages", str(tmp_path / "venv")], check=True
+    )
+    env = deployctl_on_path(tmp_path)
+    env["PATH"] = f"{tmp_path / 'venv' / 'bin'}{os.pathsep}{env['PATH']}"
+    env["PIP_NO_INDEX"] = "1"
+    pasted = paste(steps, tmp_path, env)
+    assert pasted.returncode == 0, pasted.stdout + pasted.stderr
+    assert "'prediction': 1" in pasted.stdout, pasted.stdout
+    assert "models:/fraud_detector@production" in pasted.stdout  # inspect's table, last
+
+
+def test_demo_fastapi_next_steps_work_when_pasted(tmp_path: Path) -> None:
+    result = run_cli("demo", "--target", "fastapi", cwd=tmp_path, env=narrow_env())
+    assert result.code == 0, result.output
+    steps = try_it_lines(result.stderr)
+    assert any(s.startswith("curl ") and "-d '{" in s for s in steps), steps  # not broken after -d
+    port = str(free_port())  # the printed 8000 may be taken on a shared machine
+    pasted = paste([s.replace("8000", port) for s in steps], tmp_path, deployctl_on_path(tmp_path))
+    assert pasted.returncode == 0, pasted.stdout + pasted.stderr
+    assert '"prediction":1' in pasted.stdout.replace(" ", ""), pasted.stdout
+    assert "models:/fraud_detector@production" in pasted.stdout  # inspect's table
+
+
+def test_demo_refuses_an_unknown_target_before_training(tmp_path: Path) -> None:
+    result = run_cli("demo", "--target", "fastpai", cwd=tmp_path, timeout=60)
+    assert result.code == 2, result.output
+    assert "Unknown target 'fastpai'" in result.stderr
+    assert list(tmp_path.iterdir()) == [], "nothing is written for a mistyped target"
+
+
+# -- serve's port --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def generated(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Generated (not built) artifacts: serve must refuse a bad port before it looks further."""
+    paths = {}
+    for target in ("fastapi", "lambda"):
+        out = tmp_path_factory.mktemp(target) / "artifact"
+        result = run_cli("generate", "-m", FRAUD, "-t", target, "-o", str(out), env=registry.env())
+        assert result.code == 0, result.output
+        paths[target] = out
+    return paths
+
+
+@pytest.fixture
+def busy_port() -> Iterator[int]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+def assert_one_paragraph_error(result: Result, *phrases: str) -> None:
+    assert result.code == 2, result.output
+    assert "Traceback" not in result.output
+    assert result.stderr.startswith("Error: "), result.stderr
+    for phrase in phrases:
+        assert phrase in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("target", ["fastapi", "lambda"])
+def test_serve_refuses_a_busy_port_before_loading_anything(
+    target: str, generated: dict[str, Path], busy_port: int
+) -> None:
+    result = run_cli("serve", str(generated[target]), "--port", str(busy_port), timeout=60)
+    assert_one_paragraph_error(result, f"Cannot listen on port {busy_port}", "Hint:", "--port")
+
+
+@pytest.mark.parametrize("port", ["70000", "-5", "0"])
+def test_serve_refuses_a_port_out_of_range(port: str, generated: dict[str, Path]) -> None:
+    result = run_cli("serve", str(generated["fastapi"]), "--port", port, timeout=60)
+    assert_one_paragraph_error(result, f"--port {port} is not a TCP port")
+
+
+# -- interrupted and stale builds ---------------------------------------------------------------------
+
+
+def interrupt_build(artifact: Path) -> tuple[int, str]:
+    """`deployctl build`, Ctrl-C'd (SIGINT to its process group, as a terminal sends it) as soon
+    as the .venv exists: the venv is then being made or filled."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "deployctl", "build", str(artifact)],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 120
+    while not (artifact / ".venv").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    return proc.returncode, stderr
+
+
+def test_interrupted_then_stale_build_is_not_taken_for_built(registry: Registry, tmp_path: Path) -> None:
+    out = tmp_path / "api"
+    assert run_cli("generate", "-m", FRAUD, "-t", "fastapi", "-o", str(out), env=registry.env()).code == 0
+    code, stderr = interrupt_build(out)
+    assert code == 130, stderr
+    assert "interrupted" in stderr and "Traceback" not in stderr, stderr
+    assert not (out / ".venv").exists(), "the half-filled .venv was left behind"
+    for command in (("smoke-test", str(out)), ("serve", str(out), "--port", str(free_port()))):
+        result = run_cli(*command, timeout=120)
+        assert_one_paragraph_error(result, "is not built", f"deployctl build {out}")
+
+    assert run_cli("build", str(out)).code == 0
+    again = run_cli("generate", "-m", FRAUD, "-t", "flask", "-o", str(out), "--force", env=registry.env())
+    assert again.code == 0, again.output
+    for command in (("smoke-test", str(out)), ("serve", str(out), "--port", str(free_port()))):
+        result = run_cli(*command, timeout=120)
+        assert_one_paragraph_error(result, "another requirements.txt", f"deployctl build {out}")
+
+
+# -- commands printed for copying ---------------------------------------------------------------------
+
+
+def test_next_steps_are_printed_unwrapped_at_80_columns(
+    generated: dict[str, Path], registry: Registry
+) -> None:
+    out = generated["lambda"].parent / "a-rather-long-directory-name-that-a-team-might-well-use" / "api"
+    result = run_cli(
+        "generate", "-m", FRAUD, "-t", "fastapi", "-o", str(out), env={**registry.env(), **NARROW}
+    )
+    assert result.code == 0, result.output
+    next_line = next(line for line in result.stderr.splitlines() if line.startswith("Next: "))
+    steps = re.split(r"  then  ", next_line.removeprefix("Next: "))
+    assert steps[:2] == [f"deployctl build {out}", f"deployctl smoke-test {out}"], result.stderr
+
+
+# -- read-only commands create nothing ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "tracking_uri", ["sqlite:///typo.db", "sqlite:///no/such/dir/x.db", None], ids=["typo", "dirs", "unset"]
+)
+def test_a_missing_sqlite_registry_is_reported_and_not_created(
+    tmp_path: Path, tracking_uri: str | None
+) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    if tracking_uri:
+        env["MLFLOW_TRACKING_URI"] = tracking_uri
+    for command in (("inspect", "-m", FRAUD), ("generate", "-m", FRAUD, "-t", "fastapi", "-o", "api")):
+        result = run_cli(*command, cwd=tmp_path, env=env, timeout=120)
+        assert result.code == 1, result.output
+        assert "No MLflow database at" in result.stderr and "Traceback" not in result.stderr, result.stderr
+        assert list(tmp_path.iterdir()) == [], f"{command[0]} wrote {list(tmp_path.iterdir())}"
+
+
+# -- --templates ----------------------------------------------------------------------------------------
+
+OVERRIDES = {
+    "extends": '{% extends "fastapi/README.md.j2" %}\n{% block run %}\n## Run it our way\n{% endblock %}\n',
+    "syntax": "# {{ name | md }}\n{% if %}\n",
+    "undefined": "# {{ name | md }}\n\n{{ no_such_variable | md }}\n",
+}
+
+
+def generate_with(registry: Registry, tmp_path: Path, templates: str) -> Result:
+    out = tmp_path / "api"
+    return run_cli(
+        "generate", "-m", FRAUD, "-t", "fastapi", "-o", str(out), "--templates", templates, env=registry.env()
+    )
+
+
+@pytest.mark.parametrize("kind", sorted(OVERRIDES))
+def test_a_template_override(kind: str, registry: Registry, tmp_path: Path) -> None:
+    readme = tmp_path / "mine" / "fastapi" / "README.md.j2"
+    readme.parent.mkdir(parents=True)
+    readme.write_text(OVERRIDES[kind])
+    result = generate_with(registry, tmp_path, str(tmp_path / "mine"))
+    if kind == "extends":  # the override extends the built-in file it replaces
+        assert result.code == 0, result.output
+        text = (tmp_path / "api" / "README.md").read_text()
+        assert "## Run it our way\n" in text and "# fraud-detector" in text, text  # ours around it
+        return
+    line = {"syntax": 2, "undefined": 3}[kind]
+    assert_one_paragraph_error(result, f"{readme}:{line}", "does not render")
+    assert not (tmp_path / "api").exists()
+
+
+def test_templates_that_is_not_a_folder_is_refused(registry: Registry, tmp_path: Path) -> None:
+    result = generate_with(registry, tmp_path, "nosuchdir")
+    assert_one_paragraph_error(result, "--templates nosuchdir: no such folder")
+
+
+# -- image tags -------------------------------------------------------------------------------------
+
+
+def test_the_kafka_consumer_image_has_its_own_default_tag(registry: Registry, tmp_path: Path) -> None:
+    images = {}
+    for target in ("kafka", "docker"):
+        out = tmp_path / target
+        result = run_cli("generate", "-m", FRAUD, "-t", target, "-o", str(out), env=registry.env())
+        assert result.code == 0, result.output
+        images[target] = re.findall(r"image: *\"?([^\"\s]+)", (out / "docker-compose.yml").read_text())
+    assert images == {"kafka": ["fraud-detector-consumer:1"], "docker": ["fraud-detector:1"]}, images
+
+
+# -- help text --------------------------------------------------------------------------------------------
+
+
+def test_generate_help_names_every_target_and_flags_take_no_value() -> None:
+    from deployctl.targets import names
+
+    result = run_cli("generate", "--help", env=narrow_env(COLUMNS="200"), timeout=60)
+    assert result.code == 0, result.output
+    flat = " ".join(result.stdout.split())
+    assert all(name in flat for name in names()), flat
+    flags = [line for line in result.stdout.splitlines() if "--json" in line or "--force" in line]
+    assert flags and not any("<bool>" in line for line in flags), flags
