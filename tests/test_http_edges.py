@@ -169,6 +169,19 @@ def test_a_good_chunked_request_is_answered(server: int) -> None:
     assert b"could not be read" not in body
 
 
+def test_a_body_sent_after_its_head_in_another_write_is_answered(server: int) -> None:
+    """As httpx and requests send a POST: the head, then the body in a second write. The flask worker
+    once found the head's end only in the read that held it, and waited for ever after."""
+    head = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    head += b"Content-Length: %d\r\n\r\n" % len(BODY)
+    with socket.create_connection((HOST, server), timeout=10) as sock:
+        sock.sendall(head)
+        time.sleep(0.3)  # the head alone is read first
+        sock.sendall(BODY)
+        response = read_response(sock)
+    assert response is not None and response[0] in (200, 400) and json.loads(response[2])
+
+
 CHUNKED_HEAD = (
     b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
     b"Transfer-Encoding: chunked\r\n\r\n"

@@ -354,9 +354,12 @@ class Framing:
         self.declared = 0  # the chunk sizes so far
         self.trailers = -1  # after the last chunk: where the trailer lines start
         self.body: int | str | None = None  # once the head is in: body_framing's answer
+        self.end = -1  # once found: where the head ends (the body after it may come in later reads)
 
     def head_end(self, received: bytearray) -> int | str:
         """Where the head ends (-1: not yet), or why it is no HTTP/1.x request head."""
+        if self.end >= 0:
+            return self.end
         problem = self._request_line(received)
         if problem:
             return problem
@@ -369,6 +372,7 @@ class Framing:
                 return "invalid request: a line of the request head ends with LF alone, not CRLF"
             bare = received.find(b"\n", bare + 1, stop)
         self.scanned = stop
+        self.end = end
         return end
 
     def _request_line(self, received: bytearray) -> str | None:
