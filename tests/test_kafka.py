@@ -9,6 +9,7 @@ settings passed through to librdkafka; the manifests with KEDA; and the image ag
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import os
 import shutil
@@ -232,7 +233,9 @@ def test_the_image_consumes_from_the_broker_on_the_host(registry: Registry, tmp_
     assert all(c.ok for c in checks) and any("dist/k8s.yaml" in c.name for c in checks), checks
     import docker
 
-    gateway = docker.from_env().networks.get("bridge").attrs["IPAM"]["Config"][0]["Gateway"]
+    ipam = docker.from_env().networks.get("bridge").attrs["IPAM"]["Config"][0]
+    # some engines list only the subnet: the bridge's gateway is then its first address
+    gateway = ipam.get("Gateway") or str(next(ipaddress.ip_network(ipam["Subnet"]).hosts()))
     with kafka_broker.local_broker(listen="0.0.0.0", advertise=gateway) as bootstrap:
         stream = Stream(Artifact.open(out), bootstrap, local=True)
         stream.create_topics()
