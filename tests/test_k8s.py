@@ -289,7 +289,8 @@ def test_build_tags_the_image_and_pins_it_in_dist(built: Path) -> None:
     assert facts["image"] == IMAGE
     docs = list(yaml.safe_load_all((built / "dist" / "k8s.yaml").read_text()))
     assert [d["kind"] for d in docs] == [
-        "ServiceAccount", "Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"
+        "ServiceAccount", "Deployment", "Service", "NetworkPolicy", "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
     ]  # fmt: skip
     annotations = docs[1]["spec"]["template"]["metadata"]["annotations"]
     assert annotations[IMAGE_ID_ANNOTATION] == facts["image_id"] == docker_client().images.get(IMAGE).id
