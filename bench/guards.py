@@ -4,7 +4,8 @@
 
 Generates and builds the fastapi and flask artifacts of bench/run.py's logistic regression with this
 checkout, copies each, and puts the serving files of `--against` (a git revision of this repository)
-into the copy: the runtime (app/*.py) and the adapters (fastapi's asgi.py, flask's server.py). The
+into the copy: the runtime (app/*.py) and the adapters (fastapi's asgi.py and server.py, flask's
+server.py and worker.py). The
 same venv, model and manifest: only the request path differs. Both copies run at once and take turns
 under wrk at 16 connections on /predict (1 row) and /invocations (1 row, JSON), rounds interleaved;
 each figure is the median of the rounds. Prints a markdown table (req/s, server CPU µs per request,
@@ -37,8 +38,8 @@ from run import (
 
 # the files of a built artifact that serve a request, and where each comes from in the repository
 SERVING = {
-    "fastapi": {"app/asgi.py": "templates/fastapi/app/asgi.py"},
-    "flask": {"app/server.py": "templates/flask/app/server.py"},
+    "fastapi": {f"app/{name}": f"templates/fastapi/app/{name}" for name in ("asgi.py", "server.py")},
+    "flask": {f"app/{name}": f"templates/flask/app/{name}" for name in ("server.py", "worker.py")},
 }
 
 

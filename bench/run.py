@@ -135,6 +135,7 @@ class Server:
     pid: int = 0
     health: str = "/health"  # answers 200 once the model is loaded
     model: str = "bench_logreg"  # the model's name in OIP paths
+    ready_timeout: float = 180  # seconds from start to /health answering
 
     @property
     def url(self) -> str:
@@ -150,7 +151,7 @@ class Server:
                 command, cwd=self.cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
             try:
-                wait_ready(self, proc)
+                wait_ready(self, proc, self.ready_timeout)
                 self.pid = proc.pid
                 yield self
             finally:

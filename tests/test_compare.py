@@ -191,6 +191,29 @@ def test_a_slower_candidate_fails_the_latency_gate_only(
     assert report["latency"]["p99_ratio"] > 1.5
 
 
+def test_a_deployed_candidate_is_compared_where_it_runs_and_must_serve_the_pinned_version(
+    compare_registry: Registry, artifact: Callable[[str], Path], served: Callable[[str], str]
+) -> None:
+    """--candidate-url: a canary already running is compared, not a copy started here; a URL
+    serving another version than the artifact pins is refused before any row is sent."""
+    flips = int(compare_registry.run_ids["flips"])
+    canary, champion = served("cmp_classifier/3"), served("cmp_classifier/1")
+    args = ("--against", champion, "--data", str(compare_registry.root / "rows.parquet"), *ROOMY)
+    result, report = compare(
+        compare_registry, str(artifact("cmp_classifier/3")), "--candidate-url", canary, *args
+    )
+    assert result.code == 1 and report["flips"] == [
+        {"champion": "churn", "candidate": "stay", "count": flips}
+    ]
+    assert report["candidate"]["where"] == canary and report["champion"]["where"] == champion
+    assert report["candidate"]["model_version"] == "3"
+
+    wrong = run_cli("compare", str(artifact("cmp_classifier/3")), "--candidate-url", champion, *args,
+                    env=compare_registry.env())  # fmt: skip
+    assert wrong.code == 2 and "serves model version 1" in wrong.stderr and "pins" in wrong.stderr
+    assert "Traceback" not in wrong.output
+
+
 def test_an_unreachable_champion_exits_3_and_usage_mistakes_exit_2(
     compare_registry: Registry, artifact: Callable[[str], Path], tmp_path: Path
 ) -> None:

@@ -315,7 +315,8 @@ def check_health(side: Side, pinned_version: str | None = None) -> None:
     side.health = {"model_name": body.get("model_name"), "model_version": body.get("model_version")}
     version = body.get("model_version")
     if pinned_version is not None and str(version) != pinned_version:
-        raise DeployctlError(
+        # a usage mistake (exit 2), not a failed gate: exit 1 would read as "the candidate is worse"
+        raise UsageError(
             f"The candidate at {side.where} serves model version {version}, but the artifact pins "
             f"version {pinned_version}.",
             "Point --candidate-url at the deployment of this artifact (a canary, say), or leave it "
