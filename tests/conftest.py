@@ -82,6 +82,23 @@ def run_cli(
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
+def loadtest_every_route(artifact: Path, rate: int = 20, seconds: int = 2) -> None:
+    """`deployctl loadtest DIR` on each route of the contract, the built artifact started by loadtest
+    itself (as a CI step would): each run meets a loose SLO with every sampled answer right."""
+    import json
+
+    for route in ("predict", "predict_batch", "invocations", "infer"):
+        result = run_cli(
+            "loadtest", str(artifact), "--json", "--route", route, "--batch-size", "5",
+            "--rate", str(rate), "--duration", str(seconds), "--slo", "p99<=5000ms", timeout=300,
+        )  # fmt: skip
+        assert result.code == 0, f"--route {route}: {result.output}"
+        report = json.loads(result.stdout)
+        assert report["errors"] == {} and report["timeouts"] == 0, (route, report)
+        assert report["wrong_answers"] == 0 and report["answers_checked"] > 0, (route, report)
+        assert report["cold_start_s"] > 0 and report["requests"] >= rate * seconds * 0.9, (route, report)
+
+
 def build_registry(script: str, root: Path, *args: str, python: str = sys.executable) -> Registry:
     """Run one of the tests' registry scripts (real models, real MLflow) into a sqlite db in `root`."""
     tracking_uri = f"sqlite:///{root / 'mlflow.db'}"

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import FRAUD_ROW, Registry, Result, run_cli
+from conftest import FRAUD_ROW, Registry, Result, loadtest_every_route, run_cli
 
 from deployctl.checks.contract import Client
 from deployctl.manifest import Artifact
@@ -422,3 +422,8 @@ def test_container_with_a_token_digest_refuses_requests_without_the_token(fraud_
     checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
     assert checks["auth: POST /predict without a token is refused (401)"]["ok"]
     assert token not in result.output
+
+
+@pytest.mark.docker
+def test_loadtest_starts_the_artifact_and_checks_every_route(fraud_path: Path) -> None:
+    loadtest_every_route(fraud_path)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import Registry, infer_inputs, run_cli
+from conftest import Registry, infer_inputs, loadtest_every_route, run_cli
 
 from deployctl.manifest import Artifact
 from deployctl.process import free_port
@@ -231,3 +231,9 @@ def test_the_content_type_reaches_the_runtime(fraud_url: str) -> None:
     assert latin.status_code == 415 and "UTF-8" in latin.json()["error"]
     version = httpx.get(f"{fraud_url}/version")
     assert (version.status_code, version.text) == (200, mlflow.__version__)
+
+
+def test_loadtest_starts_the_artifact_and_checks_every_route(
+    built: Callable[[str], tuple[Path, str]],
+) -> None:
+    loadtest_every_route(built(FRAUD)[0])

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from conftest import Registry, run_cli
+from conftest import Registry, loadtest_every_route, run_cli
 
 from deployctl.manifest import Artifact
 from deployctl.process import free_port
@@ -575,3 +575,7 @@ def test_the_content_type_reaches_the_runtime(fraud_invoker: apigw.Invoker, payl
     import mlflow
 
     assert (reply["result"]["statusCode"], reply["result"]["body"]) == (200, mlflow.__version__)
+
+
+def test_loadtest_starts_the_artifact_and_checks_every_route(fraud_fn: tuple[Path, str]) -> None:
+    loadtest_every_route(fraud_fn[0])
