@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..oip import RAW_DTYPES, raw_values
+from ..oip import KNOWN_DATATYPES, RAW_DTYPES, raw_values
 from ..schema import BadRequest
 from . import deployctl_oip_predict_v2_pb2 as pb
 
@@ -65,13 +65,15 @@ def infer_body(request: pb.ModelInferRequest) -> dict[str, Any]:
 
 def typed_values(tensor: pb.ModelInferRequest.InferInputTensor, where: str) -> list[Any]:
     """The values of a tensor's `contents`, which must be in its datatype's field."""
+    if tensor.datatype not in KNOWN_DATATYPES:
+        raise BadRequest(f"{where}: datatype {tensor.datatype!r} is not an Open Inference Protocol datatype")
     given = [field.name for field, _ in tensor.contents.ListFields()]
     expected = CONTENTS.get(tensor.datatype)
     if given and given != [expected]:
         wanted = f"in {expected}" if expected else "as raw_input_contents"
         raise BadRequest(f"{where}: {tensor.datatype} values go {wanted}, got {', '.join(given)}")
-    if expected is None:
-        return []  # the datatype is checked, and named in the error, by OpenInference
+    if expected is None:  # FP16: raw only
+        return []
     values = list(getattr(tensor.contents, expected))
     if tensor.datatype == "BYTES":
         try:

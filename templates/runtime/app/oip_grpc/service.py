@@ -40,6 +40,7 @@ CODES = {
     404: grpc.StatusCode.NOT_FOUND,
     503: grpc.StatusCode.UNAVAILABLE,
 }
+HINT = "set GRPC_PORT to a free port, or GRPC=0 to serve HTTP only"
 Score = Callable[[Call], Awaitable[Scored]]
 
 
@@ -52,6 +53,9 @@ class Settings:
         self.max_message_bytes = _whole(
             environ, "GRPC_MAX_MESSAGE_BYTES", DEFAULT_MAX_MESSAGE_BYTES, 1, 2**31 - 1
         )
+        # several worker processes share the port (SO_REUSEPORT: the kernel spreads connections);
+        # one process alone binds it exclusively, so a second service cannot silently share it
+        self.reuse_port = _whole(environ, "WORKERS", 1, 0, 2**31 - 1) > 1
         host = environ.get("HOST", "0.0.0.0")
         self.address = f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
 
@@ -179,15 +183,19 @@ async def start(
     """The gRPC server, started on settings.address in the running event loop."""
     limit = settings.max_message_bytes
     server = aio.server(
-        options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)]
+        options=[
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", limit),
+            ("grpc.so_reuseport", int(settings.reuse_port)),
+        ]
     )
     server.add_generic_rpc_handlers((InferenceService(service, score, in_flight, metrics).handlers(),))
     try:
         port = server.add_insecure_port(settings.address)
     except RuntimeError as exc:  # grpcio raises where older versions returned 0
-        raise ConfigError(f"the gRPC port {settings.address} cannot be bound: {exc}") from None
+        raise ConfigError(f"the gRPC port {settings.address} cannot be bound ({exc}); {HINT}") from None
     if port == 0:
-        raise ConfigError(f"the gRPC port {settings.address} cannot be bound")
+        raise ConfigError(f"the gRPC port {settings.address} cannot be bound; {HINT}")
     await server.start()
     log.info("gRPC serving", extra={"fields": {"address": settings.address, "port": port}})
     return server
