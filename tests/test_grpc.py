@@ -8,6 +8,7 @@ from __future__ import annotations
 import concurrent.futures
 import hashlib
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -247,6 +248,7 @@ BAD_REQUESTS = [
     (fraud_request(), None, None),  # the valid request these are variations of
     (all_raw(), None, None),
     (pb.ModelInferRequest(model_name="another-model"), NOT_FOUND, "not served here"),
+    (pb.ModelInferRequest(model_name="fraud-detector/versions/1"), NOT_FOUND, "not served here"),
     (pb.ModelInferRequest(model_name="fraud-detector", model_version="99"), NOT_FOUND, "version '99'"),
     (pb.ModelInferRequest(model_name="fraud-detector"), INVALID, "non-empty list of tensors"),
     (fraud_request(amount={"name": "amout"}), INVALID, "unknown input 'amout'"),
@@ -391,3 +393,11 @@ def test_sigterm_answers_the_call_in_progress_and_exits_0(sleeper: Path) -> None
     assert list(answer.outputs[0].contents.fp64_contents) == [2.0] * 150
     assert service.proc.wait(30) == 0
     service.channel.close()
+
+
+def test_smoke_test_checks_model_infer_over_grpc(built: Callable[[str], Path]) -> None:
+    result = run_cli("smoke-test", str(built(IRIS)), "--json", env={**os.environ, "GRPC": "1"})
+    assert result.code == 0, result.output
+    checks = {check["name"]: check for check in json.loads(result.stdout)["checks"]}
+    rows = len(Artifact.open(built(IRIS)).smoke_cases)
+    assert checks[f"gRPC ModelInfer {rows} rows"]["ok"], checks

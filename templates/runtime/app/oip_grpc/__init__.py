@@ -4,5 +4,9 @@
   deployctl's scripts/generate_oip_grpc.py under the private package `deployctl_oip.v2`, so that
   a process that also imports tritonclient or kserve (which register `inference.*`) loads both;
 - convert.py: the messages to and from app/oip.py's requests and answers (no gRPC in it);
-- service.py: the grpc.aio server, in the event loop of the fastapi target's uvicorn.
+- service.py: the grpc.aio server, in the event loop of the fastapi target's uvicorn;
+- probe.py: one infer as a client, from the artifact's environment (deployctl smoke-test's check).
 """
+
+# The service's name on the wire: the proto's original package (see scripts/generate_oip_grpc.py)
+SERVICE = "inference.GRPCInferenceService"

@@ -128,3 +128,40 @@ def server_metadata_response(server: bytes) -> pb.ServerMetadataResponse:
     return pb.ServerMetadataResponse(
         name=body["name"], version=body["version"], extensions=body["extensions"]
     )
+
+
+# -- the client's side (app/oip_grpc/probe.py): REST's JSON request and answer as messages --------
+
+
+def request_message(body: dict[str, Any], model_name: str) -> pb.ModelInferRequest:
+    """REST's JSON infer request as a ModelInferRequest with typed contents (data flat, row-major)."""
+    request = pb.ModelInferRequest(model_name=model_name, id=body.get("id", ""))
+    for tensor in body["inputs"]:
+        given = request.inputs.add(name=tensor["name"], datatype=tensor["datatype"], shape=tensor["shape"])
+        values = _leaves(tensor["data"])
+        if tensor["datatype"] == "BYTES":
+            values = [str(value).encode("utf-8") for value in values]
+        getattr(given.contents, CONTENTS[tensor["datatype"]]).extend(values)
+    return request
+
+
+def answer_of(response: pb.ModelInferResponse) -> dict[str, Any]:
+    """A ModelInferResponse as REST's JSON answer (raw outputs decoded)."""
+    outputs = []
+    for i, tensor in enumerate(response.outputs):
+        if response.raw_output_contents:
+            data = raw_values(response.raw_output_contents[i], tensor.datatype, f"outputs[{i}]")
+        else:
+            data = list(getattr(tensor.contents, CONTENTS[tensor.datatype]))
+            if tensor.datatype == "BYTES":
+                data = [value.decode("utf-8") for value in data]
+        outputs.append(
+            {"name": tensor.name, "datatype": tensor.datatype, "shape": list(tensor.shape), "data": data}
+        )
+    return {"model_name": response.model_name, "model_version": response.model_version, "outputs": outputs}
+
+
+def _leaves(values: Any) -> list[Any]:
+    if type(values) is not list:
+        return [values]
+    return [leaf for value in values for leaf in _leaves(value)]

@@ -26,11 +26,9 @@ from ..logs import log, log_request
 from ..metrics import GRPC_ROUTE
 from ..schema import BadRequest
 from ..service import Call, ModelService, Scored
-from . import convert
+from . import SERVICE, convert
 from . import deployctl_oip_predict_v2_pb2 as pb
 
-# The service's name on the wire, the proto's original package (see scripts/generate_oip_grpc.py)
-SERVICE = "inference.GRPCInferenceService"
 DEFAULT_PORT = 8081
 DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 # the REST path whose guard rule each RPC follows (open probes, or a token when auth is on)
@@ -174,6 +172,8 @@ class InferenceService:
 
 def model_path(name: str, version: str) -> str:
     """The REST path of a model (and version), whose routing gives the same NOT_FOUND answers."""
+    if "/" in name + version:  # a path of its own, which must not route elsewhere
+        raise BadRequest(f"model '{name}' version '{version}' is not served here", 404)
     return f"/v2/models/{name}" + (f"/versions/{version}" if version else "")
 
 
