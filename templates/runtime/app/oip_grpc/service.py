@@ -129,8 +129,6 @@ class InferenceService:
                 code = grpc.StatusCode.RESOURCE_EXHAUSTED if overloaded else CODES.get(exc.status)
                 await context.abort(code or grpc.StatusCode.INVALID_ARGUMENT, exc.message)
             except Exception as exc:  # the rule of app/service.py's `failure`: only a bug is INTERNAL
-                if isinstance(exc, aio.AbortError):
-                    raise
                 log.error(
                     "request failed", exc_info=exc, extra={"fields": {"method": "gRPC", "path": method}}
                 )
