@@ -66,6 +66,7 @@ class ProcessService:
 
     def __init__(self, cmd: list[str], cwd: Path, port: int, env: dict[str, str] | None = None) -> None:
         self.base_url = f"http://127.0.0.1:{port}"
+        self.grpc_address: str | None = None  # host:port of its gRPC service, if it has one
         self.log_file = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed in stop()
             prefix="deployctl-", suffix=".log", delete=False
         )

@@ -14,6 +14,10 @@ FASTAPI = (
     "uvloop==0.23.0",
     "httptools==0.9.0",
     "orjson==3.13.0",
+    # the Open Inference Protocol over gRPC (app/oip_grpc/): grpc.aio, and the runtime of the
+    # generated messages (protobuf at least the version that generated them: 7.35)
+    "grpcio==1.85.3",
+    "protobuf==7.36.2",
 )
 FLASK = ("flask==3.1.3", "gunicorn==26.2.0", "orjson==3.13.0")
 # The streaming consumer: librdkafka's Python client (wheels bundle librdkafka).

@@ -27,6 +27,9 @@ REQUIRE_DOCKER = os.environ.get("DEPLOYCTL_REQUIRE_DOCKER") == "1"
 # apart from the one running the tests: with torch importable, MLflow writes `torch==X` into the
 # requirements of every model it logs, scikit-learn's too, and every artifact would ship torch.
 TORCH_PYTHON = os.environ.get("DEPLOYCTL_TORCH_PYTHON")
+# fastapi services started by tests serve HTTP only unless a test asks for gRPC with a free
+# GRPC_PORT (tests/test_grpc.py): the default port would be one port for every test file in parallel
+os.environ.setdefault("GRPC", "0")
 # A transaction the fraud model of make_registry.py scores as likely fraud.
 FRAUD_ROW = {
     "amount": 950.0,

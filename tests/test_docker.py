@@ -115,7 +115,7 @@ def test_generate_writes_a_multi_stage_non_root_dockerfile(registry: Registry, t
     assert dockerfile.count("\nFROM ") == 2 and "AS build" in dockerfile
     assert "--no-index --find-links /build/wheels" in dockerfile
     assert "COPY --from=build /opt/venv /opt/venv" in dockerfile
-    assert "USER 10001:10001" in dockerfile and "EXPOSE 8000" in dockerfile
+    assert "USER 10001:10001" in dockerfile and "EXPOSE 8000 8081" in dockerfile  # HTTP, gRPC
     healthcheck = dockerfile[dockerfile.index("\nHEALTHCHECK") :].split("\n")[2]
     assert healthcheck.startswith('  CMD ["python", "-c", "import os, urllib.request;')
     assert 'CMD ["python", "-m", "app"]' in dockerfile
@@ -127,6 +127,7 @@ def test_generate_writes_a_multi_stage_non_root_dockerfile(registry: Registry, t
     compose = yaml.safe_load((out / "docker-compose.yml").read_text())
     service = compose["services"]["fraud-detector"]
     assert service["image"] == "fraud-detector:1"  # default: <name>:<model version>
+    assert service["ports"] == ["127.0.0.1:8000:8000", "127.0.0.1:8081:8081"]
     assert service["read_only"] is True and service["cap_drop"] == ["ALL"]
     assert service["tmpfs"] == ["/tmp:size=64m"] and "no-new-privileges:true" in service["security_opt"]
     assert service["healthcheck"]["test"][0] == "CMD"
@@ -241,7 +242,7 @@ def test_image_is_non_root_labelled_and_health_checked(fraud: tuple[Path, Result
     config = docker_client().images.get("deployctl-test/fraud-detector:1").attrs["Config"]
     assert config["User"] == "10001:10001"
     assert config["Healthcheck"]["Test"][0] == "CMD" and "/health" in config["Healthcheck"]["Test"][-1]
-    assert "8000/tcp" in config["ExposedPorts"]
+    assert "8000/tcp" in config["ExposedPorts"] and "8081/tcp" in config["ExposedPorts"]
     assert config["Cmd"] == ["python", "-m", "app"]
     labels = config["Labels"]
     assert labels["io.deployctl.model.name"] == "fraud_detector"

@@ -84,6 +84,28 @@ def test_the_kserve_inference_service_runs_the_image_as_the_deployment_does(frau
     }
 
 
+def test_grpc_has_its_named_port_and_the_probes_stay_on_http(fraud: Path) -> None:
+    found = objects(fraud)
+    container = found["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "grpc", "containerPort": 8081, "protocol": "TCP"} in container["ports"]
+    assert {"name": "GRPC_PORT", "value": "8081"} in container["env"]
+    assert {"name": "grpc", "port": 8081, "targetPort": "grpc", "protocol": "TCP", "appProtocol": "grpc"} in (
+        found["Service"]["spec"]["ports"]
+    )
+    assert {"port": "grpc", "protocol": "TCP"} in found["NetworkPolicy"]["spec"]["ingress"][0]["ports"]
+    assert {container[probe]["httpGet"]["port"] for probe in ("readinessProbe", "livenessProbe")} == {"http"}
+
+
+def test_kserve_protocol_grpc_routes_the_h2c_port(registry: Registry, tmp_path: Path) -> None:
+    out = generate(registry, tmp_path / "grpc", FRAUD, "k8s", "--kserve", "true", "--kserve-protocol", "grpc")
+    service = objects(out)["InferenceService"]
+    assert kserve.errors(service) == []  # KServe's CRD schema
+    [container] = service["spec"]["predictor"]["containers"]
+    assert container["ports"] == [{"name": "h2c", "containerPort": 8081, "protocol": "TCP"}]
+    assert {"name": "GRPC_PORT", "value": "8081"} in container["env"]
+    assert container["readinessProbe"]["httpGet"] == {"path": "/health/ready", "port": 8080}
+
+
 def test_the_inference_service_is_only_written_when_asked(registry: Registry, tmp_path: Path) -> None:
     out = generate(registry, tmp_path / "plain", FRAUD, "k8s")
     assert not (out / "k8s" / kserve.FILE).exists()
@@ -193,6 +215,8 @@ def test_options_are_rendered(registry: Registry, tmp_path: Path) -> None:
         (["--k8s-version", "1.12"], ["--k8s-version: no schemas for Kubernetes 1.12", K8S_VERSION]),
         (["--max-replicas", "ten"], ["--max-replicas expects int, got 'ten'"]),
         (["--kserve", "maybe"], ["--kserve expects bool, got 'maybe'"]),
+        (["--kserve-protocol", "grpc"], ["--kserve-protocol grpc: no InferenceService", "--kserve true"]),
+        (["--kserve-protocol", "h2"], ["--kserve-protocol must be one of http, grpc"]),
     ],
 )
 def test_bad_options_are_refused_naming_the_field(

@@ -56,12 +56,12 @@ def built(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Calla
 class Service:
     """`deployctl serve` on a free port, until `stop`."""
 
-    def __init__(self, artifact: Path, workers: int = 1) -> None:
+    def __init__(self, artifact: Path, workers: int = 1, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "deployctl", "serve", str(artifact), "--port", str(self.port)],
-            env={**os.environ, "WORKERS": str(workers)},
+            env={**os.environ, "WORKERS": str(workers), **(env or {})},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
         )

@@ -19,6 +19,7 @@ from deployctl.targets.shared import ENGINE, check_cpu, check_memory, check_work
 
 UID = 10001  # the image's numeric user: Kubernetes' runAsNonRoot can only verify a numeric one
 PORT = 8000
+GRPC_PORT = 8081  # the Open Inference Protocol over gRPC (app/oip_grpc/), in the same process
 
 # Docker's reference grammar, simplified: [registry[:port]/]path[:tag][@digest], lowercase path.
 IMAGE_REF = re.compile(
@@ -69,6 +70,7 @@ def image_context(base: dict[str, Any]) -> dict[str, Any]:
     docker = {
         "uid": UID,
         "port": PORT,
+        "grpc_port": GRPC_PORT,
         "labels": labels,  # data: the template escapes them (`docker` filter)
         "cpus": f"{cpu_cores(options['cpu']):g}",
         "memory_bytes": memory_bytes(options["memory"]),

@@ -138,6 +138,13 @@ class KubernetesTarget(Target):
             f"Also write {MANIFESTS}/{kserve.FILE}: a KServe InferenceService running the image.",
             bool,
         ),
+        Option(
+            "kserve_protocol",
+            "http",
+            "The protocol KServe routes to the InferenceService: http (REST and OIP v2 REST on its "
+            "port) or grpc (OIP v2 over gRPC: the port named h2c; the probes stay on HTTP).",
+            choices=("http", "grpc"),
+        ),
     )
 
     server_requirements = requirements.FASTAPI
@@ -164,6 +171,12 @@ class KubernetesTarget(Target):
         for flag, problem, bad in problems:
             if bad:
                 raise UsageError(f"{flag}: {problem}.", "Requests must fit in limits, and min <= max.")
+        if values["kserve_protocol"] != "http" and not values["kserve"]:
+            raise UsageError(
+                f"--kserve-protocol {values['kserve_protocol']}: no InferenceService to apply it to.",
+                "Add --kserve true, or leave --kserve-protocol out (the Deployment serves gRPC on its "
+                "port named grpc either way).",
+            )
 
     def warnings(self, options: dict[str, Any]) -> list[str]:
         if options["service_type"] == "ClusterIP":

@@ -102,6 +102,7 @@ class KafkaTarget(Target):
         context["k8s"]["resources"] = RESOURCES
         context["k8s"]["pod_labels"]["app.kubernetes.io/component"] = "stream-consumer"
         context["stream"] = stream_names(base["name"])
+        context["docker"]["grpc_port"] = None  # a consumer: no gRPC service (only fastapi's server has one)
         return context
 
     def serve(self, artifact: Artifact, port: int, console: Console) -> None:

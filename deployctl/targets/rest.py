@@ -7,6 +7,7 @@ process runner for `.venv/bin/python -m app`.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from typing import ClassVar
 
 from deployctl import requirements
@@ -27,6 +28,7 @@ def _serve_env(artifact: Artifact) -> dict[str, str]:
 VENV = VenvBuilder()
 # `python -m app` from the artifact's .venv; one worker for the smoke test, --workers for serve
 APP = ProcessRunner((".venv/bin/python", "-m", "app"), ".venv", {"WORKERS": "1"}, _serve_env)
+FASTAPI_APP = replace(APP, grpc=True)  # uvicorn with the OIP gRPC service beside it
 
 
 class FastAPITarget(Target):
@@ -37,7 +39,7 @@ class FastAPITarget(Target):
     options: ClassVar[tuple[Option, ...]] = (WORKERS, ENGINE)
     server_requirements = requirements.FASTAPI
     builder = VENV
-    runner = APP
+    runner = FASTAPI_APP
 
 
 class FlaskTarget(Target):

@@ -24,7 +24,7 @@ from rich.console import Console
 from deployctl import docker_engine
 from deployctl.docker_engine import ContainerService, RunSpec
 from deployctl.manifest import Artifact
-from deployctl.process import ProcessService, run_until_signalled
+from deployctl.process import ProcessService, free_port, run_until_signalled
 from deployctl.targets.base import require_built
 from deployctl.targets.builders import require_current_venv
 
@@ -41,6 +41,8 @@ class ProcessRunner:
     built: str  # what is missing before `build`, as the error names it
     env: dict[str, str] = field(default_factory=dict)
     serve_env: Callable[[Artifact], dict[str, str]] | None = None
+    # the server also answers the Open Inference Protocol over gRPC (on GRPC_PORT, unless GRPC=0)
+    grpc: bool = False
 
     def command(self, artifact: Artifact, port: int, host: str) -> list[str]:
         program = artifact.path / self.argv[0]
@@ -53,7 +55,12 @@ class ProcessRunner:
     def start(self, artifact: Artifact, port: int) -> ProcessService:
         cmd = self.command(artifact, port, "127.0.0.1")
         env = {"PORT": str(port), "HOST": "127.0.0.1", **self.env}
-        return ProcessService(cmd, artifact.path, port, env)
+        grpc_port = free_port() if self.grpc and os.environ.get("GRPC", "1") != "0" else None
+        if grpc_port is not None:
+            env["GRPC_PORT"] = str(grpc_port)
+        service = ProcessService(cmd, artifact.path, port, env)
+        service.grpc_address = None if grpc_port is None else f"127.0.0.1:{grpc_port}"
+        return service
 
     def serve(self, artifact: Artifact, port: int, console: Console) -> None:
         """exec the server: it then receives Ctrl-C and SIGTERM itself and shuts down gracefully."""

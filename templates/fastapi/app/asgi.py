@@ -131,8 +131,11 @@ class ModelRoutes:
         log.info("micro-batching", extra={"fields": {"wanted": wanted, "enabled": self.batcher.enabled}})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":  # lifespan (app/server.py starts gRPC there), websocket
+            await self.fallback(scope, receive, send)
+            return
         path = scope["path"]
-        if scope["type"] != "http" or (path not in self.paths and not is_oip_path(path)):
+        if path not in self.paths and not is_oip_path(path):
             await self.guarded_fallback(scope, receive, send)
             return
         started = self.metrics.started()
@@ -175,9 +178,7 @@ class ModelRoutes:
 
     async def guarded_fallback(self, scope: Scope, receive: Receive, send: Send) -> None:
         """FastAPI's paths (/docs, /openapi.json, unknown ones) need the token too when auth is on."""
-        refused = (
-            self.service.auth.refuse(scope["path"], authorization(scope)) if scope["type"] == "http" else None
-        )
+        refused = self.service.auth.refuse(scope["path"], authorization(scope))
         if refused is None:
             await self.fallback(scope, receive, send)
             return

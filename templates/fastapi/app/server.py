@@ -8,9 +8,12 @@ Nothing from the registry is pasted into this file: a column or class may be nam
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import operator
+import os
+from collections.abc import AsyncIterator
 from typing import Any
 
 from app.asgi import ModelRoutes
@@ -136,6 +139,29 @@ def _documented(request_model: type[BaseModel] | None, response_model: type[Base
     return doc
 
 
+@contextlib.asynccontextmanager
+async def grpc_beside(_: FastAPI) -> AsyncIterator[None]:
+    """The Open Inference Protocol's gRPC service (app/oip_grpc/) in this event loop, from start-up
+    to shutdown: uvicorn drains HTTP on SIGTERM first, then gRPC finishes its calls in progress
+    (new ones are refused) within GRACEFUL_TIMEOUT seconds. GRPC=0: HTTP only."""
+    global drained
+    from app.oip_grpc.service import Settings
+
+    settings = Settings()
+    grpc_server = None
+    if settings.enabled:
+        from app.oip_grpc.service import start
+
+        grpc_server = await start(service, app.batcher.score, app.in_flight, app.metrics, settings)
+    try:
+        yield
+    finally:
+        if grpc_server is not None:
+            await grpc_server.stop(float(os.environ.get("GRACEFUL_TIMEOUT", "20")))
+        drained = True
+
+
+drained = False  # set once the server has shut down in order: app/__main__.py then exits 0
 configure_logging()
 service = ModelService.from_artifact()
 MODELS = api_models(service.manifest, service.classes)
@@ -145,6 +171,7 @@ api = FastAPI(
     version=str(meta["version"]),
     description=f"Model {meta['name']!r} version {meta['version']!r} from {meta['uri']!r}, "
     "served by deployctl.",
+    lifespan=grpc_beside,
 )
 app = ModelRoutes(service, api)  # what the server runs
 

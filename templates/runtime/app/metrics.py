@@ -33,6 +33,7 @@ MEDIA_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 ROWS_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 4096, 10_000)
 OTHER = "other"  # the route label of a path the service does not serve: keeps the label set bounded
+GRPC_ROUTE = "grpc"  # the route label of every gRPC call (app/oip_grpc/service.py)
 
 
 class Metrics:
@@ -87,6 +88,7 @@ class Metrics:
             str(model["name"]), str(model["version"]), str(model.get("flavor", "unknown")), runtime
         ).set(1)
         self.routes = {variant: path for path in paths for variant in (path, path + "/")}
+        self.routes[GRPC_ROUTE] = GRPC_ROUTE
         # (route, status) -> (the route's request counter, its duration histogram): bound once
         self.children: dict[tuple[str, int], tuple[Any, Any]] = {}
 

@@ -350,14 +350,14 @@ def _with_binary_data(body: bytes) -> Any:
             raise BadRequest(
                 f"{where}: binary_data_size {size!r} does not fit the {len(body) - offset} bytes left"
             )
-        tensor["data"] = _raw_values(body[offset : offset + size], tensor.get("datatype"), where)
+        tensor["data"] = raw_values(body[offset : offset + size], tensor.get("datatype"), where)
         offset += size
     if offset != len(body):
         raise BadRequest(f"{len(body) - offset} bytes after the JSON are no input's binary data")
     return request
 
 
-def _raw_values(raw: bytes, datatype: Any, where: str) -> list[Any]:
+def raw_values(raw: bytes, datatype: Any, where: str) -> list[Any]:
     if datatype == "BYTES":
         values, at = [], 0
         while at < len(raw):

@@ -15,7 +15,10 @@ def cores() -> int:
 
 
 def exit_on_sigterm(signum: int, frame: object) -> None:
-    sys.exit(128 + signum)
+    """Exit at once during the model's load; 0 when uvicorn re-raises the signal after its
+    graceful shutdown (HTTP and gRPC drained, see app/server.py): a stop asked for and done."""
+    server = sys.modules.get("app.server")
+    sys.exit(0 if getattr(server, "drained", False) else 128 + signum)
 
 
 def serve(workers: int) -> None:
@@ -24,6 +27,7 @@ def serve(workers: int) -> None:
         host=os.environ.get("HOST", "0.0.0.0"),
         port=int(os.environ.get("PORT", "8000")),
         workers=workers,
+        lifespan="on",  # app/server.py starts gRPC at start-up: a failure there stops the server
         access_log=False,  # app.runtime logs each request as one JSON line
         http="app.asgi:JsonErrorsProtocol",  # uvicorn's own 400s, and 431, as JSON like every other error
         timeout_graceful_shutdown=int(os.environ.get("GRACEFUL_TIMEOUT", "20")),
@@ -36,6 +40,7 @@ if __name__ == "__main__":
     # its own only after the model has loaded, so a stop during a slow load would hang till SIGKILL.
     signal.signal(signal.SIGTERM, exit_on_sigterm)
     workers = int(os.environ.get("WORKERS") or 0) or cores()
+    os.environ["WORKERS"] = str(workers)  # the count, for the workers (the gRPC port is shared by several)
     metrics_dir = None
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Prometheus metrics from every worker: each writes its values to files there, and

@@ -1,0 +1,206 @@
+"""KServe's `inference.GRPCInferenceService` on grpc.aio, in the REST server's event loop.
+
+Every RPC is answered by the REST binding's logic (app/oip.py through convert.py), behind the
+same door: the bearer token of app/guard.py (`authorization` metadata; the liveness and
+readiness RPCs stay open, as /v2/health/* do), the same bound on requests in progress, the same
+micro-batched scoring and the same metrics (route label `grpc`). A refused request is a status
+with the REST error's message: INVALID_ARGUMENT (400, 413, 415), NOT_FOUND (404),
+UNAUTHENTICATED (401), RESOURCE_EXHAUSTED (overloaded), UNAVAILABLE (not ready); INTERNAL only
+for a bug, logged with its traceback.
+
+Settings: GRPC=0 turns it off; GRPC_PORT (default 8081); GRPC_MAX_MESSAGE_BYTES, the largest
+request and answer (default 4 MiB, gRPC's own default; over it: RESOURCE_EXHAUSTED from gRPC).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import grpc
+from grpc import aio
+
+from ..guard import ConfigError, InFlight
+from ..logs import log, log_request
+from ..metrics import GRPC_ROUTE
+from ..schema import BadRequest
+from ..service import Call, ModelService, Scored
+from . import SERVICE, convert
+from . import deployctl_oip_predict_v2_pb2 as pb
+
+DEFAULT_PORT = 8081
+DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+# the REST path whose guard rule each RPC follows (open probes, or a token when auth is on)
+LIVE, READY, MODELS = "/v2/health/live", "/v2/health/ready", "/v2/models"
+CODES = {
+    401: grpc.StatusCode.UNAUTHENTICATED,
+    404: grpc.StatusCode.NOT_FOUND,
+    503: grpc.StatusCode.UNAVAILABLE,
+}
+HINT = "set GRPC_PORT to a free port, or GRPC=0 to serve HTTP only"
+Score = Callable[[Call], Awaitable[Scored]]
+
+
+class Settings:
+    """GRPC, GRPC_PORT and GRPC_MAX_MESSAGE_BYTES, checked (ConfigError: the service will not start)."""
+
+    def __init__(self, environ: Mapping[str, str] = os.environ) -> None:
+        self.enabled = environ.get("GRPC", "1") != "0"
+        self.port = _whole(environ, "GRPC_PORT", DEFAULT_PORT, 1, 65535)
+        self.max_message_bytes = _whole(
+            environ, "GRPC_MAX_MESSAGE_BYTES", DEFAULT_MAX_MESSAGE_BYTES, 1, 2**31 - 1
+        )
+        # several worker processes share the port (SO_REUSEPORT: the kernel spreads connections);
+        # one process alone binds it exclusively, so a second service cannot silently share it
+        self.reuse_port = _whole(environ, "WORKERS", 1, 0, 2**31 - 1) > 1
+        host = environ.get("HOST", "0.0.0.0")
+        self.address = f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
+
+
+def _whole(environ: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise ConfigError(f"{name} must be a whole number from {low} to {high}; got '{raw}'")
+    return int(raw)
+
+
+class InferenceService:
+    """The six RPCs of the service, each a coroutine (request, context) -> response."""
+
+    def __init__(self, service: ModelService, score: Score, in_flight: InFlight, metrics: Any) -> None:
+        self.service = service
+        self.oip = service.oip
+        self.score = score
+        self.in_flight = in_flight
+        self.metrics = metrics
+        self.metadata = convert.metadata_response(self.oip.metadata)
+        self.server = convert.server_metadata_response(self.oip.server)
+
+    def handlers(self) -> grpc.GenericRpcHandler:
+        rpcs: dict[str, tuple[str, Callable[[Any], Awaitable[Any]], Any, Any]] = {
+            "ServerLive": (LIVE, self.server_live, pb.ServerLiveRequest, pb.ServerLiveResponse),
+            "ServerReady": (READY, self.server_ready, pb.ServerReadyRequest, pb.ServerReadyResponse),
+            "ModelReady": (MODELS, self.model_ready, pb.ModelReadyRequest, pb.ModelReadyResponse),
+            "ServerMetadata": (
+                MODELS,
+                self.server_metadata,
+                pb.ServerMetadataRequest,
+                pb.ServerMetadataResponse,
+            ),
+            "ModelMetadata": (MODELS, self.model_metadata, pb.ModelMetadataRequest, pb.ModelMetadataResponse),
+            "ModelInfer": (MODELS, self.model_infer, pb.ModelInferRequest, pb.ModelInferResponse),
+        }
+        methods = {
+            name: grpc.unary_unary_rpc_method_handler(
+                self.guarded(name, path, answer),
+                request_deserializer=request.FromString,
+                response_serializer=response.SerializeToString,
+            )
+            for name, (path, answer, request, response) in rpcs.items()
+        }
+        return grpc.method_handlers_generic_handler(SERVICE, methods)
+
+    def guarded(self, name: str, path: str, answer: Callable[[Any], Awaitable[Any]]) -> Any:
+        """The RPC behind the guard, counted in the metrics and the access log; refusals as statuses."""
+        method = f"/{SERVICE}/{name}"
+        probe = path != MODELS
+
+        async def rpc(request: Any, context: aio.ServicerContext) -> Any:
+            started = self.metrics.started()
+            status, admitted = 500, False
+            try:
+                refused = self.service.auth.refuse(path, _authorization(context))
+                if refused is None and not probe:
+                    admitted = self.in_flight.admit()
+                    if not admitted:
+                        self.metrics.shed()
+                        refused = self.in_flight.overloaded()
+                if refused is not None:
+                    raise refused
+                response = await answer(request)
+                status = 200
+                return response
+            except BadRequest as exc:
+                status = exc.status
+                overloaded = exc.status == 503 and not probe and not admitted
+                code = grpc.StatusCode.RESOURCE_EXHAUSTED if overloaded else CODES.get(exc.status)
+                await context.abort(code or grpc.StatusCode.INVALID_ARGUMENT, exc.message)
+            except Exception as exc:  # the rule of app/service.py's `failure`: only a bug is INTERNAL
+                log.error(
+                    "request failed", exc_info=exc, extra={"fields": {"method": "gRPC", "path": method}}
+                )
+                await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
+            finally:
+                if admitted:
+                    self.in_flight.release()
+                log_request("gRPC", method, status, started)
+                self.metrics.finished(GRPC_ROUTE, status, started)
+
+        return rpc
+
+    # -- the RPCs ---------------------------------------------------------------------------------
+
+    async def server_live(self, _: pb.ServerLiveRequest) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=True)
+
+    async def server_ready(self, _: pb.ServerReadyRequest) -> pb.ServerReadyResponse:
+        return pb.ServerReadyResponse(ready=self.service.ready)
+
+    async def model_ready(self, request: pb.ModelReadyRequest) -> pb.ModelReadyResponse:
+        self.oip.route(model_path(request.name, request.version))  # NOT_FOUND for another model
+        return pb.ModelReadyResponse(ready=self.service.ready)
+
+    async def server_metadata(self, _: pb.ServerMetadataRequest) -> pb.ServerMetadataResponse:
+        return self.server
+
+    async def model_metadata(self, request: pb.ModelMetadataRequest) -> pb.ModelMetadataResponse:
+        self.oip.route(model_path(request.name, request.version))
+        return self.metadata
+
+    async def model_infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
+        self.oip.route(model_path(request.model_name, request.model_version) + "/infer")
+        rows, probabilities, answer = self.oip.infer(convert.infer_body(request))
+        call = Call(rows, probabilities, answer)
+        scored = await self.score(call)
+        return convert.infer_response(answer(*scored), raw=bool(request.raw_input_contents))
+
+
+def model_path(name: str, version: str) -> str:
+    """The REST path of a model (and version), whose routing gives the same NOT_FOUND answers."""
+    if "/" in name + version:  # a path of its own, which must not route elsewhere
+        raise BadRequest(f"model '{name}' version '{version}' is not served here", 404)
+    return f"/v2/models/{name}" + (f"/versions/{version}" if version else "")
+
+
+async def start(
+    service: ModelService, score: Score, in_flight: InFlight, metrics: Any, settings: Settings
+) -> aio.Server:
+    """The gRPC server, started on settings.address in the running event loop."""
+    limit = settings.max_message_bytes
+    server = aio.server(
+        options=[
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", limit),
+            ("grpc.so_reuseport", int(settings.reuse_port)),
+        ]
+    )
+    server.add_generic_rpc_handlers((InferenceService(service, score, in_flight, metrics).handlers(),))
+    try:
+        port = server.add_insecure_port(settings.address)
+    except RuntimeError as exc:  # grpcio raises where older versions returned 0
+        raise ConfigError(f"the gRPC port {settings.address} cannot be bound ({exc}); {HINT}") from None
+    if port == 0:
+        raise ConfigError(f"the gRPC port {settings.address} cannot be bound; {HINT}")
+    await server.start()
+    log.info("gRPC serving", extra={"fields": {"address": settings.address, "port": port}})
+    return server
+
+
+def _authorization(context: aio.ServicerContext) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization":
+            return value if isinstance(value, str) else None
+    return None

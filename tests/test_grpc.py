@@ -1,0 +1,403 @@
+"""The Open Inference Protocol v2 over gRPC (issue 26), end to end: fastapi artifacts generated and
+built through the real CLI, served with their gRPC port on, driven by the real client
+(tritonclient.grpc) and by tritonclient's own `inference.*` messages for what its client does not
+send (typed contents, malformed requests)."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+import numpy as np
+import pytest
+import tritonclient.grpc as oip_grpc
+import tritonclient.http as oip_http
+from conftest import FRAUD_ROW, ROOT, Registry, build_registry, infer_inputs, run_cli
+from prometheus_client.parser import text_string_to_metric_families
+from test_oip import Service
+from tritonclient.grpc import service_pb2 as pb
+from tritonclient.grpc import service_pb2_grpc
+
+from deployctl.manifest import Artifact
+from deployctl.process import free_port
+
+pytestmark = pytest.mark.slow
+FRAUD, IRIS = "models:/fraud_detector@production", "models:/iris_species/1"
+NAMES = {FRAUD: "fraud-detector", IRIS: "iris-species"}
+TOKEN = "grpc-test-token"
+NUMPY = {"FP64": np.float64, "FP32": np.float32, "INT64": np.int64, "INT32": np.int32, "BOOL": np.bool_}
+
+
+def test_the_shipped_messages_are_generated_from_the_proto() -> None:
+    """scripts/generate_oip_grpc.py --check: the runtime's modules are protoc's output for the proto."""
+    check = [sys.executable, str(ROOT / "scripts" / "generate_oip_grpc.py"), "--check"]
+    proc = subprocess.run(check, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_the_runtime_imports_beside_tritonclients_in_one_process() -> None:
+    """Both tritonclients register `inference.*` messages in protobuf's one pool per process; the
+    runtime's gRPC modules load beside them (kserve#3099 is the clash this avoids)."""
+    code = (
+        "import tritonclient.http, tritonclient.grpc\n"
+        "from app.oip_grpc import service, deployctl_oip_predict_v2_pb2 as pb\n"
+        "from tritonclient.grpc import service_pb2\n"
+        "request = service_pb2.ModelInferRequest(model_name='m', raw_input_contents=[b'x'])\n"
+        "assert pb.ModelInferRequest.FromString(request.SerializeToString()).model_name == 'm'\n"
+        "print(service.SERVICE)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT / "templates" / "runtime",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "inference.GRPCInferenceService"
+
+
+class GrpcService(Service):
+    """`deployctl serve` with its gRPC port on a free port."""
+
+    def __init__(self, artifact: Path, workers: int = 1, env: dict[str, str] | None = None) -> None:
+        self.grpc_port = free_port()
+        self.grpc_url = f"127.0.0.1:{self.grpc_port}"
+        super().__init__(artifact, workers, {"GRPC": "1", "GRPC_PORT": str(self.grpc_port), **(env or {})})
+        self.channel = grpc.insecure_channel(self.grpc_url)
+        self.stub = service_pb2_grpc.GRPCInferenceServiceStub(self.channel)
+
+    def stop(self) -> None:
+        self.channel.close()
+        super().stop()
+
+
+@pytest.fixture(scope="module")
+def built(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """generate + build a fastapi artifact through the CLI, once per model."""
+    cache: dict[str, Path] = {}
+
+    def make(uri: str, registry: Registry = registry) -> Path:
+        if uri not in cache:
+            out = tmp_path_factory.mktemp("fastapi") / "artifact"
+            result = run_cli("generate", "-m", uri, "-t", "fastapi", "-o", str(out), env=registry.env())
+            assert result.code == 0, result.output
+            result = run_cli("build", str(out))
+            assert result.code == 0, result.output
+            cache[uri] = out
+        return cache[uri]
+
+    return make
+
+
+@pytest.fixture(scope="module")
+def serving(built: Callable[[str], Path]) -> Iterator[Callable[[str], GrpcService]]:
+    running: dict[str, GrpcService] = {}
+
+    def get(uri: str) -> GrpcService:
+        if uri not in running:
+            running[uri] = GrpcService(built(uri))
+        return running[uri]
+
+    yield get
+    for service in running.values():
+        service.stop()
+
+
+def recorded_rows(artifact: Path) -> list[dict[str, Any]]:
+    return [case["row"] for case in Artifact.open(artifact).smoke_cases]
+
+
+def grpc_inputs(metadata: Any, rows: list[dict[str, Any]]) -> list[oip_grpc.InferInput]:
+    """tritonclient.grpc InferInputs for `rows` (raw_input_contents, the client's only way)."""
+    inputs = []
+    for tensor in metadata.inputs:
+        values = [row[tensor.name] for row in rows]
+        array = np.array(values, dtype=NUMPY.get(tensor.datatype, object))  # BYTES: str objects
+        infer_input = oip_grpc.InferInput(tensor.name, [len(rows)], tensor.datatype)
+        infer_input.set_data_from_numpy(array)
+        inputs.append(infer_input)
+    return inputs
+
+
+def plain(array: Any) -> list[Any]:
+    """An output's values, BYTES as text (tritonclient.http decodes JSON text; gRPC gives bytes)."""
+    return [v.decode() if isinstance(v, bytes) else v for v in array.tolist()]
+
+
+def typed_request(name: str, metadata: Any, rows: list[dict[str, Any]]) -> pb.ModelInferRequest:
+    """A ModelInferRequest with each input's values in its datatype's typed contents."""
+    fields = {"FP64": "fp64_contents", "INT64": "int64_contents", "BOOL": "bool_contents"}
+    request = pb.ModelInferRequest(model_name=name, id="typed-1")
+    for tensor in metadata.inputs:
+        values = [row[tensor.name] for row in rows]
+        given = request.inputs.add(name=tensor.name, datatype=tensor.datatype, shape=[len(rows)])
+        if tensor.datatype == "BYTES":
+            given.contents.bytes_contents.extend(v.encode() for v in values)
+        else:
+            getattr(given.contents, fields[tensor.datatype]).extend(values)
+    return request
+
+
+@pytest.mark.parametrize("uri", [FRAUD, IRIS])
+def test_tritonclient_grpc_answers_equal_rest_infer(
+    serving: Callable[[str], GrpcService], built: Callable[[str], Path], uri: str
+) -> None:
+    service, artifact = serving(uri), built(uri)
+    name, version = NAMES[uri], str(Artifact.open(artifact).model["version"])
+    client = oip_grpc.InferenceServerClient(service.grpc_url)
+    assert client.is_server_live() and client.is_server_ready()
+    assert client.is_model_ready(name) and client.is_model_ready(name, version)
+    assert client.get_server_metadata().name == "deployctl"
+    metadata = client.get_model_metadata(name, version)
+    rest = oip_http.InferenceServerClient(service.url.removeprefix("http://"))
+    rest_metadata = rest.get_model_metadata(name, version)
+    assert [(t.name, t.datatype, list(t.shape)) for t in metadata.inputs] == [
+        (t["name"], t["datatype"], t["shape"]) for t in rest_metadata["inputs"]
+    ]
+    assert [t.name for t in metadata.outputs] == [t["name"] for t in rest_metadata["outputs"]]
+
+    rows = recorded_rows(artifact)
+    expected = rest.infer(name, infer_inputs(rest_metadata, rows), model_version=version)
+    outputs = [t["name"] for t in rest_metadata["outputs"]]
+    raw = client.infer(name, grpc_inputs(metadata, rows), model_version=version, request_id="req-9")
+    assert raw.get_response().id == "req-9" and raw.get_response().model_name == name
+    assert raw.get_response().raw_output_contents  # raw in, raw out (tritonclient reads those)
+    for output in outputs:
+        assert plain(raw.as_numpy(output)) == plain(expected.as_numpy(output)), output
+
+    typed = service.stub.ModelInfer(typed_request(name, metadata, rows))
+    assert not typed.raw_output_contents and typed.id == "typed-1"
+    answers = {tensor.name: tensor for tensor in typed.outputs}
+    predictions = plain(expected.as_numpy("predict"))
+    if answers["predict"].datatype == "BYTES":
+        assert [v.decode() for v in answers["predict"].contents.bytes_contents] == predictions
+    else:
+        assert list(
+            answers["predict"].contents.int64_contents or answers["predict"].contents.fp64_contents
+        ) == (predictions)
+    if "predict_proba" in answers:
+        probabilities = expected.as_numpy("predict_proba")
+        assert list(answers["predict_proba"].shape) == list(probabilities.shape)
+        assert list(answers["predict_proba"].contents.fp64_contents) == probabilities.ravel().tolist()
+
+
+def fraud_request(**tensors: Any) -> pb.ModelInferRequest:
+    """FRAUD_ROW with typed contents, `tensors` replacing inputs (None: left out)."""
+    row = {**FRAUD_ROW, "merchant_category": FRAUD_ROW["merchant_category"].encode()}
+    kinds = {
+        float: ("FP64", "fp64_contents"),
+        bool: ("BOOL", "bool_contents"),
+        bytes: ("BYTES", "bytes_contents"),
+    }
+    request = pb.ModelInferRequest(model_name="fraud-detector")
+    for column, value in row.items():
+        if tensors.get(column, {}) is None:
+            continue
+        datatype, field = kinds.get(type(value), ("INT64", "int64_contents"))
+        given = request.inputs.add(name=column, datatype=datatype, shape=[1])
+        getattr(given.contents, field).append(value)
+        for key, changed in (tensors.get(column) or {}).items():
+            if key == "shape":
+                given.ClearField("shape")
+                given.shape.extend(changed)
+            elif key == "contents":
+                given.ClearField("contents")
+                for content_field, values in changed.items():
+                    getattr(given.contents, content_field).extend(values)
+            else:
+                setattr(given, key, changed)
+    return request
+
+
+def with_raw(request: pb.ModelInferRequest, *buffers: bytes) -> pb.ModelInferRequest:
+    request.raw_input_contents.extend(buffers)
+    return request
+
+
+def all_raw(**replaced: bytes) -> pb.ModelInferRequest:
+    """The fraud row with every input raw, `replaced` buffers by input name."""
+    request = fraud_request()
+    buffers = []
+    for tensor in request.inputs:
+        field = tensor.contents.ListFields()[0][0].name
+        values = list(getattr(tensor.contents, field))
+        tensor.ClearField("contents")
+        if tensor.datatype == "BYTES":
+            buffer = b"".join(len(v).to_bytes(4, "little") + v for v in values)
+        else:
+            buffer = np.array(values, dtype=NUMPY[tensor.datatype]).tobytes()
+        buffers.append(replaced.get(tensor.name, buffer))
+    return with_raw(request, *buffers)
+
+
+INVALID, NOT_FOUND = grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND
+BAD_REQUESTS = [
+    (fraud_request(), None, None),  # the valid request these are variations of
+    (all_raw(), None, None),
+    (pb.ModelInferRequest(model_name="another-model"), NOT_FOUND, "not served here"),
+    (pb.ModelInferRequest(model_name="fraud-detector/versions/1"), NOT_FOUND, "not served here"),
+    (pb.ModelInferRequest(model_name="fraud-detector", model_version="99"), NOT_FOUND, "version '99'"),
+    (pb.ModelInferRequest(model_name="fraud-detector"), INVALID, "non-empty list of tensors"),
+    (fraud_request(amount={"name": "amout"}), INVALID, "unknown input 'amout'"),
+    (fraud_request(hour=None), INVALID, "'hour' is required"),
+    (fraud_request(amount={"shape": [2]}), INVALID, "holds 2 values, data has 1"),
+    (fraud_request(amount={"datatype": "FP128"}), INVALID, "not an Open Inference Protocol datatype"),
+    (
+        fraud_request(amount={"contents": {"fp32_contents": [1.0]}}),
+        INVALID,
+        "FP64 values go in fp64_contents",
+    ),
+    (
+        fraud_request(amount={"datatype": "BYTES", "contents": {"bytes_contents": [b"x"]}}),
+        INVALID,
+        "does not fit",
+    ),
+    (fraud_request(merchant_category={"contents": {"bytes_contents": [b"\xff"]}}), INVALID, "not UTF-8"),
+    (with_raw(fraud_request(), b"\x00" * 8), INVALID, "raw_input_contents: 1 buffers for 5 inputs"),
+    (all_raw(amount=b"\x00" * 7), INVALID, "not a whole number of FP64 values"),
+    (all_raw(amount=b"\x00" * 16), INVALID, "holds 1 values, data has 2"),
+    (all_raw(merchant_category=b"\xff\x00\x00\x00ab"), INVALID, "runs past the data"),
+    (
+        with_raw(fraud_request(), *all_raw().raw_input_contents),
+        INVALID,
+        "has contents and raw_input_contents",
+    ),
+]
+
+
+@pytest.mark.parametrize(("request_", "code", "message"), BAD_REQUESTS)
+def test_malformed_requests_get_their_status_and_the_server_stays_up(
+    serving: Callable[[str], GrpcService], request_: pb.ModelInferRequest, code: Any, message: str | None
+) -> None:
+    service = serving(FRAUD)
+    if code is None:
+        answer = service.stub.ModelInfer(request_)
+        assert [o.name for o in answer.outputs] == ["predict", "predict_proba"]
+        return
+    with pytest.raises(grpc.RpcError) as refused:
+        service.stub.ModelInfer(request_)
+    assert refused.value.code() == code, refused.value.details()
+    assert message in refused.value.details()
+    assert service.stub.ServerLive(pb.ServerLiveRequest()).live
+
+
+def test_unknown_models_are_not_found_on_every_model_rpc(serving: Callable[[str], GrpcService]) -> None:
+    service = serving(FRAUD)
+    for call in (
+        lambda: service.stub.ModelReady(pb.ModelReadyRequest(name="another")),
+        lambda: service.stub.ModelMetadata(pb.ModelMetadataRequest(name="fraud-detector", version="99")),
+    ):
+        with pytest.raises(grpc.RpcError) as refused:
+            call()
+        assert refused.value.code() == NOT_FOUND
+
+
+def grpc_requests(url: str) -> dict[str, float]:
+    """deployctl_requests_total of the `grpc` route, by status code, from /metrics."""
+    counts: dict[str, float] = {}
+    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics").text):
+        for sample in family.samples:
+            if sample.name == "deployctl_requests_total" and sample.labels["route"] == "grpc":
+                counts[sample.labels["code"]] = counts.get(sample.labels["code"], 0) + sample.value
+    return counts
+
+
+def test_auth_and_metrics_with_two_workers(built: Callable[[str], Path]) -> None:
+    """AUTH_TOKEN_SHA256 guards gRPC as REST (bearer in `authorization`; the probes open), and the
+    calls are counted in /metrics under route="grpc", summed over two workers sharing the port."""
+    digest = hashlib.sha256(TOKEN.encode()).hexdigest()
+    service = GrpcService(built(FRAUD), workers=2, env={"AUTH_TOKEN_SHA256": digest})
+    try:
+        assert service.stub.ServerLive(pb.ServerLiveRequest()).live  # open, as /v2/health/live
+        for metadata in ((), (("authorization", "Bearer wrong"),), (("authorization", "Basic x"),)):
+            with pytest.raises(grpc.RpcError) as refused:
+                service.stub.ModelInfer(fraud_request(), metadata=metadata)
+            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        bearer = (("authorization", f"Bearer {TOKEN}"),)
+        for _ in range(4):  # on new connections: the kernel spreads them over the workers
+            channel = grpc.insecure_channel(service.grpc_url)
+            stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+            assert stub.ModelInfer(fraud_request(), metadata=bearer).outputs
+            channel.close()
+        assert grpc_requests(service.url) == {"200": 5.0, "401": 3.0}
+    finally:
+        service.stop()
+
+
+def test_metrics_count_grpc_calls_in_one_worker(serving: Callable[[str], GrpcService]) -> None:
+    service = serving(FRAUD)
+    before = grpc_requests(service.url)
+    service.stub.ModelInfer(fraud_request())
+    with pytest.raises(grpc.RpcError):
+        service.stub.ModelInfer(fraud_request(hour=None))
+    after = grpc_requests(service.url)
+    assert after.get("200", 0) - before.get("200", 0) == 1
+    assert after.get("400", 0) - before.get("400", 0) == 1
+
+
+@pytest.fixture(scope="module")
+def sleeper(tmp_path_factory: pytest.TempPathFactory, built: Callable[..., Path]) -> Path:
+    """A fastapi artifact of a model that takes 20 ms of wall time per row (tests/make_slow_registry.py)."""
+    registry = build_registry("make_slow_registry.py", tmp_path_factory.mktemp("slow-registry"))
+    return built("models:/sleeper/1", registry)
+
+
+def sleeper_request(rows: int) -> pb.ModelInferRequest:
+    request = pb.ModelInferRequest(model_name="sleeper")
+    request.inputs.add(name="x", datatype="FP64", shape=[rows]).contents.fp64_contents.extend([1.0] * rows)
+    return request
+
+
+def test_calls_past_max_in_flight_are_refused_as_resource_exhausted(built: Callable[[str], Path]) -> None:
+    """gRPC and REST share the bound on requests in progress: a REST request admitted and still
+    sending its body holds the one slot, so a gRPC call is refused at once, then served once it is free."""
+    service = GrpcService(built(FRAUD), env={"MAX_IN_FLIGHT": "1"})
+    try:
+        body = json.dumps({"features": FRAUD_ROW}).encode()
+        with socket.create_connection(("127.0.0.1", service.port)) as held:
+            head = "POST /predict HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+            held.sendall(f"{head}content-length: {len(body)}\r\n\r\n".encode() + body[:5])
+            time.sleep(1)  # the server admits the request and waits for the rest of its body
+            with pytest.raises(grpc.RpcError) as refused:
+                service.stub.ModelInfer(fraud_request())
+            assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "overloaded" in refused.value.details()
+            held.sendall(body[5:])
+            assert held.recv(4096).startswith(b"HTTP/1.1 200")
+        assert service.stub.ModelInfer(fraud_request()).outputs
+        assert grpc_requests(service.url) == {"200": 1.0, "503": 1.0}
+    finally:
+        service.stop()
+
+
+def test_sigterm_answers_the_call_in_progress_and_exits_0(sleeper: Path) -> None:
+    service = GrpcService(sleeper)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        call = pool.submit(service.stub.ModelInfer, sleeper_request(150))  # 3 s of scoring
+        time.sleep(1)
+        service.proc.send_signal(signal.SIGTERM)
+        answer = call.result(30)
+    assert list(answer.outputs[0].contents.fp64_contents) == [2.0] * 150
+    assert service.proc.wait(30) == 0
+    service.channel.close()
+
+
+def test_smoke_test_checks_model_infer_over_grpc(built: Callable[[str], Path]) -> None:
+    result = run_cli("smoke-test", str(built(IRIS)), "--json", env={**os.environ, "GRPC": "1"})
+    assert result.code == 0, result.output
+    checks = {check["name"]: check for check in json.loads(result.stdout)["checks"]}
+    rows = len(Artifact.open(built(IRIS)).smoke_cases)
+    assert checks[f"gRPC ModelInfer {rows} rows"]["ok"], checks
