@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from guards import with_revision
-from run import BENCH, Server, bench_rows, ensure_registry, make_artifact, requests_for
+from run import BENCH, Server, bench_rows, ensure_registry, group_processes, make_artifact, requests_for
 
 TOKEN = "bench-token-not-a-secret"
 ROUTES = ("predict", "invocations")
@@ -42,7 +42,7 @@ ROUTES = ("predict", "invocations")
 
 def under_callgrind(server: Server, out: Path) -> Server:
     """The same server, started by callgrind with instrumentation off until asked."""
-    valgrind = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}"]
+    valgrind = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}.%p"]
     return Server(server.name, [*valgrind, *server.command], server.cwd, server.env, ready_timeout=900)
 
 
@@ -59,9 +59,11 @@ def send(server: Server, path: str, body: dict[str, Any], headers: dict[str, str
 
 
 def callgrind_control(server: Server, action: str) -> None:
-    # vgdb finds the process by a file named after $HOST, which the server has as 127.0.0.1
+    """`action` in every process of the server (flask's gunicorn master and its forked worker)."""
+    # vgdb finds a process by a file named after $HOST, which the server has as 127.0.0.1
     env = {**os.environ, "HOST": server.env.get("HOST", "127.0.0.1")}
-    subprocess.run(["callgrind_control", action, str(server.pid)], check=True, capture_output=True, env=env)
+    for pid, _ in group_processes(server.pid):
+        subprocess.run(["callgrind_control", action, str(pid)], check=True, capture_output=True, env=env)
 
 
 def counted_instructions(server: Server, out: Path, route: str, headers: dict[str, str], n: int) -> float:

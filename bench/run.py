@@ -444,19 +444,25 @@ def median_of(runs: list[dict[str, float]]) -> dict[str, float]:
     return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
 
 
-def group_cpu_seconds(pgid: int) -> float:
-    """CPU time (user + system) used so far by every process of a server's process group.
-
-    CPU per request does not depend on what else runs on the machine, as throughput does.
-    """
-    total = 0
+def group_processes(pgid: int) -> list[tuple[int, list[str]]]:
+    """(pid, the fields after the name in /proc/pid/stat) of every process of a process group."""
+    found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:  # the process has gone
             continue
         if int(fields[2]) == pgid:  # fields after the name: state, ppid, pgrp, ..., utime, stime
-            total += int(fields[11]) + int(fields[12])
+            found.append((int(stat.parent.name), fields))
+    return found
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """CPU time (user + system) used so far by every process of a server's process group.
+
+    CPU per request does not depend on what else runs on the machine, as throughput does.
+    """
+    total = sum(int(fields[11]) + int(fields[12]) for _, fields in group_processes(pgid))
     return total / os.sysconf("SC_CLK_TCK")
 
 
