@@ -38,20 +38,21 @@ def run_or_fail(cmd: list[str], what: str, hint: str, lines: int = 15, cwd: Path
     return result.stdout
 
 
-def check_port(port: int, host: str = "0.0.0.0") -> None:
+def check_port(port: int, host: str = "0.0.0.0", setting: str = "--port") -> None:
     """Refuse a port a server could not listen on (out of range, taken, privileged), before
-    anything loads: the servers' own errors come late (after the model loaded) or not at all."""
+    anything loads: the servers' own errors come late (after the model loaded) or not at all.
+    `setting` is what the user changes to pick another (the option or the environment variable)."""
     if not 1 <= port <= 65535:
-        raise UsageError(f"--port {port} is not a TCP port.", "Give one from 1 to 65535, e.g. --port 8000.")
+        raise UsageError(f"{setting} {port} is not a TCP port.", "Give one from 1 to 65535, e.g. 8000.")
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers bind
         try:
             sock.bind((host, port))
         except OSError as exc:
+            pick = f"--port {free_port()}" if setting == "--port" else f"{setting}={free_port()}"
             raise UsageError(
-                f"Cannot listen on port {port}: {exc.strerror or exc}.",
-                "Stop what listens there (`ss -ltnp` shows it) or pick another port, e.g. "
-                f"--port {free_port()}.",
+                f"Cannot listen on port {port} ({setting}): {exc.strerror or exc}.",
+                f"Stop what listens there (`ss -ltnp` shows it) or pick another port, e.g. {pick}.",
             ) from None
 
 

@@ -141,6 +141,16 @@ def test_serve_refuses_a_busy_port_before_loading_anything(
     assert_one_paragraph_error(result, f"Cannot listen on port {busy_port}", "Hint:", "--port")
 
 
+def test_serve_refuses_a_busy_grpc_port_before_loading_anything(
+    generated: dict[str, Path], busy_port: int
+) -> None:
+    """fastapi also serves gRPC (GRPC_PORT, 8081): with several workers sharing that port, a second
+    service started on a busy one would have joined it and answered half the first one's calls."""
+    env = {**os.environ, "GRPC": "1", "GRPC_PORT": str(busy_port)}
+    result = run_cli("serve", str(generated["fastapi"]), "--port", str(free_port()), env=env, timeout=60)
+    assert_one_paragraph_error(result, f"Cannot listen on port {busy_port} (GRPC_PORT)", "GRPC_PORT=")
+
+
 @pytest.mark.parametrize("port", ["70000", "-5", "0"])
 def test_serve_refuses_a_port_out_of_range(port: str, generated: dict[str, Path]) -> None:
     result = run_cli("serve", str(generated["fastapi"]), "--port", port, timeout=60)

@@ -24,7 +24,7 @@ from rich.console import Console
 from deployctl import docker_engine
 from deployctl.docker_engine import ContainerService, RunSpec
 from deployctl.manifest import Artifact
-from deployctl.process import ProcessService, free_port, run_until_signalled
+from deployctl.process import ProcessService, check_port, free_port, run_until_signalled
 from deployctl.targets.base import require_built
 from deployctl.targets.builders import require_current_venv
 
@@ -64,6 +64,9 @@ class ProcessRunner:
 
     def serve(self, artifact: Artifact, port: int, console: Console) -> None:
         """exec the server: it then receives Ctrl-C and SIGTERM itself and shuts down gracefully."""
+        grpc_port = os.environ.get("GRPC_PORT", "8081")
+        if self.grpc and os.environ.get("GRPC", "1") != "0" and grpc_port.isdigit():
+            check_port(int(grpc_port), setting="GRPC_PORT")  # or GRPC=0: HTTP only
         cmd = self.command(artifact, port, "0.0.0.0")
         os.environ.update(PORT=str(port), **(self.serve_env(artifact) if self.serve_env else {}))
         console.print(f"[green]Serving {artifact.name} on http://0.0.0.0:{port}[/] (Ctrl-C to stop)")
