@@ -276,12 +276,29 @@ def test_the_kafka_consumer_image_has_its_own_default_tag(registry: Registry, tm
 # -- help text --------------------------------------------------------------------------------------------
 
 
-def test_generate_help_names_every_target_and_flags_take_no_value() -> None:
+def test_generate_help_names_every_target() -> None:
     from deployctl.targets import names
 
     result = run_cli("generate", "--help", env=narrow_env(COLUMNS="200"), timeout=60)
     assert result.code == 0, result.output
     flat = " ".join(result.stdout.split())
     assert all(name in flat for name in names()), flat
-    flags = [line for line in result.stdout.splitlines() if "--json" in line or "--force" in line]
-    assert flags and not any("<bool>" in line for line in flags), flags
+
+
+def command_names() -> list[str]:
+    import typer
+
+    from deployctl.cli import app
+
+    group = typer.main.get_command(app)
+    return ["", *sorted(group.commands)]  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("command", command_names())
+def test_no_flag_shows_a_value_in_help(command: str) -> None:
+    """`--json <bool>` reads as `--json true`, which is refused: a flag shows no value (--help too)."""
+    result = run_cli(*command.split(), "--help", env=narrow_env(COLUMNS="200"), timeout=60)
+    assert result.code == 0, result.output
+    rows = [line for line in result.stdout.splitlines() if re.search(r"│ +(\* +)?--", line)]
+    assert any("--help" in row for row in rows), result.stdout
+    assert not [row for row in rows if "<bool>" in row], rows
