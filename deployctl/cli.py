@@ -29,7 +29,7 @@ class _FlagsTakeNoValue:
     """Typer's help shows a flag's type as if it took a value (`--json <bool>`, `--help <bool>`),
     though `--json true` is refused: every flag of every command, --help included, shows none."""
 
-    def get_params(self, ctx: typer.Context) -> list[Any]:
+    def get_params(self, ctx: Any) -> list[Any]:
         params: list[Any] = super().get_params(ctx)  # type: ignore[misc]
         for param in params:
             if isinstance(param, TyperOption) and param.is_flag and param.metavar is None:
