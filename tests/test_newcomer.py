@@ -374,3 +374,12 @@ def test_hints_from_a_deployctl_installed_from_a_wheel(tmp_path: Path) -> None:
     check = "from deployctl.origin import install_extra; print(install_extra('onnx', ['onnx']))"
     extra = subprocess.run([python, "-c", check], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert extra.stdout.startswith(f"pip install '{wheel}[onnx]'"), extra.stdout + extra.stderr
+
+
+# -- stale text -------------------------------------------------------------------------------------
+
+
+def test_the_readme_gives_one_size_for_the_fraud_lambda_zip() -> None:
+    rows = [line for line in (ROOT / "README.md").read_text().splitlines() if line.startswith("| Lambda zip")]
+    sizes = {tuple(re.findall(r"(\d+(?:\.\d+)?) MB", row)[:2]) for row in rows}
+    assert len(rows) >= 2 and len(sizes) == 1, rows

@@ -5,6 +5,7 @@ imputers), refusal of what skl2onnx cannot convert, and ONNX artifacts built and
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import zipfile
@@ -138,7 +139,7 @@ def test_embedded_onnx_wheel_scores_without_pandas(
     with zipfile.ZipFile(wheel) as zf:
         metadata = zf.read(next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))).decode()
     requires = [line for line in metadata.splitlines() if line.startswith("Requires-Dist: pandas")]
-    assert requires and all('extra == "pandas"' in line for line in requires), requires
+    assert requires and all(re.search("extra == .pandas.$", line) for line in requires), requires
     # an edge install: a fresh venv, the wheel alone, offline from the artifact's wheelhouse
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
