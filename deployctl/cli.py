@@ -19,11 +19,42 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperCommand, TyperGroup, TyperOption
 
 from deployctl import __version__
 from deployctl.errors import DeployctlError, SmokeTestFailed, UsageError
 
-app = typer.Typer(
+
+class _FlagsTakeNoValue:
+    """Typer's help shows a flag's type as if it took a value (`--json <bool>`, `--help <bool>`),
+    though `--json true` is refused: every flag of every command, --help included, shows none."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        params: list[Any] = super().get_params(ctx)  # type: ignore[misc]
+        for param in params:
+            if isinstance(param, TyperOption) and param.is_flag and param.metavar is None:
+                param.metavar = ""
+        return params
+
+
+class Command(_FlagsTakeNoValue, TyperCommand):
+    pass
+
+
+class Group(_FlagsTakeNoValue, TyperGroup):
+    pass
+
+
+class App(typer.Typer):
+    """Every command is a `Command`, without repeating `cls=` on each."""
+
+    def command(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("cls", Command)
+        return super().command(*args, **kwargs)
+
+
+app = App(
+    cls=Group,
     help="From a model in an MLflow registry to a generated, built and smoke-tested deployment.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -53,17 +84,15 @@ def _print_version(value: bool) -> None:
         raise typer.Exit()
 
 
-# A flag takes no value: `metavar=""` on each, else Typer's help shows `--json <bool>`.
 @app.callback()
 def main_options(
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors too.", metavar=""),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors too."),
     version: bool = typer.Option(
         False,
         "--version",
         help="Print the version and exit.",
         is_eager=True,
         callback=_print_version,
-        metavar="",
     ),
 ) -> None:
     state["debug"] = debug
@@ -86,7 +115,7 @@ def targets() -> None:
 def inspect(
     model: str = MODEL,
     tracking_uri: str | None = TRACKING,
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output on stdout.", metavar=""),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output on stdout."),
 ) -> None:
     """Resolve a model URI: name, pinned version, flavor, signature, input example."""
     import tempfile
@@ -131,7 +160,7 @@ def generate(
     ),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Directory to write the artifact into."),
     name: str | None = typer.Option(None, "--name", help="Service name (default: the model name, DNS-safe)."),
-    force: bool = typer.Option(False, "--force", help="Write into a non-empty directory.", metavar=""),
+    force: bool = typer.Option(False, "--force", help="Write into a non-empty directory."),
     tracking_uri: str | None = TRACKING,
     templates: Path | None = typer.Option(
         None,
@@ -139,7 +168,7 @@ def generate(
         help="Folder of template overrides, laid out like deployctl's templates/.",
     ),
     as_json: bool = typer.Option(
-        False, "--json", help="Print one JSON summary on stdout (progress stays on stderr).", metavar=""
+        False, "--json", help="Print one JSON summary on stdout (progress stays on stderr)."
     ),
 ) -> None:
     """Generate the deployment artifact for a model and a target.
@@ -212,7 +241,7 @@ def parse_extra_options(args: list[str]) -> dict[str, str]:
 def build(
     path: Path = ARTIFACT,
     as_json: bool = typer.Option(
-        False, "--json", help="Print one JSON summary on stdout (progress stays on stderr).", metavar=""
+        False, "--json", help="Print one JSON summary on stdout (progress stays on stderr)."
     ),
 ) -> None:
     """Make a generated artifact runnable (a venv, an image, a zip: depends on the target).
@@ -295,7 +324,7 @@ def smoke_test(
         help="With --url: ask /health again this many times (back-off 1, 2, 4... s) on no answer, "
         "HTTP 502/503/504, or another model version, while a rollout settles.",
     ),
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable report on stdout.", metavar=""),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable report on stdout."),
     junit: Path | None = typer.Option(
         None, "--junit", help="Also write a JUnit XML report to this file.", show_default=False
     ),

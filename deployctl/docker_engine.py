@@ -171,6 +171,7 @@ def build_image(
     step can be reported with its last log lines.
     """
     engine = client()
+    previous = _image_id(tag)
     tail: deque[str] = deque(maxlen=25)
     step, image_id = "", ""
     with engine_errors(f"build {tag}"), console.status(f"Building {tag}") as status:
@@ -201,7 +202,76 @@ def build_image(
                 elif line.strip() and not line.startswith((" ---> ", "Removing intermediate")):
                     tail.append(ANSI.sub("", line).rstrip())
                     status.update(f"Building {tag}: {_shorten(line.strip())}")
-    return image_id or engine.images.get(tag).id
+    image_id = image_id or engine.images.get(tag).id
+    _tidy_up(tag, previous, image_id, console)
+    return image_id
+
+
+BUILD_STAGE_LABEL = "io.deployctl.build-stage"  # the Dockerfile's build stage: LABEL <this>=<tag>
+
+
+def build_stage_ref(tag: str) -> tuple[str, str]:
+    """(repository, tag) under which the build stage of image `tag` is kept: `<tag>-build`."""
+    from docker.utils import parse_repository_tag
+
+    repository, version = parse_repository_tag(tag)
+    return repository, f"{(version or 'latest')[:122]}-build"
+
+
+def _tidy_up(tag: str, previous: str | None, image_id: str, console: Console) -> None:
+    """Leave no dangling image behind a build.
+
+    Docker's classic builder leaves the build stage's image untagged (about 800 MB a build), and a
+    rebuild leaves untagged the image `tag` named before. The build stage is tagged `<tag>-build`
+    instead, so it stays the next build's cache (its pip layer is shared by every model with the
+    same pins); the stage it replaced and the replaced image are removed, with the layers only they
+    used (Docker keeps layers that other images use).
+    """
+    engine = client()
+    repository, stage_tag = build_stage_ref(tag)
+    previous_stage = _image_id(f"{repository}:{stage_tag}")
+    stages = engine.images.list(filters={"dangling": True, "label": f"{BUILD_STAGE_LABEL}={tag}"})
+    leftovers = []
+    if stages:  # else the stage came from the cache: it is the one already tagged
+        newest = max(stages, key=lambda image: str(image.attrs["Created"]))
+        with engine_errors(f"tag {repository}:{stage_tag}"):
+            engine.api.tag(newest.id, repository, stage_tag)
+        leftovers = [image.id for image in stages if image.id != newest.id]
+        if previous_stage is not None and previous_stage != newest.id:
+            leftovers.append(previous_stage)
+    if previous is not None and previous != image_id and _image_tags(previous) == []:
+        leftovers.append(previous)
+    for leftover in leftovers:
+        _remove_untagged(leftover, console)
+
+
+def _image_id(ref: str) -> str | None:
+    import docker.errors
+
+    try:
+        return str(client().images.get(ref).id)
+    except docker.errors.ImageNotFound:
+        return None
+
+
+def _image_tags(ref: str) -> list[str] | None:
+    """The image's tags; None if it is gone."""
+    import docker.errors
+
+    try:
+        return list(client().images.get(ref).tags)
+    except docker.errors.ImageNotFound:
+        return None
+
+
+def _remove_untagged(image_id: str, console: Console) -> None:
+    """Remove an untagged image; one that a container or a concurrent build uses stays, with a note."""
+    import docker.errors
+
+    try:
+        client().images.remove(image_id)
+    except docker.errors.APIError as exc:
+        console.print(f"[yellow]Note:[/] kept image {image_id[7:19]}: {exc.explanation}", highlight=False)
 
 
 def _shorten(text: str, width: int = 96) -> str:

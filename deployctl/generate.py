@@ -35,6 +35,10 @@ def generate(
     """Resolve, record, render into a staging folder, plan against `out`, then install (see outdir.py)."""
     target = get_target(target_name)
     options = target.parse_options(raw_options or {})
+    if options.get("engine") == "onnx":  # before the model is resolved (seconds, a download)
+        from deployctl.onnx_export import require_converter
+
+        require_converter()
     check_templates_dir(templates)
     previous = check_out_dir(out, force)
     with tempfile.TemporaryDirectory(prefix="deployctl-") as tmp:

@@ -21,6 +21,7 @@ from typing import Any
 
 from deployctl import __version__
 from deployctl.errors import NotAnArtifact
+from deployctl.origin import upgrade
 
 MANIFEST = "deployctl.json"
 SCHEMA_VERSION = 1  # the schema this deployctl writes; raised when a reader would misread the new one
@@ -160,8 +161,8 @@ class SchemaMismatch(InvalidManifest):
         if newer:
             return NotAnArtifact(
                 f"{file} was written by {by}, a newer deployctl (manifest schema {self.version}); {reads}.",
-                f"Upgrade deployctl to >= {self.tool_version} (pip install -U deployctl), or regenerate "
-                "the artifact with this one: `deployctl generate ... --force`.",
+                f"Upgrade deployctl to >= {self.tool_version} ({upgrade(str(self.tool_version))}), or "
+                "regenerate the artifact with this one: `deployctl generate ... --force`.",
             )
         return NotAnArtifact(
             f"{file} was written by {by} (manifest schema {self.version!r}), which {reads}.",

@@ -60,7 +60,7 @@ def input_typings(model: ResolvedModel) -> list[list[tuple[str, Any]]]:
     """skl2onnx input declarations, most precise first: one [N, 1] input per column (what a
     ColumnTransformer takes) with doubles as double, then as float (some ONNX operators, e.g. the
     Imputer, exist only for float); for a plain estimator on numbers, one [N, columns] table."""
-    _imports()
+    require_converter()
     from skl2onnx.common import data_types as types
 
     kinds = {
@@ -81,14 +81,18 @@ def input_typings(model: ResolvedModel) -> list[list[tuple[str, Any]]]:
     return typings
 
 
-def _imports() -> Any:
+def require_converter() -> Any:
+    """skl2onnx, or a usage error naming what to install: generate calls this before it resolves
+    the model, so a missing converter is said in a second, not after the model's download."""
     try:
         import onnxruntime  # noqa: F401
         import skl2onnx
     except ImportError as exc:
+        from deployctl.origin import install_extra
+
         raise UsageError(
             f"--engine onnx needs skl2onnx and onnxruntime where deployctl runs ({exc}).",
-            "pip install 'deployctl[onnx]' (skl2onnx, onnx, onnxruntime), or use --engine native.",
+            f"{install_extra('onnx', ['skl2onnx', 'onnx', 'onnxruntime'])}, or use --engine native.",
         ) from None
     return skl2onnx
 
@@ -100,7 +104,7 @@ def _load_sklearn(model: ResolvedModel) -> Any:
 
 
 def _to_onnx(estimator: Any, inputs: list[tuple[str, Any]]) -> Any:
-    skl2onnx = _imports()
+    skl2onnx = require_converter()
     from sklearn.base import is_classifier
 
     # probabilities as one [N, classes] tensor, not a list of {class: p} maps

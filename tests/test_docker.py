@@ -236,6 +236,21 @@ def test_build_prints_the_tag_and_the_size(fraud: tuple[Path, Result]) -> None:
 
 
 @pytest.mark.docker
+def test_a_build_leaves_no_dangling_build_stage_image(fraud: tuple[Path, Result]) -> None:
+    """The classic builder keeps each build stage's image, untagged (about 800 MB a build): deployctl
+    tags it instead, so it stays the next build's cache and a rebuild replaces it."""
+    out, _ = fraud
+    dockerfile = (out / "Dockerfile").read_text()
+    build_stage = dockerfile.split("\nFROM ", 2)[1]  # the build stage carries the label we count by
+    assert 'LABEL io.deployctl.build-stage="deployctl-test/fraud-detector:1"' in build_stage, build_stage
+    label = "io.deployctl.build-stage=deployctl-test/fraud-detector:1"
+    dangling = docker_client().images.list(filters={"dangling": True, "label": label})
+    assert dangling == [], dangling
+    stage = docker_client().images.get("deployctl-test/fraud-detector:1-build")  # the next build's cache
+    assert stage.labels["io.deployctl.build-stage"] == "deployctl-test/fraud-detector:1", stage.labels
+
+
+@pytest.mark.docker
 def test_image_is_non_root_labelled_and_health_checked(fraud: tuple[Path, Result]) -> None:
     out, _ = fraud
     manifest = Artifact.open(out).model

@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import socket
 import subprocess
 import threading
@@ -314,6 +315,27 @@ def test_multiprocess_metrics_directory_is_removed_at_shutdown(
     finally:
         stop(running.proc)
     assert running.proc.returncode is not None
+    assert list(tmp_path.glob("metrics-*")) == []
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_a_killed_servers_metrics_directory_goes_at_the_next_start(
+    built: Callable[[str, str], Path], target: str, tmp_path: Path
+) -> None:
+    """SIGKILL (a harness's or an orchestrator's last resort) leaves no chance to clean up: the next
+    start removes the directories of servers that are gone."""
+    artifact, name = built("fraud", target), NAMES["fraud"]
+    killed = start(artifact, name, WORKERS="2", TMPDIR=str(tmp_path))
+    left = list(tmp_path.glob("metrics-*"))
+    os.killpg(killed.proc.pid, signal.SIGKILL)
+    killed.proc.wait(30)
+    time.sleep(1)  # the workers, orphaned, notice their parent is gone
+    assert left and all(path.exists() for path in left), "SIGKILL left nothing to clean up"
+    running = start(artifact, name, WORKERS="2", TMPDIR=str(tmp_path))
+    try:
+        assert not [path for path in left if path.exists()], "the killed server's directory is still there"
+    finally:
+        stop(running.proc)
     assert list(tmp_path.glob("metrics-*")) == []
 
 

@@ -4,6 +4,7 @@ invoke the handler from the unpacked zip in a clean interpreter with real API Ga
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -553,6 +554,33 @@ def test_serve_runs_a_local_api_gateway_until_sigterm(fraud_fn: tuple[Path, str]
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_serve_stops_promptly_on_a_signal_to_its_pid(fraud_fn: tuple[Path, str], signum: int) -> None:
+    """Ctrl-C's SIGINT sent to the pid alone (`kill -INT`) and SIGTERM, after a warm request: the
+    local API Gateway and its function process go within seconds (issue 22 once saw ~10 s)."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "deployctl", "serve", str(fraud_fn[0]), "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(600):
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.post(f"http://127.0.0.1:{port}/predict", json={"features": ROW}).status_code == 200:
+                    break
+            assert proc.poll() is None
+            time.sleep(0.1)
+        sent = time.monotonic()
+        proc.send_signal(signum)
+        assert proc.wait(30) == 0
+        assert time.monotonic() - sent < 5, "serve took more than 5 s to stop"
+    finally:
+        proc.kill()
+    with pytest.raises(httpx.TransportError):  # the gateway went with it
+        httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
 
 
 @pytest.mark.parametrize("payload", ["2.0", "1.0"])

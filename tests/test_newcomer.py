@@ -3,6 +3,7 @@ port, stale or interrupted builds, commands printed for copying at a real termin
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -286,12 +287,109 @@ def test_the_kafka_consumer_image_has_its_own_default_tag(registry: Registry, tm
 # -- help text --------------------------------------------------------------------------------------------
 
 
-def test_generate_help_names_every_target_and_flags_take_no_value() -> None:
+def test_generate_help_names_every_target() -> None:
     from deployctl.targets import names
 
     result = run_cli("generate", "--help", env=narrow_env(COLUMNS="200"), timeout=60)
     assert result.code == 0, result.output
     flat = " ".join(result.stdout.split())
     assert all(name in flat for name in names()), flat
-    flags = [line for line in result.stdout.splitlines() if "--json" in line or "--force" in line]
-    assert flags and not any("<bool>" in line for line in flags), flags
+
+
+def command_names() -> list[str]:
+    import typer
+
+    from deployctl.cli import app
+
+    group = typer.main.get_command(app)
+    return ["", *sorted(group.commands)]  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("command", command_names())
+def test_no_flag_shows_a_value_in_help(command: str) -> None:
+    """`--json <bool>` reads as `--json true`, which is refused: a flag shows no value (--help too)."""
+    result = run_cli(*command.split(), "--help", env=narrow_env(COLUMNS="200"), timeout=60)
+    assert result.code == 0, result.output
+    rows = [line for line in result.stdout.splitlines() if re.search(r"│ +(\* +)?--", line)]
+    assert any("--help" in row for row in rows), result.stdout
+    assert not [row for row in rows if "<bool>" in row], rows
+
+
+# -- install hints name what works from where deployctl came from ----------------------------------
+
+
+def test_onnx_engine_without_the_converter_is_refused_before_the_model_is_resolved(
+    registry: Registry, tmp_path: Path
+) -> None:
+    shadow = tmp_path / "shadow" / "skl2onnx"  # hides the installed converter from the CLI
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError(\"No module named 'skl2onnx'\")\n")
+    env = {**registry.env(), "PYTHONPATH": str(shadow.parent)}
+    args = ("-t", "fastapi", "-o", str(tmp_path / "api"), "--engine", "onnx")
+    result = run_cli("generate", "-m", "models:/no_such_model/1", *args, env=env, timeout=120)
+    assert_one_paragraph_error(result, "--engine onnx needs skl2onnx", "or use --engine native")
+    assert "no_such_model" not in result.stderr, "the model was resolved before the converter was checked"
+    hint = " ".join(result.stderr.split())
+    assert f"pip install '{ROOT}[onnx]'" in hint and "pip install skl2onnx onnx onnxruntime" in hint, hint
+    assert "'deployctl[onnx]'" not in hint, "the package index has no deployctl"
+
+
+NEWER = {"schema_version": 99, "tool_version": "7.0.0", "target": "fastapi", "model": {"name": "m"}}
+
+
+def test_the_upgrade_hint_from_a_checkout(tmp_path: Path) -> None:
+    (tmp_path / "deployctl.json").write_text(json.dumps(NEWER))
+    result = run_cli("build", str(tmp_path), timeout=60)
+    hint = " ".join(result.stderr.split())
+    assert f"Upgrade deployctl to >= 7.0.0 (update the checkout at {ROOT} (git pull))" in hint, hint
+
+
+def test_hints_from_a_deployctl_installed_from_a_wheel(tmp_path: Path) -> None:
+    dist = tmp_path / "dist"
+    subprocess.run(
+        [sys.executable, "-m", "hatchling", "build", "-t", "wheel", "-d", str(dist)],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = dist.glob("deployctl-*.whl")
+    venv = tmp_path / "venv"  # the dependencies from this interpreter, deployctl from the wheel
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    python = str(venv / "bin" / "python")
+    install = [
+        python,
+        "-m",
+        "pip",
+        "install",
+        "-q",
+        "--no-deps",
+        "--no-index",
+        "--ignore-installed",
+        str(wheel),
+    ]
+    subprocess.run(install, check=True, capture_output=True)
+    artifact = tmp_path / "artifact"
+    artifact.mkdir()
+    (artifact / "deployctl.json").write_text(json.dumps(NEWER))
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    newer = subprocess.run(
+        [python, "-m", "deployctl", "build", str(artifact)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    hint = " ".join(newer.stderr.split())
+    assert f"install a deployctl wheel of version 7.0.0 or later (this one came from {wheel})" in hint, hint
+    check = "from deployctl.origin import install_extra; print(install_extra('onnx', ['onnx']))"
+    extra = subprocess.run([python, "-c", check], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert extra.stdout.startswith(f"pip install '{wheel}[onnx]'"), extra.stdout + extra.stderr
+
+
+# -- stale text -------------------------------------------------------------------------------------
+
+
+def test_the_readme_gives_one_size_for_the_fraud_lambda_zip() -> None:
+    rows = [line for line in (ROOT / "README.md").read_text().splitlines() if line.startswith("| Lambda zip")]
+    sizes = {tuple(re.findall(r"(\d+(?:\.\d+)?) MB", row)[:2]) for row in rows}
+    assert len(rows) >= 2 and len(sizes) == 1, rows

@@ -5,7 +5,9 @@ imputers), refusal of what skl2onnx cannot convert, and ONNX artifacts built and
 from __future__ import annotations
 
 import json
+import re
 import subprocess
+import sys
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +17,7 @@ from conftest import FRAUD_ROW, Registry, build_registry, run_cli
 
 from deployctl.onnx_export import TOLERANCE
 from deployctl.requirements import package_name
+from deployctl.targets.embedded import import_name
 
 FRAUD = "models:/fraud_detector@production"
 NOT_SHIPPED = {"scikit-learn", "scipy", "skops", "mlflow", "torch"}
@@ -122,3 +125,44 @@ def test_lambda_onnx_zip_is_under_the_direct_upload_limit_and_smoke_tests(
     assert not any(n.startswith(("sklearn/", "scipy/")) for n in names)
     smoke = run_cli("smoke-test", str(out))
     assert smoke.code == 0, smoke.output
+
+
+@pytest.mark.slow
+def test_embedded_onnx_wheel_scores_without_pandas(
+    registry: Registry, generate: Callable[..., tuple[Path, str, int]], tmp_path: Path
+) -> None:
+    out, output, code = generate(registry, FRAUD, "embedded", "--engine", "onnx")
+    assert code == 0, output
+    built = run_cli("build", str(out))
+    assert built.code == 0, built.output
+    (wheel,) = (out / "dist").glob("*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        metadata = zf.read(next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))).decode()
+    requires = [line for line in metadata.splitlines() if line.startswith("Requires-Dist: pandas")]
+    assert requires and all(re.search("extra == .pandas.$", line) for line in requires), requires
+    # an edge install: a fresh venv, the wheel alone, offline from the artifact's wheelhouse
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = str(venv / "bin" / "python")
+    offline = ["uv", "pip", "install", "--offline", "--no-index", "--python", python]
+    offline += ["--find-links", str(out / ".wheelhouse")]
+    installed = subprocess.run([*offline, str(wheel)], capture_output=True, text=True)
+    assert installed.returncode == 0, installed.stderr
+    name = json.loads((out / "deployctl.json").read_text())["name"]
+    package = import_name(name)
+    score = (
+        f"import importlib.util, sys; from {package} import model; "
+        f"print(model.predict({FRAUD_ROW!r})['prediction'], importlib.util.find_spec('pandas'))\n"
+        "try:\n    model.predict_frame(None)\nexcept ImportError as exc:\n    print(exc)"
+    )
+    scored = subprocess.run([python, "-c", score], capture_output=True, text=True, cwd=tmp_path)
+    assert scored.returncode == 0, scored.stderr
+    first, error = scored.stdout.splitlines()
+    assert first == "1 None", scored.stdout  # scored, and pandas is not installed at all
+    assert f"predict_frame needs pandas: pip install '{name}[pandas]'" in error, error
+    # the smoke test checks the same: without pandas, then predict_frame with the [pandas] extra
+    smoke = run_cli("smoke-test", str(out), "--json")
+    assert smoke.code == 0, smoke.output
+    names = [check["name"] for check in json.loads(smoke.stdout)["checks"]]
+    assert "model.predict_frame without pandas: an ImportError naming the [pandas] extra" in names, names
+    assert "model.predict_frame" in names, names

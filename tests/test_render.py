@@ -160,3 +160,21 @@ def test_the_wheel_ships_the_templates(tmp_path: Path) -> None:
     assert "deployctl/templates/runtime/app/service.py" in names
     assert "deployctl/templates/fastapi/app/server.py" in names
     assert not any("/golden/" in n or n.startswith("tests/") for n in names)
+
+
+ROUTES = ("/health/live", "/health/ready", "/metrics", "/version", "/v2")
+
+
+@pytest.mark.parametrize("target", ["flask", "fastapi", "docker", "k8s", "lambda", "gcf", "embedded"])
+def test_artifact_readme_names_the_python_it_needs_and_every_route(target: str, tmp_path: Path) -> None:
+    render_layers(get_target(target).layers, fixed_context(target), tmp_path)
+    readme = (tmp_path / "README.md").read_text()
+    image, runtime = "**Python**: the image's, from `python:3.11-slim`", "**Python**: the `{}` runtime"
+    python = {"docker": image, "k8s": image, "lambda": runtime.format("python3.12")}
+    python["gcf"] = runtime.format(get_target("gcf").parse_options({})["runtime"])
+    assert python.get(target, "**Python 3.11**") in readme, readme[:800]
+    if target == "embedded":  # no HTTP: its API is model.predict
+        return
+    missing = [route for route in ROUTES if f"`{route}" not in readme]
+    assert not missing, missing
+    assert ("`/docs`" in readme) == (target in ("fastapi", "docker", "k8s")), readme

@@ -30,6 +30,7 @@ from deployctl.columns import PYTHON_TYPES
 from deployctl.errors import UsageError
 from deployctl.manifest import Artifact
 from deployctl.process import RunningService, run_or_fail
+from deployctl.requirements import package_name
 from deployctl.targets.base import Option, Target, require_built
 from deployctl.targets.shared import ENGINE
 
@@ -118,13 +119,18 @@ class EmbeddedTarget(Target):
 
     def context(self, base: dict[str, Any]) -> dict[str, Any]:
         model = base["model"]
+        requirements = base["requirements"]
+        pandas = [r for r in requirements if package_name(r) == "pandas"]
+        if model["loader"]["kind"] == "onnx":  # scored without pandas: only predict_frame needs it
+            requirements = [r for r in requirements if package_name(r) != "pandas"]
         return {
             **base,
             "import_name": import_name(base["name"]),
             "package_version": package_version(model["version"]),
             "description": f"Model {model['name']} version {model['version']}, embedded (deployctl)",
             # the package's own import of NotRequired on Python 3.10
-            "dependencies": [*base["requirements"], 'typing_extensions>=4.0; python_version < "3.11"'],
+            "dependencies": [*requirements, 'typing_extensions>=4.0; python_version < "3.11"'],
+            "pandas_requirements": pandas,
             "parquet_requirements": list(PARQUET),
             "columns": [{**c, "pytype": PYTHON_TYPES[c["type"]].__name__} for c in base["columns"]],
         }
@@ -147,7 +153,7 @@ class EmbeddedTarget(Target):
             install = install_offline(artifact, wheel, venv)
             checks.append(install)
             if install.ok:
-                checks += probe_checks(artifact, venv, Path(tmp))
+                checks += probe_checks(artifact, wheel, venv, Path(tmp))
         return checks
 
     def next_steps(self, artifact: Artifact) -> list[str]:
@@ -156,6 +162,28 @@ class EmbeddedTarget(Target):
             f"deployctl smoke-test {artifact.path}",
             f"pip install {artifact.path}/dist/*.whl",
         ]
+
+
+def frame_checks(
+    artifact: Artifact, wheel: Path, venv: Path, work: Path, frame: dict[str, Any]
+) -> list[Check]:
+    """predict_frame's answers. A package that installed without pandas (an ONNX model's) must
+    say which extra predict_frame needs; then, with that extra installed, answer."""
+    checks = []
+    if "without_pandas" in frame:
+        error = frame["without_pandas"]
+        name = "model.predict_frame without pandas: an ImportError naming the [pandas] extra"
+        checks.append(Check(name, "[pandas]" in error, error))
+        extra = install_offline(artifact, wheel, venv, extra="pandas")
+        checks.append(extra)
+        if not extra.ok:
+            return checks
+        report = run_probe(artifact, venv, work, only="frame")
+        if isinstance(report, Check):
+            return [*checks, report]
+        frame = report["predict_frame"]
+    cases, model = artifact.smoke_cases, artifact.model
+    return [*checks, _verdict("model.predict_frame", batch_problem(frame, cases, model))]
 
 
 def metadata_check(wheel: Path) -> Check:
@@ -174,18 +202,26 @@ def metadata_check(wheel: Path) -> Check:
     return Check(name, True, f"{meta.name} {meta.version}, {len(meta.requires_dist or [])} requirements")
 
 
-def install_offline(artifact: Artifact, wheel: Path, venv: Path) -> Check:
-    """A fresh venv, the wheel and its requirements from .wheelhouse only: no package index."""
-    name = "install the wheel in a fresh venv, offline"
+def install_offline(artifact: Artifact, wheel: Path, venv: Path, extra: str | None = None) -> Check:
+    """A fresh venv (or `venv` again, for an `extra`), the wheel and its requirements from
+    .wheelhouse only: no package index."""
+    name = (
+        f"install the wheel's [{extra}] extra, offline"
+        if extra
+        else "install the wheel in a fresh venv, offline"
+    )
     started = time.perf_counter()
     find = ["--no-index", "--find-links", str(artifact.path / ".wheelhouse")]
+    what = f"{wheel}[{extra}]" if extra else str(wheel)
     uv = shutil.which("uv")
     if uv:
-        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-        cmd = [uv, "pip", "install", "--offline", "--python", str(venv / "bin" / "python"), *find, str(wheel)]
+        if not extra:
+            subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+        cmd = [uv, "pip", "install", "--offline", "--python", str(venv / "bin" / "python"), *find, what]
     else:
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        cmd = [str(venv / "bin" / "python"), "-m", "pip", "install", "--no-input", *find, str(wheel)]
+        if not extra:
+            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        cmd = [str(venv / "bin" / "python"), "-m", "pip", "install", "--no-input", *find, what]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     ms = (time.perf_counter() - started) * 1000
     if proc.returncode != 0:
@@ -193,16 +229,25 @@ def install_offline(artifact: Artifact, wheel: Path, venv: Path) -> Check:
     return Check(name, True, f"{wheel.name} from .wheelhouse", ms)
 
 
-def probe_checks(artifact: Artifact, venv: Path, work: Path) -> list[Check]:
+def run_probe(artifact: Artifact, venv: Path, work: Path, only: str = "all") -> dict[str, Any] | Check:
+    """embedded_probe.py in the venv: its report, or a failed check with its error."""
+    package = import_name(artifact.name)
+    cmd = [str(venv / "bin" / "python"), str(PROBE), package, str(work / "cases.json"), str(work), only]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=work, timeout=600)
+    if proc.returncode != 0:
+        return Check(f"import {package} and use it", False, proc.stderr.strip()[-1500:])
+    report: dict[str, Any] = json.loads(proc.stdout)
+    return report
+
+
+def probe_checks(artifact: Artifact, wheel: Path, venv: Path, work: Path) -> list[Check]:
     """The installed package's API and CLI (embedded_probe.py in the venv) against the recorded answers."""
     cases, model = artifact.smoke_cases, artifact.model
     (work / "cases.json").write_text(json.dumps([c["row"] for c in cases]))
     package = import_name(artifact.name)
-    cmd = [str(venv / "bin" / "python"), str(PROBE), package, str(work / "cases.json"), str(work)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=work, timeout=600)
-    if proc.returncode != 0:
-        return [Check(f"import {package} and use it", False, proc.stderr.strip()[-1500:])]
-    report = json.loads(proc.stdout)
+    report = run_probe(artifact, venv, work)
+    if isinstance(report, Check):
+        return [report]
     heavy = report["heavy_at_import"]
     checks = [
         Check(
@@ -221,7 +266,7 @@ def probe_checks(artifact: Artifact, venv: Path, work: Path) -> list[Check]:
             f"model.predict_batch {len(cases)} rows", batch_problem(report["predict_batch"], cases, model)
         )
     )
-    checks.append(_verdict("model.predict_frame", batch_problem(report["predict_frame"], cases, model)))
+    checks += frame_checks(artifact, wheel, venv, work, report["predict_frame"])
     for kind, cli in report["cli"].items():
         checks.append(_cli_check(kind, cli, cases, model))
     checks += [_bad_input_check(bad) for bad in report["bad_inputs"]]

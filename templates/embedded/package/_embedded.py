@@ -105,7 +105,12 @@ class EmbeddedModel(Generic[F]):
     def predict_frame(self, frame: pd.DataFrame, chunk_rows: int = 5000) -> pd.DataFrame:
         """A DataFrame of the signature's columns -> a DataFrame on the same index with `prediction`
         and, for a classifier, `probability` (binary) or one `probability_<class>` per class."""
-        import pandas as pd
+        try:
+            import pandas as pd
+        except ImportError:  # an ONNX model's package scores without it: pandas is an extra
+            raise ImportError(
+                f"predict_frame needs pandas: pip install '{self.manifest['name']}[pandas]'"
+            ) from None
 
         answers: list[dict[str, Any]] = []
         for rows in self._rows_of(frame, chunk_rows):

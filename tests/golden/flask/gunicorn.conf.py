@@ -3,9 +3,10 @@
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from app import metrics_dir as metrics_folder
 
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"
 # unset or 0: one per core this process may run on (a container's cpuset), not all the host's
@@ -31,7 +32,7 @@ control_socket_disable = True  # no socket file in the home directory, which may
 # values of an earlier run's workers.
 _metrics_dir = None  # made here, so removed at exit (one given in the environment stays)
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-    _metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="metrics-")
+    _metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_folder.make()
 
 
 def child_exit(server: Any, worker: Any) -> None:

@@ -4,9 +4,10 @@ import os
 import shutil
 import signal
 import sys
-import tempfile
 
 import uvicorn
+
+from app import metrics_dir as metrics_folder
 
 
 def cores() -> int:
@@ -45,7 +46,7 @@ if __name__ == "__main__":
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Prometheus metrics from every worker: each writes its values to files there, and
         # /metrics adds them up (a fresh directory: no stale values of an earlier run)
-        metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="metrics-")
+        metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_folder.make()
     try:
         serve(workers)
     finally:  # the directory made here goes with the server (one given in the environment stays)
