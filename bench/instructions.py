@@ -42,7 +42,8 @@ ROUTES = ("predict", "invocations")
 
 def under_callgrind(server: Server, out: Path) -> Server:
     """The same server, started by callgrind with instrumentation off until asked."""
-    valgrind = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}.%p"]
+    valgrind = ["valgrind", "--tool=callgrind", "--trace-children=yes", "--instr-atstart=no",
+                f"--callgrind-out-file={out}.%p"]  # fmt: skip
     return Server(server.name, [*valgrind, *server.command], server.cwd, server.env, ready_timeout=900)
 
 

@@ -401,3 +401,16 @@ def test_smoke_test_checks_model_infer_over_grpc(built: Callable[[str], Path]) -
     checks = {check["name"]: check for check in json.loads(result.stdout)["checks"]}
     rows = len(Artifact.open(built(IRIS)).smoke_cases)
     assert checks[f"gRPC ModelInfer {rows} rows"]["ok"], checks
+
+
+def test_workers_refuse_a_grpc_port_another_service_holds(
+    built: Callable[[str], Path], serving: Callable[[str], GrpcService]
+) -> None:
+    """Two workers share their gRPC port (SO_REUSEPORT); a second service must not join the port of a
+    running one (the kernel would hand it part of that one's calls): it exits at once and says why."""
+    artifact, taken = built(FRAUD), str(serving(FRAUD).grpc_port)
+    env = {**os.environ, "GRPC": "1", "GRPC_PORT": taken, "WORKERS": "2", "PORT": str(free_port())}
+    proc = subprocess.run([str(artifact / ".venv/bin/python"), "-m", "app"], cwd=artifact, env=env,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert proc.returncode == 1 and f"the gRPC port {taken} cannot be bound" in proc.stderr, proc.stderr
+    assert "GRPC=0" in proc.stderr and "Traceback" not in proc.stderr

@@ -3,6 +3,7 @@
 import os
 import shutil
 import signal
+import socket
 import sys
 
 import uvicorn
@@ -20,6 +21,23 @@ def exit_on_sigterm(signum: int, frame: object) -> None:
     graceful shutdown (HTTP and gRPC drained, see app/server.py): a stop asked for and done."""
     server = sys.modules.get("app.server")
     sys.exit(0 if getattr(server, "drained", False) else 128 + signum)
+
+
+def grpc_port_taken() -> str | None:
+    """Several workers share the gRPC port (SO_REUSEPORT), which would also let them join a port
+    another service already holds and take part of its calls: it must be free before they start."""
+    port = os.environ.get("GRPC_PORT", "8081")
+    if os.environ.get("GRPC", "1") == "0" or not port.isdigit():
+        return None  # off, or a bad value the workers refuse with their own message
+    host = os.environ.get("HOST", "0.0.0.0")
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, int(port)))
+        except OSError as exc:
+            hint = "set GRPC_PORT to a free port, or GRPC=0 to serve HTTP only"
+            return f"the gRPC port {port} cannot be bound ({exc.strerror}): {hint}"
+    return None
 
 
 def serve(workers: int) -> None:
@@ -42,6 +60,9 @@ if __name__ == "__main__":
     signal.signal(signal.SIGTERM, exit_on_sigterm)
     workers = int(os.environ.get("WORKERS") or 0) or cores()
     os.environ["WORKERS"] = str(workers)  # the count, for the workers (the gRPC port is shared by several)
+    taken = grpc_port_taken() if workers > 1 else None  # one process alone binds it exclusively
+    if taken:
+        sys.exit(f"error: {taken}")
     metrics_dir = None
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Prometheus metrics from every worker: each writes its values to files there, and
