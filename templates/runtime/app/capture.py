@@ -85,9 +85,10 @@ class FileSink(Sink):
 
     def write(self, lines: bytes) -> None:
         fd = self._current()
-        os.write(fd, lines)
-        if os.fstat(fd).st_size >= self.max_bytes:
+        if os.fstat(fd).st_size >= self.max_bytes:  # full: rotated before, so the newest file is there
             self._rotate()
+            fd = self._current()
+        os.write(fd, lines)
 
     def _current(self) -> int:
         """The descriptor of the file now at `path` (another process may have rotated it away)."""
