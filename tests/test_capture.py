@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import jsonschema
 import pytest
-from conftest import FRAUD_ROW
+from conftest import FRAUD_ROW, run_cli
 from test_rest import build_artifact, serve  # noqa: F401 - the session's artifacts
 from test_runtime import runtime
 
@@ -195,40 +195,40 @@ def test_a_broken_or_blocked_sink_fails_no_request_and_counts_the_drops(
 
 
 def test_sigterm_writes_out_every_record_already_answered(artifact: Path, tmp_path: Path) -> None:
-    """The sink is a pipe read slowly, so records are still queued when SIGTERM comes; every answered
-    request's record arrives all the same."""
+    """The sink is a pipe nobody reads until SIGTERM is sent: it holds some records and the rest are
+    still queued when the service is told to stop; every answered request's record arrives all the same."""
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
     received = bytearray()
+    stopping = threading.Event()
 
-    def read_slowly() -> None:
+    def read_after_sigterm() -> None:
         with open(fifo, "rb") as pipe:
-            while chunk := pipe.read1(4096):  # type: ignore[attr-defined]
+            stopping.wait(300)
+            while chunk := pipe.read1(65536):  # type: ignore[attr-defined]
                 received.extend(chunk)
-                time.sleep(0.01)
 
-    reader = threading.Thread(target=read_slowly)
+    reader = threading.Thread(target=read_after_sigterm)
     reader.start()
     proc, url = serve(artifact, {"CAPTURE": f"file:{fifo}", "ACCESS_LOG": "0"})
     ids: list[str] = []
     try:
+        with httpx.Client(base_url=url, timeout=30) as client:
 
-        def ask(i: int) -> str:
-            answer = httpx.post(
-                f"{url}/predict", json={"features": row(i)}, headers={"X-Request-ID": f"t-{i}"}
-            )
-            assert answer.status_code == 200
-            return answer.headers["x-request-id"]
+            def ask(i: int) -> str:
+                answer = client.post("/predict", json={"features": row(i)}, headers={"X-Request-ID": f"t-{i}"})
+                assert answer.status_code == 200
+                return answer.headers["x-request-id"]
 
-        with ThreadPoolExecutor(8) as pool:
-            ids = list(pool.map(ask, range(400)))
+            with ThreadPoolExecutor(8) as pool:
+                ids = list(pool.map(ask, range(300)))  # ~130 KB of records: twice a pipe's buffer
     finally:
-        logs = stop(proc)
+        proc.send_signal(signal.SIGTERM)
+        stopping.set()
+        logs, _ = proc.communicate(timeout=60)
     reader.join(60)
-    assert proc.returncode is not None
-    lines = bytes(received).decode().splitlines()
-    got = [json.loads(line)["request_id"] for line in lines]
-    assert sorted(got) == sorted(ids), (len(got), len(ids), logs[-2000:])
+    got = [json.loads(line)["request_id"] for line in bytes(received).decode().splitlines()]
+    assert sorted(got) == sorted(ids), (len(got), len(ids), logs.decode(errors="replace")[-2000:])
 
 
 def test_bad_capture_settings_stop_the_service_with_one_line(artifact: Path) -> None:
@@ -274,3 +274,80 @@ def test_file_sink_rotates_by_size_and_keeps_a_bounded_number_of_files(tmp_path:
     assert kept == [f"r{i}" for i in range(200 - len(kept), 200)]  # the newest, in order
     assert counts == {"records": 200, "dropped": 0}
     assert runtime.Capture.from_environ(lambda kind, n: None, {}) is None  # off by default
+
+
+# -- replay and compare --traffic ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def capture_dir(build_artifact: Callable[..., Path], tmp_path_factory: pytest.TempPathFactory) -> Path:  # noqa: F811
+    """A capture of the fastapi service, rotated over several files: /predict, /predict_batch,
+    /invocations and refused requests."""
+    where = tmp_path_factory.mktemp("captured")
+    env = {
+        "CAPTURE": f"file:{where / 'capture.jsonl'}",
+        "CAPTURE_FILE_BYTES": "3000",
+        "CAPTURE_FILE_COUNT": "100",
+        "CAPTURE_ERRORS": "1",
+        "ACCESS_LOG": "0",
+    }
+    proc, url = serve(build_artifact(FRAUD, "fastapi"), env)
+    try:
+        with httpx.Client(base_url=url) as client:
+            for i in range(20):
+                client.post("/predict", json={"features": row(i)}, headers={"X-Request-ID": f"p-{i}"})
+            client.post("/predict_batch", json={"instances": [row(30), row(31), row(32)]})
+            columns = list(FRAUD_ROW)
+            split = {"columns": columns, "data": [list(row(40).values()), list(row(41).values())]}
+            client.post("/invocations", json={"dataframe_split": split})
+            client.post("/predict", json={"features": [1]})  # refused: recorded, never replayed
+    finally:
+        stop(proc)
+    return where
+
+
+def test_replay_asks_a_service_again_and_writes_its_answers_as_records(
+    capture_dir: Path,
+    build_artifact: Callable[..., Path],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    files = sorted(p.name for p in capture_dir.iterdir() if not p.name.endswith(".lock"))
+    assert len(files) > 2, files  # rotated: the directory is read as one capture, oldest first
+    captured = {r["request_id"]: r for r in records_in(*(capture_dir / f for f in files))}
+    assert len(captured) == 23
+    proc, url = serve(build_artifact(FRAUD, "flask"), {"ACCESS_LOG": "0"})
+    out = tmp_path / "replayed.jsonl"
+    try:
+        result = run_cli("replay", str(capture_dir), "--url", url, "--out", str(out))
+        assert result.code == 0, result.output
+        assert "22 answered, 0 refused, 1 skipped" in result.stderr
+        again = run_cli("replay", str(capture_dir), "--url", url, "--out", str(out))
+        assert again.code == 2 and "--force" in again.stderr and "Traceback" not in again.stderr
+    finally:
+        stop(proc)
+    replayed = records_in(out)
+    assert len(replayed) == 22
+    for record in replayed:
+        original = captured[record["request_id"]]
+        assert record["route"] == original["route"] and record["input"] == original["input"]
+        assert record["status"] == 200 and record["model"] == original["model"]
+        assert record["answer"].keys() == original["answer"].keys()
+        labels = "predictions" if "predictions" in record["answer"] else "prediction"
+        assert record["answer"][labels] == original["answer"][labels]
+    unreachable = run_cli("replay", str(capture_dir), "--url", url, "--out", str(tmp_path / "x.jsonl"))
+    assert unreachable.code == 3 and "did not answer" in unreachable.stderr
+
+
+def test_compare_reads_captured_traffic_from_a_directory_of_rotated_files(
+    capture_dir: Path,
+    build_artifact: Callable[..., Path],  # noqa: F811
+) -> None:
+    fastapi, flask = build_artifact(FRAUD, "fastapi"), build_artifact(FRAUD, "flask")
+    both = ("compare", str(fastapi), "--against", str(flask))
+    result = run_cli(*both, "--traffic", str(capture_dir), "--json")
+    assert result.code == 0, result.output
+    report = json.loads(result.stdout)
+    # 20 /predict rows, 3 of the batch, 2 of /invocations; the refused request has none
+    assert report["rows"] == report["compared"] == 25 and report["agreement"] == 1.0
+    missing = run_cli(*both, "--traffic", str(capture_dir / "nope"))
+    assert missing.code == 2 and "does not exist" in missing.stderr
