@@ -23,7 +23,10 @@ from conftest import FRAUD_ROW, run_cli
 from test_rest import build_artifact, serve  # noqa: F401 - the session's artifacts
 from test_runtime import runtime
 
+from deployctl.manifest import Artifact
 from deployctl.process import free_port
+from deployctl.targets import aws_lambda
+from deployctl.targets.aws_lambda import emulator as apigw
 
 pytestmark = pytest.mark.slow
 FRAUD = "models:/fraud_detector@production"
@@ -208,7 +211,7 @@ def test_sigterm_writes_out_every_record_already_answered(artifact: Path, tmp_pa
             stopping.wait(300)
             while chunk := pipe.read1(4096):  # type: ignore[attr-defined]
                 received.extend(chunk)
-                time.sleep(0.05)  # slowly: the records outlast the server's own shutdown
+                time.sleep(0.25)  # slowly: the records outlast the server's own shutdown by seconds
 
     reader = threading.Thread(target=read_after_sigterm)
     reader.start()
@@ -356,22 +359,52 @@ def test_compare_reads_captured_traffic_from_a_directory_of_rotated_files(
     assert missing.code == 2 and "does not exist" in missing.stderr
 
 
-@pytest.mark.parametrize("target", ["lambda", "gcf"])
-def test_serverless_targets_write_records_to_stdout(build_artifact: Callable[..., Path], target: str) -> None:  # noqa: F811
-    """Lambda through `deployctl serve`'s local API Gateway, gcf through the real functions-framework:
-    CAPTURE=stdout, the default for both platforms' log shippers."""
-    proc, url = serve(build_artifact(FRAUD, target), {"CAPTURE": "stdout", "ACCESS_LOG": "0"})
+def test_gcf_writes_records_to_stdout(build_artifact: Callable[..., Path]) -> None:  # noqa: F811
+    """The real functions-framework, CAPTURE=stdout: what Cloud Logging keeps."""
+    proc, url = serve(build_artifact(FRAUD, "gcf"), {"CAPTURE": "stdout", "ACCESS_LOG": "0"})
     answers = {}
     try:
         for i in range(3):
-            answer = httpx.post(
-                f"{url}/predict", json={"features": row(i)}, headers={"X-Request-ID": f"s-{i}"}
-            )
+            headers = {"X-Request-ID": f"s-{i}"}
+            answer = httpx.post(f"{url}/predict", json={"features": row(i)}, headers=headers)
             assert answer.status_code == 200 and answer.headers["x-request-id"] == f"s-{i}"
             answers[f"s-{i}"] = answer.json()
     finally:
         output = stop(proc)
+    assert records_on(output) == answers, output[-3000:]
+
+
+def test_lambda_writes_records_to_stdout_before_each_invocation_returns(
+    build_artifact: Callable[..., Path],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """The handler in Lambda's clean interpreter (the local emulator), CAPTURE=stdout: the function's
+    output, which Lambda sends to CloudWatch Logs. The environment is killed right after the last
+    invocation, as Lambda may freeze or end it once a handler returns."""
+    art = Artifact.open(build_artifact(FRAUD, "lambda"))
+    zip_path, python, _ = aws_lambda.local_run(art)
+    task, runtime_paths = apigw.prepare(zip_path, tmp_path / "task", False)
+    function = aws_lambda.function_config(art, runtime_paths)
+    function.env.update({"CAPTURE": "stdout", "ACCESS_LOG": "0"})
+    log = tmp_path / "function.log"
+    answers = {}
+    with log.open("w") as out:
+        invoker = apigw.Invoker(task, python, function, stderr=out)
+        try:
+            for i in range(3):
+                headers = {"content-type": "application/json", "x-request-id": f"l-{i}"}
+                body = json.dumps({"features": row(i)}).encode()
+                result = invoker.invoke(apigw.v2_event("POST", "/predict", body, headers))["result"]
+                assert result["statusCode"] == 200 and result["headers"]["x-request-id"] == f"l-{i}"
+                answers[f"l-{i}"] = json.loads(result["body"])
+        finally:
+            invoker.close()
+    assert records_on(log.read_text()) == answers, log.read_text()[-3000:]
+
+
+def records_on(output: str) -> dict[str, Any]:
+    """{request id: answer} of the capture records among a process's output lines, each validated."""
     records = [json.loads(line) for line in output.splitlines() if line.startswith('{"schema_version"')]
     for record in records:
         VALIDATOR.validate(record)
-    assert {r["request_id"]: r["answer"] for r in records} == answers, output[-3000:]
+    return {r["request_id"]: r["answer"] for r in records}
