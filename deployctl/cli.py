@@ -620,7 +620,10 @@ def compare(
         [], "--data", help="Rows to compare: .csv, .jsonl or .parquet (repeatable).", show_default=False
     ),
     traffic: list[Path] = typer.Option(
-        [], "--traffic", help="Captured calls, JSON lines {request, answer} (repeatable).", show_default=False
+        [],
+        "--traffic",
+        help="Captured traffic: a CAPTURE file or a directory of its rotated files (repeatable).",
+        show_default=False,
     ),
     header: list[str] = typer.Option(
         [],
@@ -702,6 +705,47 @@ def _print_comparison(document: dict[str, Any]) -> None:
     )
     for flip in document["flips"][:10]:
         out.print(f"flip {flip['champion']!r} -> {flip['candidate']!r}: {flip['count']} rows", markup=False)
+
+
+@app.command()
+def replay(
+    source: Path = typer.Argument(
+        ...,
+        metavar="CAPTURE",
+        help="Capture records: a CAPTURE=file:PATH file or a directory of its rotated files.",
+        show_default=False,
+    ),
+    url: str = typer.Option(..., "--url", help="The service to ask: its base URL.", show_default=False),
+    output: Path = typer.Option(
+        ..., "--out", "-o", help="Where its answers go, as capture records (JSON lines).", show_default=False
+    ),
+    header: list[str] = typer.Option(
+        [],
+        "--header",
+        "-H",
+        metavar="'NAME: VALUE'",
+        help="Sent with every request (repeatable; never printed).",
+        show_default=False,
+    ),
+    timeout: float = typer.Option(30.0, "--timeout", help="Seconds per request (connecting included)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite --out if it exists."),
+) -> None:
+    """Send captured requests to a service again and write its answers as capture records.
+
+    Each request goes to its route with its rows, params and request id, so the records written join
+    the captured ones by id; `deployctl compare --traffic` reads either.
+    """
+    from deployctl.checks.replay import replay as run_replay
+    from deployctl.checks.smoke import check_url, parse_headers
+
+    if timeout <= 0:
+        raise UsageError("--timeout must be positive.")
+    done = run_replay(source, check_url(url), parse_headers(header), output, force, timeout)
+    err.print(
+        f"Replayed {done.sent} requests to {escape(url)}: {done.answered} answered, {done.refused} refused, "
+        f"{done.skipped} skipped (refused when captured, or redacted); records in {escape(str(output))}",
+        highlight=False,
+    )
 
 
 @app.command()

@@ -92,9 +92,10 @@ def test_identical_models_agree_fully_with_no_difference(
     compare_registry: Registry, artifact: Callable[[str], Path], tmp_path: Path
 ) -> None:
     root = compare_registry.root
-    traffic = tmp_path / "traffic.jsonl"  # the same rows again, as captured /predict calls
+    traffic = tmp_path / "traffic.jsonl"  # the same rows again, as capture records of /predict calls
     rows = [json.loads(line) for line in (root / "rows.jsonl").read_text().splitlines()]
-    traffic.write_text("".join(json.dumps({"request": {"features": r}, "answer": {}}) + "\n" for r in rows))
+    records = [{"schema_version": 1, "input": {"columns": list(r), "rows": [list(r.values())]}} for r in rows]
+    traffic.write_text("".join(json.dumps(record) + "\n" for record in records))
     candidate, champion = artifact("cmp_classifier/2"), artifact("cmp_classifier/1")
     args = (
         str(candidate),

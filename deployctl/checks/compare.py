@@ -640,9 +640,11 @@ def request_of(
             raise UsageError(f"{name} must be a number >= 0, got {value:g}.")
     if batch_size < 1 or concurrency < 1 or timeout <= 0 or limits.max_errors < 0:
         raise UsageError("--batch-size, --concurrency, --timeout and --max-errors must be positive.")
-    for path in [*data, *traffic]:
+    for path in data:
         if not path.is_file():
             raise UsageError(f"{path} does not exist or is not a file.", "Give the path of a data file.")
+    for path in traffic:
+        rows.traffic_files(path)
     for path in data:
         rows.check_format(path)
     headers = parse_headers(raw_headers)

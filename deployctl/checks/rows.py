@@ -117,32 +117,82 @@ def _parquet(path: Path, columns: list[dict[str, Any]], chunk: int) -> Iterator[
 
 
 def read_traffic(path: Path, chunk: int = 1000) -> Iterator[list[Any]]:
-    """The requests of captured traffic (JSON lines {"request": ..., "answer": ...}), as rows:
-    a /predict request gives its `features`, a /predict_batch request each of its `instances`."""
+    """The rows of captured traffic (CAPTURE's records, a file or a directory of rotated files), as
+    rows the model saw them: {column: value} (a tensor model's examples as they are). Records of
+    refused requests hold no rows and are skipped; so are rows with a redacted value, which no
+    service would score as it scored the original."""
     batch: list[Any] = []
-    with path.open(encoding="utf-8") as fh:
-        for line, text in enumerate(fh, 1):
-            if not text.strip():
-                continue
-            try:
-                record = json.loads(text)
-            except ValueError as exc:
-                raise UsageError(f"{path} line {line} is not JSON ({exc}).", TRAFFIC_HINT) from None
-            batch.extend(_requested_rows(record, f"{path} line {line}"))
-            while len(batch) >= chunk:
-                yield batch[:chunk]
-                batch = batch[chunk:]
+    for where, record in read_records(path):
+        batch.extend(row for row in record_rows(record, where) if REDACTED not in _values(row))
+        while len(batch) >= chunk:
+            yield batch[:chunk]
+            batch = batch[chunk:]
     if batch:
         yield batch
 
 
-TRAFFIC_HINT = 'Each line is a captured call: {"request": {"features": ...} or {"instances": [...]}, ...}.'
+# The marker CAPTURE_REDACT puts in place of a value (app/capture.py REDACTED; a test checks they agree).
+REDACTED = "[REDACTED]"
+TRAFFIC_HINT = (
+    "Give a file of capture records (CAPTURE=file:PATH, one JSON object a line, see "
+    "deployctl/schemas/capture-record.schema.json) or the directory of its rotated files."
+)
 
 
-def _requested_rows(record: Any, where: str) -> list[Any]:
-    request = record.get("request") if isinstance(record, dict) else None
-    if isinstance(request, dict) and "features" in request:
-        return [request["features"]]
-    if isinstance(request, dict) and isinstance(request.get("instances"), list):
-        return list(request["instances"])
-    raise UsageError(f"{where}: no request with features or instances.", TRAFFIC_HINT)
+def traffic_files(path: Path) -> list[Path]:
+    """`path` itself, or the capture files of a directory, oldest first: PATH.N .. PATH.1, PATH."""
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise UsageError(f"{path} does not exist.", TRAFFIC_HINT)
+    files = [p for p in path.iterdir() if p.is_file() and not p.name.endswith(".lock")]
+    if not files:
+        raise UsageError(f"{path} holds no capture file.", TRAFFIC_HINT)
+
+    def age(file: Path) -> tuple[str, int]:  # capture.jsonl.3 is older than capture.jsonl.1
+        stem, _, number = file.name.rpartition(".")
+        return (stem, -int(number)) if number.isdigit() else (file.name, 0)
+
+    return sorted(files, key=age)
+
+
+def read_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(where, record) for every capture record of a file or directory; a UsageError names the line
+    that is not one."""
+    for file in traffic_files(path):
+        with file.open(encoding="utf-8") as fh:
+            for line, text in enumerate(fh, 1):
+                if not text.strip():
+                    continue
+                where = f"{file} line {line}"
+                try:
+                    record = json.loads(text)
+                except ValueError as exc:
+                    raise UsageError(f"{where} is not JSON ({exc}).", TRAFFIC_HINT) from None
+                if not isinstance(record, dict) or "schema_version" not in record or "input" not in record:
+                    raise UsageError(f"{where} is not a capture record.", TRAFFIC_HINT)
+                if record["schema_version"] != 1:
+                    raise UsageError(
+                        f"{where}: capture schema version {record['schema_version']!r}; "
+                        "this deployctl reads version 1.",
+                        "Replay it with the deployctl version that matches the service that captured it.",
+                    )
+                yield where, record
+
+
+def record_rows(record: dict[str, Any], where: str) -> list[Any]:
+    """The rows of one record, {column: value} each (a tensor model's examples as they are)."""
+    inputs = record.get("input")
+    if inputs is None:
+        return []
+    try:
+        columns, rows = inputs["columns"], inputs["rows"]
+        if not columns:
+            return list(rows)
+        return [dict(zip(columns, row, strict=True)) for row in rows]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UsageError(f"{where}: its input is not {{columns, rows}} ({exc}).", TRAFFIC_HINT) from None
+
+
+def _values(row: Any) -> list[Any]:
+    return list(row.values()) if isinstance(row, dict) else []

@@ -13,7 +13,7 @@ import threading
 
 import flask
 import functions_framework
-from app.runtime import ROOT, BadRequest, ModelService, error_body, fork_safe, headers_for
+from app.runtime import ROOT, BadRequest, ModelService, error_body, fork_safe, headers_for, request_id
 from werkzeug.exceptions import HTTPException
 
 # Loaded once per instance, at import: Cloud Functions imports main.py before the first request.
@@ -42,18 +42,20 @@ def handle(request: flask.Request) -> flask.Response:
     path = request.path
     if path == "/" and request.method == "POST":
         path = "/predict"
+    rid = request_id(request.headers.get("X-Request-ID"))
     try:
         body = request.stream.read(READ_LIMIT)
     except Exception as exc:  # the server refuses the framing (e.g. a chunk size that is no number)
         payload = error_body(BadRequest(f"the request body could not be read: {type(exc).__name__}: {exc}"))
-        return flask.Response(payload, 400, mimetype="application/json")
+        return flask.Response(payload, 400, {"X-Request-ID": rid}, mimetype="application/json")
     served = model_service()
     # Cloud Functions authenticates callers itself (private by default); this token check runs
     # only when AUTH_TOKEN_SHA256/AUTH_TOKENS_FILE are set, for a function deployed public.
     token = request.headers.get("Authorization")
-    status, payload = served.handle(request.method, path, body, request.content_type, token)
+    status, payload = served.handle(request.method, path, body, request.content_type, token, rid)
     content_type = served.media_types.get(path, "application/json")
-    return flask.Response(payload, status, headers=dict(headers_for(status)), content_type=content_type)
+    headers = {"X-Request-ID": rid, **dict(headers_for(status))}
+    return flask.Response(payload, status, headers=headers, content_type=content_type)
 
 
 @functions_framework.errorhandler(HTTPException)
@@ -63,4 +65,5 @@ def http_error(exc: HTTPException) -> flask.Response:
     answers them."""
     status = exc.code or 400
     message = f"{flask.request.method} {flask.request.path}: {exc.description}"
-    return flask.Response(error_body(BadRequest(message, status)), status, mimetype="application/json")
+    body = error_body(BadRequest(message, status))
+    return flask.Response(body, status, {"X-Request-ID": request_id(None)}, mimetype="application/json")

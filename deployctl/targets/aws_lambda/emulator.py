@@ -275,7 +275,8 @@ class Function:
         """Lambda's reserved variables plus the function's own, nothing else from this shell.
         `tmp` plays /tmp, which each execution environment has to itself."""
         region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
-        env = {k: v for k, v in os.environ.items() if k.startswith("AWS_") or k in PASSTHROUGH}
+        # the runtime's capture settings given to `deployctl serve` play the function's configured ones
+        env = {k: v for k, v in os.environ.items() if k.startswith(("AWS_", "CAPTURE")) or k in PASSTHROUGH}
         env.update(
             PATH="/usr/local/bin:/usr/bin:/bin",
             TMPDIR=str(tmp),

@@ -33,6 +33,7 @@ from app.runtime import (
     is_oip_path,
     log,
     log_request,
+    request_id,
     score_together,
 )
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
@@ -131,27 +132,29 @@ class ModelRoutes:
         log.info("micro-batching", extra={"fields": {"wanted": wanted, "enabled": self.batcher.enabled}})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":  # lifespan (app/server.py starts gRPC there), websocket
-            await self.fallback(scope, receive, send)
-            return
-        path = scope["path"]
-        if path not in self.paths and not is_oip_path(path):
+        path = scope.get("path", "")  # a lifespan scope has none
+        if scope["type"] != "http" or (path not in self.paths and not is_oip_path(path)):
             await self.guarded_fallback(scope, receive, send)
             return
         started = self.metrics.started()
         status = 500
         try:
+            rid = request_id(header(scope, b"x-request-id"))
             refused = self.refuse(scope)
             if refused is None:
                 try:
-                    status, payload = await self.answer(scope, receive)
+                    status, payload = await self.answer(scope, receive, rid, started)
                 finally:
                     if path not in OPEN_PATHS:
                         self.in_flight.release()
             else:
                 status, payload = refused.status, error_body(refused)
             content_type = self.media_types.get(path, JSON)
-            headers = [(b"content-type", content_type), (b"content-length", b"%d" % len(payload))]
+            headers = [
+                (b"content-type", content_type),
+                (b"content-length", b"%d" % len(payload)),
+                (b"x-request-id", rid.encode()),
+            ]
             if status in (401, 503):
                 headers += [(name.encode(), value.encode()) for name, value in headers_for(status)]
             await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -177,34 +180,80 @@ class ModelRoutes:
         return None
 
     async def guarded_fallback(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """FastAPI's paths (/docs, /openapi.json, unknown ones) need the token too when auth is on."""
+        """FastAPI's paths (/docs, /openapi.json, unknown ones) need the token too when auth is on,
+        and answer with X-Request-ID; the lifespan's shutdown writes out the capture queue."""
+        if scope["type"] != "http":
+            lifespan = scope["type"] == "lifespan"
+            await self.fallback(scope, receive, self.closing_capture(send) if lifespan else send)
+            return
+        rid = request_id(header(scope, b"x-request-id")).encode()
         refused = self.service.auth.refuse(scope["path"], authorization(scope))
         if refused is None:
-            await self.fallback(scope, receive, send)
+            await self.fallback(scope, receive, with_request_id(send, rid))
             return
         payload = error_body(refused)
-        headers = [(b"content-type", JSON), (b"content-length", b"%d" % len(payload))]
+        headers = [(b"content-type", JSON), (b"content-length", b"%d" % len(payload)), (b"x-request-id", rid)]
         headers += [(name.encode(), value.encode()) for name, value in headers_for(refused.status)]
         await send({"type": "http.response.start", "status": refused.status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
 
-    async def answer(self, scope: Scope, receive: Receive) -> tuple[int, bytes]:
-        """(status, JSON body) for one request to one of the runtime's paths."""
+    def closing_capture(self, send: Send) -> Send:
+        """The lifespan's `send`, writing out the capture queue before the server's shutdown completes:
+        a uvicorn worker process exits without running atexit hooks."""
+
+        async def closing(message: Message) -> None:
+            capture = self.service.capture
+            if message["type"] == "lifespan.shutdown.complete" and capture is not None:
+                await asyncio.get_running_loop().run_in_executor(None, capture.close)
+            await send(message)
+
+        return closing
+
+    async def answer(
+        self, scope: Scope, receive: Receive, rid: str = "-", started: float = 0.0
+    ) -> tuple[int, bytes]:
+        """(status, JSON body) for one request to one of the runtime's paths; its capture record
+        queued when capture is on."""
+        call = None
+        service = self.service
         try:
             body, content_type = await read_request(scope, receive)
-            call = self.service.prepare(scope["method"], scope["path"], body, content_type)
+            call = service.prepare(scope["method"], scope["path"], body, content_type)
             if isinstance(call, bytes):
                 return 200, call
-            return 200, self.service.respond(call, await self.batcher.score(call))
+            answer = call.answer(*await self.batcher.score(call))
+            payload = call.encode(answer)
         except Exception as exc:  # the runtime's rule: a JSON answer, a 500 only for a bug (logged)
-            return failure(exc, scope["method"], scope["path"])
+            status, payload = failure(exc, scope["method"], scope["path"])
+            if service.capture is not None:
+                service.captured(rid, scope["method"], scope["path"], call, None, status, exc, started)
+            return status, payload
+        if service.capture is not None:
+            service.captured(rid, scope["method"], scope["path"], call, answer, 200, None, started)
+        return 200, payload
+
+
+def header(scope: Scope, wanted: bytes) -> bytes | None:
+    for name, value in scope["headers"]:
+        if name == wanted:
+            return bytes(value)
+    return None
+
+
+def with_request_id(send: Send, rid: bytes) -> Send:
+    """FastAPI's answers (/docs, unknown paths) carry X-Request-ID too."""
+
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", []), (b"x-request-id", rid)]}
+        await send(message)
+
+    return sending
 
 
 def authorization(scope: Scope) -> str | None:
-    for name, value in scope["headers"]:
-        if name == b"authorization":
-            return str(value.decode("latin-1"))
-    return None
+    value = header(scope, b"authorization")
+    return None if value is None else value.decode("latin-1")
 
 
 async def read_request(scope: Scope, receive: Receive) -> tuple[bytes, str | None]:
@@ -321,5 +370,6 @@ class JsonErrorsProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
             reason,
             len(body),
         )
+        head += b"x-request-id: %s\r\n" % request_id(None).encode()
         self.transport.write(head + b"connection: close\r\n\r\n" + body)
         self.transport.close()

@@ -16,6 +16,7 @@ from app.runtime import (
     failure,
     headers_for,
     log_request,
+    request_id,
 )
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
@@ -30,7 +31,8 @@ JSON = "application/json"
 @app.route("/<path:path>", methods=["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"])
 def handle(path: str) -> Response:
     started = time.perf_counter()
-    headers: dict[str, str] = {}
+    rid = request_id(request.headers.get("X-Request-ID"))
+    headers: dict[str, str] = {"X-Request-ID": rid}
     try:
         body = read_body()
     except BadRequest as exc:
@@ -38,7 +40,7 @@ def handle(path: str) -> Response:
         headers["Connection"] = "close"  # the body is left unread, or cannot be framed
     else:
         token = request.headers.get("Authorization")
-        status, payload = service.handle(request.method, "/" + path, body, request.content_type, token)
+        status, payload = service.handle(request.method, "/" + path, body, request.content_type, token, rid)
         headers.update(headers_for(status))  # a 401's challenge, a 503's Retry-After
     log_request(request.method, "/" + path, status, started)
     return Response(payload, status, headers, content_type=service.media_types.get("/" + path, JSON))
@@ -60,7 +62,7 @@ def http_error(exc: HTTPException) -> Response:
     """Flask's own refusals (e.g. a method no route takes) answer JSON like every other error."""
     status = exc.code or 400
     body = error_body(BadRequest(f"{request.method} {request.path}: {exc.description}", status))
-    return Response(body, status, mimetype="application/json")
+    return Response(body, status, {"X-Request-ID": request_id(None)}, mimetype="application/json")
 
 
 @app.errorhandler(Exception)
@@ -68,4 +70,4 @@ def unexpected_error(exc: Exception) -> Response:
     """Anything else raised outside the runtime's own `handle`: JSON (a 500 logged as one JSON
     line, a 4xx when it is the input's fault) by the runtime's rule, never Flask's HTML page."""
     status, body = failure(exc, request.method, request.path)
-    return Response(body, status, mimetype="application/json")
+    return Response(body, status, {"X-Request-ID": request_id(None)}, mimetype="application/json")

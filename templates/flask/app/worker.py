@@ -39,7 +39,7 @@ from collections import OrderedDict
 from functools import partial
 from typing import Any
 
-from app.runtime import OPEN_PATHS, RETRY_AFTER, InFlight, log_request
+from app.runtime import OPEN_PATHS, RETRY_AFTER, InFlight, log_request, request_id
 from gunicorn import http, util
 from gunicorn.http import errors
 from gunicorn.workers.gthread import TConn, ThreadWorker
@@ -468,7 +468,8 @@ def request_line(received: bytearray) -> tuple[str, str]:
 
 def write_json_error(sock: Any, status: int, message: str, headers: dict[str, str] | None = None) -> None:
     body = json.dumps({"error": message}).encode()
-    extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
+    headers = {**(headers or {}), "X-Request-ID": request_id(None)}  # every answer has one
+    extra = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
     head = (
         f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}\r\nConnection: close\r\n{extra}"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"

@@ -77,6 +77,17 @@ class Metrics:
             buckets=ROWS_BUCKETS,
             registry=self.registry,
         )
+        # traffic capture (app/capture.py): counted by its writer thread, so never deferred
+        self.capture_counters = {
+            "records": Counter(
+                "deployctl_capture_records", "Capture records written to the sink", registry=self.registry
+            ),
+            "dropped": Counter(
+                "deployctl_capture_dropped",
+                "Capture records dropped: the queue was full or the sink failed",
+                registry=self.registry,
+            ),
+        }
         info = Gauge(
             "deployctl_model_info",
             "The model served (always 1)",
@@ -121,6 +132,10 @@ class Metrics:
     def shed(self) -> None:
         """One request refused for overload (also counted, as a 503, by `finished`)."""
         self.shed_requests.inc()
+
+    def captured(self, outcome: str, records: int) -> None:
+        """Capture records "records" (written) or "dropped"; from any thread."""
+        self.capture_counters[outcome].inc(records)
 
     @classmethod
     def chosen(

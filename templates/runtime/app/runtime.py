@@ -15,7 +15,8 @@ Cloud Functions entry points are thin adapters that move bytes in and out of `Mo
 - app/batching.py: the Calls of several requests or records scored in one model call;
 - app/oip.py: the Open Inference Protocol v2 (/v2/...); app/metrics.py: Prometheus metrics;
 - app/logs.py: JSON log lines and the access log; app/jsonio.py: JSON in and out;
-- app/guard.py: bearer-token authentication and the bound on requests in progress.
+- app/guard.py: bearer-token authentication and the bound on requests in progress;
+- app/capture.py: traffic capture, a record of each request and its answer (CAPTURE).
 
 This module is the stable facade: import from `app.runtime`, not from the modules behind it.
 """
@@ -23,6 +24,7 @@ This module is the stable facade: import from `app.runtime`, not from the module
 from __future__ import annotations
 
 from .batching import score_together
+from .capture import REDACTED, SCHEMA_VERSION, Capture, request_id
 from .guard import OPEN_PATHS, RETRY_AFTER, Auth, ConfigError, InFlight, headers_for, token_digest
 from .jsonio import JSONDecodeError, dumps, loads
 from .logs import ACCESS, AccessLog, JsonFormatter, configure_logging, log, log_request
@@ -54,12 +56,15 @@ __all__ = [
     "MAX_BODY_BYTES",
     "OPEN_PATHS",
     "PYTYPES",
+    "REDACTED",
     "RETRY_AFTER",
     "ROOT",
+    "SCHEMA_VERSION",
     "AccessLog",
     "Auth",
     "BadRequest",
     "Call",
+    "Capture",
     "Check",
     "ConfigError",
     "Deferred",
@@ -83,6 +88,7 @@ __all__ = [
     "loads",
     "log",
     "log_request",
+    "request_id",
     "score_together",
     "token_digest",
 ]

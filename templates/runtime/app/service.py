@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from . import outputs
-from .guard import Auth
+from .capture import SCHEMA_VERSION, Capture, now
+from .guard import Auth, ConfigError
 from .jsonio import JSONDecodeError, dumps, loads
 from .logs import log
 from .metrics import MEDIA_TYPE, OTHER, Metrics
@@ -128,6 +130,8 @@ class ModelService:
         self.oip = OpenInference(manifest, self.schema, self.classes, self.parse)
         self.metrics = Metrics.chosen(meta, manifest.get("target", "-"), self.paths, _route_label)
         self.auth = Auth.from_environ()  # off unless AUTH_TOKEN_SHA256 or AUTH_TOKENS_FILE (app/guard.py)
+        self.capture = Capture.from_environ(self.metrics.captured)  # off unless CAPTURE (app/capture.py)
+        self.service_name = str(manifest.get("name", self.name))
         # adapters answer JSON but for these paths
         self.media_types = {"/metrics": MEDIA_TYPE, "/metrics/": MEDIA_TYPE}
         # loaded, and warmed up on the smoke-test rows (Scorer.fastest scored them): ready
@@ -137,7 +141,10 @@ class ModelService:
     def from_artifact(cls, root: Path = ROOT) -> ModelService:
         manifest = json.loads((root / "deployctl.json").read_text())
         model = load_model(manifest["model"]["loader"], root / "model")
-        service = cls(manifest, model)  # also warms the model up on the smoke-test rows
+        try:
+            service = cls(manifest, model)  # also warms the model up on the smoke-test rows
+        except ConfigError as exc:  # a setting it cannot honour: one line, no traceback, no start
+            raise SystemExit(f"the service cannot start: {exc}") from None
         log.info("model loaded", extra={"fields": {"scoring": service.scorer.options}})
         return service
 
@@ -244,26 +251,74 @@ class ModelService:
         body: bytes,
         content_type: str | None = None,
         authorization: str | None = None,
+        request_id: str = "-",
     ) -> tuple[int, bytes]:
         """Answer one HTTP request: (status, JSON bytes). Never raises (see `failure`).
 
         `authorization` is the request's Authorization header: checked first when auth is on
-        (a 401 then needs `guard.headers_for(status)` beside it)."""
+        (a 401 then needs `guard.headers_for(status)` beside it). `request_id` (capture.request_id)
+        names the request in its capture record; the adapter returns it as X-Request-ID."""
         started = self.metrics.started()
         status = 500
+        call: Call | bytes | None = None
+        answer = error = None
         try:
             refused = self.auth.refuse(path, authorization)
             if refused is not None:
                 raise refused
             call = self.prepare(method, path, body, content_type)
-            status, payload = (
-                (200, call) if isinstance(call, bytes) else (200, self.respond(call, self.score(call)))
-            )
+            if isinstance(call, bytes):
+                status, payload = 200, call
+            else:
+                answer = call.answer(*self.score(call))
+                status, payload = 200, call.encode(answer)
         except Exception as exc:
             status, payload = failure(exc, method, path)
+            error = exc
         finally:  # counted however it ended: the in-progress gauge never leaks
             self.metrics.finished(path, status, started)
+        if self.capture is not None and not isinstance(call, bytes):
+            self.captured(request_id, method, path, call, answer, status, error, started)
         return status, payload
+
+    def captured(
+        self,
+        request_id: str,
+        method: str,
+        path: str,
+        call: Call | None,
+        answer: Any,
+        status: int,
+        error: Exception | None,
+        started: float,
+    ) -> None:
+        """Queue the capture record of one scoring request, when it is in the sample; a refused
+        one (no Call, or the model's refusal) only with CAPTURE_ERRORS, and only on a scoring route."""
+        capture = self.capture
+        if capture is None or not capture.wanted():
+            return
+        route = path.rstrip("/") or "/"
+        if error is not None:
+            scoring = (method, route) in self.routes or (method == "POST" and route.endswith("/infer"))
+            if not capture.errors or not scoring:
+                return
+        elapsed_ms = round((time.perf_counter() - started) * 1000, 3)
+        columns = self.schema.names
+        record = {
+            "schema_version": SCHEMA_VERSION,
+            "request_id": request_id,
+            "time": now(),
+            "model": {"name": self.name, "version": self.version},
+            "service": self.service_name,
+            "route": route if route in self.paths else _route_label(route),
+            "input": None if call is None else {"columns": columns, "rows": call.rows},
+            "params": None if call is None else call.params,
+            "answer": answer,
+            "status": status,
+            "error": None if error is None else _error_text(error),
+            "latency_ms": elapsed_ms,
+        }
+        capture.record(record)
 
     def prepare(self, method: str, path: str, body: bytes, content_type: str | None) -> Call | bytes:
         """Route, parse and validate one request: the Call to score, or the answer (/health)."""
@@ -330,6 +385,13 @@ def _route_label(path: str) -> str:
 
 def _predictions(labels: list[Any], _: Any) -> dict[str, Any]:
     return {"predictions": labels}
+
+
+def _error_text(exc: Exception) -> str:
+    """The error a capture record holds: what the client was answered."""
+    if isinstance(exc, BadRequest):
+        return exc.message
+    return f"internal error: {type(exc).__name__}"
 
 
 def error_body(exc: BadRequest, path: str = "") -> bytes:
