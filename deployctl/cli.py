@@ -496,7 +496,7 @@ def loadtest(
 
     from deployctl.checks import loadtest as lt
     from deployctl.checks import loadtest_report, report, smoke
-    from deployctl.checks.loadtest_data import read_rows
+    from deployctl.checks.rows import all_rows
     from deployctl.manifest import Artifact
 
     headers = smoke.parse_headers(header)
@@ -524,7 +524,7 @@ def loadtest(
     lt.check_options(options)
     artifact = Artifact.open(path)
     if data is not None:
-        options.data = read_rows(data, artifact.model)
+        options.data = all_rows(data, artifact.model)
     model = artifact.model
     properties = {
         "target": artifact.target,

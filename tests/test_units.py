@@ -165,3 +165,59 @@ def test_the_runtime_serves_the_column_types_deployctl_accepts() -> None:
     assert schema.COLUMN_TYPES == COLUMN_TYPES
     assert set(schema.CHECKS) == set(COLUMN_TYPES)
     assert all(type(PLACEHOLDERS[t]) is pytype for t, (_, pytype) in COLUMN_TYPES.items())
+
+
+COLUMNS = [
+    {"name": "amount", "type": "double"},
+    {"name": "foreign", "type": "boolean"},
+    {"name": "note", "type": "string", "required": False},
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("rows.csv", "amount,foreign\n1.5, yes\n2,0\n"),
+        (
+            "rows.jsonl",
+            '{"amount": 1.5, "foreign": true}\n\n{"features": {"amount": 2.0, "foreign": false}}\n',
+        ),
+        ("rows.json", '[{"amount": 1.5, "foreign": true}, [2.0, false, null]]'),
+    ],
+)
+def test_one_row_reader_for_compare_and_loadtest(tmp_path: Path, name: str, text: str) -> None:
+    """CSV typed by the signature (an optional column may be absent), JSON lines with /predict
+    bodies, a .json array with a row in signature order: the same rows either way."""
+    from deployctl.checks.rows import all_rows
+
+    (tmp_path / name).write_text(text)
+    rows = all_rows(tmp_path / name, {"columns": COLUMNS})
+    assert [(r["amount"], r["foreign"], r.get("note")) for r in rows] == [
+        (1.5, True, None),
+        (2.0, False, None),
+    ]
+
+
+def test_rows_a_load_test_cannot_send_are_refused_with_their_place(tmp_path: Path) -> None:
+    from deployctl.checks.rows import all_rows
+
+    cases = {
+        "missing.jsonl": (
+            '{"amount": 1.0, "foreign": true}\n{"amount": 2.0}\n',
+            "row 2 lacks column(s) foreign",
+        ),
+        "empty.jsonl": ("\n", "holds no rows"),
+        "scalar.jsonl": ("3\n", "line 1: a int"),
+        "header.csv": ("amount\n1\n", "no column 'foreign'"),
+        "cell.csv": ("amount,foreign\n1,maybe\n", "line 2: 'maybe' is not a boolean"),
+    }
+    for name, (text, said) in cases.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(UsageError) as refused:
+            all_rows(tmp_path / name, {"columns": COLUMNS})
+        assert said in str(refused.value), name
+    tensor = tmp_path / "examples.jsonl"
+    tensor.write_text("[[1, 2], [3, 4]]\n")
+    assert all_rows(tensor, {"columns": [], "tensor": {"shape": [-1, 2]}}) == [[[1, 2], [3, 4]]]
+    with pytest.raises(UsageError, match="not an example"):
+        all_rows(tmp_path / "missing.jsonl", {"columns": [], "tensor": {"shape": [-1, 2]}})

@@ -3,9 +3,10 @@
 `read_rows(path, columns, chunk)` yields lists of at most `chunk` rows, each a dict {column: value}
 keyed by the model's signature columns, so a file of any size is read in bounded memory. CSV cells
 are text: they are typed by the signature (`columns`, as the manifest records them), an empty
-cell being a missing value. JSON lines and Parquet keep their own types; a JSON line may be an
-object {column: value} or a list in signature order. Any mistake in a file is a UsageError naming
-the file and the line (or row) where it is.
+cell being a missing value. JSON lines (or a .json file holding one array) and Parquet keep their
+own types; a JSON row may be an object {column: value}, a /predict body {"features": ...}, a list in
+signature order, or for a tensor signature an example (a nested list). Any mistake in a file is a
+UsageError naming the file and the line (or row) where it is.
 """
 
 from __future__ import annotations
@@ -37,6 +38,24 @@ def read_rows(path: Path, columns: list[dict[str, Any]], chunk: int = 1000) -> I
         yield batch
 
 
+def all_rows(path: Path, model: dict[str, Any]) -> list[Any]:
+    """Every row of `path` at once (`loadtest --data`: it cycles through them), each checked against
+    the model's signature up front, so that a mistake names its row instead of failing the load."""
+    rows = [row for batch in read_rows(path, model["columns"]) for row in batch]
+    if not rows:
+        raise UsageError(f"{path} holds no rows.", "Give at least one row.")
+    tensor = model.get("tensor") is not None
+    required = [c["name"] for c in model["columns"] if c.get("required", True)]
+    for i, row in enumerate(rows, 1):
+        if tensor != isinstance(row, list):
+            wanted = "an example (a nested list)" if tensor else "an object keyed by column"
+            raise UsageError(f"{path} row {i} is not {wanted}.", HINT)
+        missing = [] if tensor else [name for name in required if row.get(name) is None]
+        if missing:
+            raise UsageError(f"{path} row {i} lacks column(s) {', '.join(missing)}.", HINT)
+    return rows
+
+
 def check_format(path: Path) -> str:
     """The file's format, told by its suffix; a UsageError for a file that is not one."""
     kind = FORMATS.get(path.suffix.lower())
@@ -51,12 +70,13 @@ def _csv(path: Path, columns: list[dict[str, Any]], chunk: int) -> Iterator[Row]
     types = {c["name"]: c["type"] for c in columns}
     with path.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
-        missing = [name for name in types if name not in (reader.fieldnames or [])]
+        required = [c["name"] for c in columns if c.get("required", True)]
+        missing = [name for name in required if name not in (reader.fieldnames or [])]
         if missing:
             raise UsageError(f"{path}: the header has no column {', '.join(map(repr, missing))}.", HINT)
         for line, record in enumerate(reader, 2):
             try:
-                yield {name: _typed(record[name], kind) for name, kind in types.items()}
+                yield {name: _typed(record.get(name), kind) for name, kind in types.items()}
             except ValueError as exc:
                 raise UsageError(f"{path} line {line}: {exc}.", HINT) from None
 
@@ -79,23 +99,39 @@ def _typed(text: str | None, kind: str) -> Any:
     return text
 
 
-def _jsonl(path: Path, columns: list[dict[str, Any]], chunk: int) -> Iterator[Row]:
+def _jsonl(path: Path, columns: list[dict[str, Any]], chunk: int) -> Iterator[Any]:
     names = [c["name"] for c in columns]
-    with path.open(encoding="utf-8") as fh:
+    for where, value in _json_values(path):
+        if isinstance(value, dict) and isinstance(value.get("features"), dict | list):
+            value = value["features"]  # a /predict body
+        if isinstance(value, list) and names and len(value) == len(names):
+            value = dict(zip(names, value))
+        if isinstance(value, list) and not names:
+            yield value  # an example of a tensor signature (a nested list)
+            continue
+        if not isinstance(value, dict):
+            raise UsageError(f"{where}: a {type(value).__name__}, not an object of column values.", HINT)
+        yield value
+
+
+def _json_values(path: Path) -> Iterator[tuple[str, Any]]:
+    """(where, value) of each JSON line; a .json file may instead hold one JSON array of rows."""
+    if path.suffix.lower() == ".json":
+        try:
+            values = json.loads(path.read_text(encoding="utf-8-sig"))
+        except ValueError:
+            values = None  # not one JSON document: JSON lines, told apart below
+        if isinstance(values, list):
+            yield from ((f"{path} item {i}", value) for i, value in enumerate(values, 1))
+            return
+    with path.open(encoding="utf-8-sig") as fh:
         for line, text in enumerate(fh, 1):
             if not text.strip():
                 continue
             try:
-                value = json.loads(text)
+                yield f"{path} line {line}", json.loads(text)
             except ValueError as exc:
                 raise UsageError(f"{path} line {line} is not JSON ({exc}).", HINT) from None
-            if isinstance(value, list) and names and len(value) == len(names):
-                value = dict(zip(names, value))
-            if not isinstance(value, dict):
-                raise UsageError(
-                    f"{path} line {line}: a {type(value).__name__}, not an object of column values.", HINT
-                )
-            yield value
 
 
 def _parquet(path: Path, columns: list[dict[str, Any]], chunk: int) -> Iterator[Row]:
