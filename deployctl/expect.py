@@ -39,7 +39,7 @@ def record_expectations(model: ResolvedModel) -> Expectations:
     estimator = _load(model)
     labeller = _load(model, pyfunc=True) if model.flavor in PYFUNC_LABELS else estimator
     try:
-        labels = runtime_outputs().per_row(labeller.predict(frame), len(rows))
+        labels = runtime_module("outputs").per_row(labeller.predict(frame), len(rows))
         has_proba = hasattr(estimator, "predict_proba") and hasattr(estimator, "classes_")
         probas = estimator.predict_proba(frame).tolist() if has_proba else None
     except Exception as exc:
@@ -48,7 +48,7 @@ def record_expectations(model: ResolvedModel) -> Expectations:
             f"The model failed to predict on {source}: {exc}",
             "Log the model with input_example=X[:5] so deployctl has real rows to test with.",
         ) from exc
-    classes = runtime_outputs().plain(estimator.classes_) if probas is not None else None
+    classes = runtime_module("outputs").plain(estimator.classes_) if probas is not None else None
     task = "regression" if classes is None else ("binary" if len(classes) == 2 else "multiclass")
     cases = []
     for i, row in enumerate(rows):
@@ -60,11 +60,12 @@ def record_expectations(model: ResolvedModel) -> Expectations:
 
 
 @functools.cache
-def runtime_outputs() -> ModuleType:
-    """The serving runtime's app/outputs.py, loaded from the templates: the recorded predictions
-    are turned into JSON by the very code the service uses (it imports only numpy and pandas)."""
-    path = templates_root() / "runtime" / "app" / "outputs.py"
-    spec = importlib.util.spec_from_file_location("deployctl_runtime_outputs", path)
+def runtime_module(name: str) -> ModuleType:
+    """A pure module of the serving runtime (app/NAME.py: no relative imports), loaded from the
+    templates: deployctl then records and checks answers with the very code the service runs
+    (outputs.py turns predictions into JSON, oip_types.py names OIP datatypes)."""
+    path = templates_root() / "runtime" / "app" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"deployctl_runtime_{name}", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

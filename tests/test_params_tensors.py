@@ -368,9 +368,9 @@ def test_multi_output_on_invocations_as_mlflow_models_serve(
 
 def test_the_recorder_uses_the_runtimes_output_code() -> None:
     """One function turns predictions into JSON: expect.py loads the runtime's own file."""
-    from deployctl.expect import runtime_outputs
+    from deployctl.expect import runtime_module
 
-    assert Path(runtime_outputs().__file__) == ROOT / "templates" / "runtime" / "app" / "outputs.py"
+    assert Path(runtime_module("outputs").__file__) == ROOT / "templates" / "runtime" / "app" / "outputs.py"
 
 
 # -- tensors ------------------------------------------------------------------------------------------

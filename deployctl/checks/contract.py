@@ -17,7 +17,7 @@ from functools import partial
 from typing import Any, Protocol
 
 from deployctl.errors import EndpointUnreachable
-from deployctl.expect import runtime_outputs, same_prediction
+from deployctl.expect import runtime_module, same_prediction
 from deployctl.manifest import Artifact
 from deployctl.process import request
 
@@ -197,34 +197,24 @@ def oip_checks(artifact: Artifact, client: Client) -> list[Check]:
 
 
 # MLflow signature column type -> the Open Inference Protocol's tensor datatype (as app/oip.py says)
-OIP_DATATYPES = {
-    "double": "FP64",
-    "float": "FP32",
-    "long": "INT64",
-    "integer": "INT32",
-    "boolean": "BOOL",
-    "string": "BYTES",
-}
-
-
 def _oip_inputs(model: dict[str, Any], cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The recorded rows as infer inputs: a tensor [N] per column, or a tensor signature's one
     input [N, ...] (its examples nested as recorded)."""
+    import numpy as np
+
+    types = runtime_module("oip_types")  # the service's own table
     tensor = model.get("tensor")
     if tensor is not None:
         rows = [case["row"] for case in cases]
-        datatype = TENSOR_DATATYPES.get(tensor["dtype"], "FP64")
+        dtype = np.dtype(tensor["dtype"])
+        datatype = types.tensor_datatype(dtype.kind, dtype.itemsize)
         return [{"name": "input-0", "datatype": datatype, "shape": _nested_shape(rows), "data": rows}]
     return [
-        {"name": c["name"], "datatype": OIP_DATATYPES[c["type"]], "shape": [len(cases)], "data": [
+        {"name": c["name"], "datatype": types.DATATYPES[c["type"]], "shape": [len(cases)], "data": [
             case["row"][c["name"]] for case in cases
         ]}
         for c in model["columns"]
     ]  # fmt: skip
-
-
-# numpy dtype of a tensor signature -> the OIP datatype (as app/oip.py says)
-TENSOR_DATATYPES = {"float64": "FP64", "float32": "FP32", "int64": "INT64", "int32": "INT32", "bool": "BOOL"}
 
 
 def _nested_shape(values: Any) -> list[int]:
@@ -528,7 +518,7 @@ def _batch(body: Any, cases: list[dict[str, Any]], model: dict[str, Any]) -> Pro
 
 def _predictions(body: Any, cases: list[dict[str, Any]]) -> Problem | None:
     got = body.get("predictions") if isinstance(body, dict) else None
-    got = runtime_outputs().from_mlflow(got)  # MLflow's shape of several outputs, read per row
+    got = runtime_module("outputs").from_mlflow(got)  # MLflow's shape of several outputs, read per row
     want = [c["prediction"] for c in cases]
     if not isinstance(got, list) or len(got) != len(want):
         return Problem(f"predictions {got} != recorded {want}", want, got)

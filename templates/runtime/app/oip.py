@@ -22,19 +22,12 @@ from typing import Any
 import numpy as np
 
 from .jsonio import dumps
+from .oip_types import DATATYPES, tensor_datatype
 from .schema import DTYPES, MAX_BATCH_ROWS, BadRequest
 from .tensors import InputSchema
 
 PREFIX = "/v2"
 # MLflow signature column type -> OIP tensor datatype
-DATATYPES = {
-    "double": "FP64",
-    "float": "FP32",
-    "long": "INT64",
-    "integer": "INT32",
-    "boolean": "BOOL",
-    "string": "BYTES",
-}
 KNOWN_DATATYPES = {"BOOL", "BYTES", "FP16", "FP32", "FP64"} | {
     f"{sign}INT{bits}" for sign in ("", "U") for bits in (8, 16, 32, 64)
 }
@@ -434,11 +427,7 @@ def _is_utf8(text: str) -> bool:
 
 
 def _datatype(dtype: np.dtype[Any]) -> str:
-    """numpy dtype -> OIP datatype (FP32, INT64, UINT8, BOOL, ...; BYTES for strings)."""
-    if dtype.kind == "b":
-        return "BOOL"
-    prefix = {"f": "FP", "i": "INT", "u": "UINT"}.get(dtype.kind)
-    return f"{prefix}{dtype.itemsize * 8}" if prefix else "BYTES"
+    return tensor_datatype(dtype.kind, dtype.itemsize)
 
 
 def _flat(data: Any, where: str) -> list[Any]:
