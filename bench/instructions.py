@@ -102,14 +102,20 @@ def measure(server: Server, workdir: Path, headers: dict[str, str], n: int) -> d
 def configurations(
     target: str, artifact: Path, revisions: list[str]
 ) -> list[tuple[str, Server, dict[str, str]]]:
-    """(label, server, request headers) for this checkout, with auth on, and each revision."""
+    """(label, server, request headers) for this checkout, with auth on, capturing traffic, and
+    each revision."""
     command = [str(artifact / ".venv" / "bin" / "python"), "-m", "app"]
     env = {"WORKERS": "1", "ACCESS_LOG": "0", "MICRO_BATCH": "0"}
     auth = {"AUTH_TOKEN_SHA256": hashlib.sha256(TOKEN.encode()).hexdigest()}
+    capture = {"CAPTURE": f"file:{artifact.parent / f'capture-{target}.jsonl'}"}
     configs = [
         ("this checkout", Server(f"{target} this", command, artifact, env), {}),
         ("this checkout, auth on", Server(f"{target} auth", command, artifact, {**env, **auth}),
          {"authorization": f"Bearer {TOKEN}"}),
+        ("this checkout, capture 0.1", Server(f"{target} capture-0.1", command, artifact,
+         {**env, **capture, "CAPTURE_SAMPLE": "0.1"}), {}),
+        ("this checkout, capture 1.0 to a file", Server(f"{target} capture-1", command, artifact,
+         {**env, **capture}), {}),
     ]  # fmt: skip
     for revision in revisions:
         copy = with_revision(artifact, target, revision)
