@@ -57,9 +57,8 @@ def with_revision(artifact: Path, target: str, revision: str) -> Path:
     if copy.exists():
         shutil.rmtree(copy)
     shutil.copytree(artifact, copy, symlinks=True)
-    for name in (copy / "app").glob("*.py"):
-        if name.name not in ("__main__.py", "server.py", "worker.py"):
-            name.unlink()  # a module this checkout added must not stay in the other's copy
+    # modules this checkout added stay: the old request path does not import them, this checkout's
+    # start-up files (gunicorn.conf.py, __main__.py) may
     for target_path, source in {**runtime_files(revision), **SERVING[target]}.items():
         text = subprocess.run(
             ["git", "show", f"{revision}:{source}"], capture_output=True, check=True, cwd=REPO
