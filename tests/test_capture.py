@@ -285,6 +285,17 @@ def test_file_sink_rotates_by_size_and_keeps_a_bounded_number_of_files(tmp_path:
 # -- replay and compare --traffic ------------------------------------------------------------------------
 
 
+def written_lines(where: Path, count: int, seconds: float = 30) -> None:
+    """Wait until the capture files in `where` hold `count` lines (the writer wakes every 0.1 s)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        files = [p for p in where.glob("capture.jsonl*") if not p.name.endswith(".lock")]
+        if sum(p.read_bytes().count(b"\n") for p in files) >= count:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{count} records were not written in {seconds} s")
+
+
 @pytest.fixture(scope="module")
 def capture_dir(build_artifact: Callable[..., Path], tmp_path_factory: pytest.TempPathFactory) -> Path:  # noqa: F811
     """A capture of the fastapi service, rotated over several files: /predict, /predict_batch,
@@ -302,6 +313,7 @@ def capture_dir(build_artifact: Callable[..., Path], tmp_path_factory: pytest.Te
         with httpx.Client(base_url=url) as client:
             for i in range(20):
                 client.post("/predict", json={"features": row(i)}, headers={"X-Request-ID": f"p-{i}"})
+                written_lines(where, i + 1)  # one record per write, so the files rotate whatever the load
             client.post("/predict_batch", json={"instances": [row(30), row(31), row(32)]})
             columns = list(FRAUD_ROW)
             split = {"columns": columns, "data": [list(row(40).values()), list(row(41).values())]}

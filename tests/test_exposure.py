@@ -310,7 +310,9 @@ def test_k8s_is_cluster_internal_by_default_with_a_network_policy(
     pods = found["Deployment"]["spec"]["template"]["metadata"]["labels"]
     assert policy["spec"]["podSelector"]["matchLabels"].items() <= pods.items()
     assert policy["spec"]["policyTypes"] == ["Ingress"]
-    assert policy["spec"]["ingress"] == [{"ports": [{"port": "http", "protocol": "TCP"}]}]
+    # the serving ports only: HTTP and OIP over gRPC (fastapi serves both)
+    ports = [{"port": "http", "protocol": "TCP"}, {"port": "grpc", "protocol": "TCP"}]
+    assert policy["spec"]["ingress"] == [{"ports": ports}]
     assert "networkpolicy.yaml" in found["Kustomization"]["resources"]
     checks = get_target("k8s").extra_checks(Artifact.open(tmp_path / "k8s"))
     assert all(c.ok for c in checks), [c for c in checks if not c.ok]
