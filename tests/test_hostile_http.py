@@ -383,6 +383,47 @@ def test_fastapi_times_out_250_clients_whose_headers_never_finish(built: Callabl
         stop(running.proc)
 
 
+@pytest.mark.parametrize("target", ["fastapi", "flask"])
+def test_bodies_that_never_finish_are_timed_out_and_free_their_slots(
+    built: Callable[[str, str], Path], target: str
+) -> None:
+    """8 clients send a /predict head announcing 1,000 bytes, then trickle the body a byte a second,
+    against a bound of 8 requests in progress (fastapi admits a request at its head): each is answered
+    408 once REQUEST_TIMEOUT has passed since its first byte, and the slots serve others again."""
+    timeout = 4
+    running = start(built("fraud", target), NAMES["fraud"], REQUEST_TIMEOUT=str(timeout), MAX_IN_FLIGHT="8")
+    sockets: list[socket.socket] = []
+    done = threading.Event()
+
+    def trickle() -> None:
+        while not done.wait(1):
+            for sock in sockets:
+                with contextlib.suppress(OSError):
+                    sock.send(b" ")
+
+    head = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    try:
+        began = time.monotonic()
+        for _ in range(8):
+            sock = socket.create_connection((HOST, running.port), timeout=timeout + 20)
+            sock.sendall(head + b"Content-Length: 1000\r\n\r\n{")
+            sockets.append(sock)
+        threading.Thread(target=trickle, daemon=True).start()
+        answers = [read_response(sock) for sock in sockets]
+        waited = time.monotonic() - began
+        done.set()
+        assert all(a is not None and a[0] == 408 for a in answers), {a and a[0] for a in answers}
+        assert all(b"did not arrive within" in a[2] for a in answers if a)
+        assert timeout - 1 <= waited <= timeout + 15, waited
+        assert all(peer_closed(sock) for sock in sockets)
+        assert running.post("/predict", json.dumps({"features": FRAUD_ROW}).encode()).status_code == 200
+    finally:
+        done.set()
+        for sock in sockets:
+            sock.close()
+        stop(running.proc)
+
+
 # -- the rule: a bug is a counted, logged 500 JSON answer -------------------------------------------
 
 

@@ -51,6 +51,9 @@ MAX_HEADER_BYTES = int(os.environ.get("MAX_HEADER_BYTES", 64 * 1024))
 # Seconds a request's line and headers may take to arrive, from its first byte (or the connection's
 # opening); uvicorn has a keep-alive timeout, but none for a request that has begun.
 HEADER_TIMEOUT = float(os.environ.get("HEADER_TIMEOUT", "10"))
+# Seconds the whole request, body included, may take from its first byte (as on the flask target):
+# a body trickled a byte at a time would otherwise hold a connection and a slot of MAX_IN_FLIGHT.
+REQUEST_TIMEOUT = float(os.environ.get("REQUEST_TIMEOUT", "30"))
 # Requests in progress per worker (one event loop) before more are refused with 503: the micro-batcher
 # scores every waiting small request in one model call, so an admitted request waits for at most the
 # batch being scored and its own; 64 small rows take a few milliseconds for a typical model.
@@ -268,8 +271,8 @@ async def read_request(scope: Scope, receive: Receive) -> tuple[bytes, str | Non
     size, more = 0, True
     while more:
         message = await receive()
-        if message["type"] == "http.disconnect":  # the client left: nobody reads the answer
-            break
+        if message["type"] == "http.disconnect":  # the client left (or was timed out): score nothing
+            raise BadRequest("the client closed the connection before its body arrived", 400)
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > MAX_BODY_BYTES:
@@ -292,14 +295,17 @@ class JsonErrorsProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
     over MAX_HEADER_BYTES, and the connection is closed as before. Run with
     `uvicorn.run(..., http="app.asgi:JsonErrorsProtocol")`.
 
-    A request's line and headers must arrive within HEADER_TIMEOUT seconds, else 408 and the
-    connection is closed: without it a client that opens a connection and sends its headers a byte
-    at a time (slowloris) holds the socket for as long as it likes, and a few hundred such clients
-    hold every file descriptor. The body is the app's to wait for; the model's routes bound its size.
+    A request's line and headers must arrive within HEADER_TIMEOUT seconds, and all of it, body
+    included, within REQUEST_TIMEOUT seconds of its first byte, else 408 and the connection is
+    closed: without them a client that sends its request a byte at a time (slowloris) holds the
+    socket, and on a model's route a slot of MAX_IN_FLIGHT, for as long as it likes; a few such
+    clients shed every other request, a few hundred hold every file descriptor.
     """
 
     head_bytes = 0
+    began = 0.0
     head_timer: asyncio.TimerHandle | None = None
+    body_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:
         super().connection_made(transport)
@@ -312,11 +318,17 @@ class JsonErrorsProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
 
     def on_message_begin(self) -> None:
         self.head_bytes = 0
+        self.began = self.loop.time()
         super().on_message_begin()
 
     def on_headers_complete(self) -> None:
         self._stop_waiting()
         super().on_headers_complete()
+        self.body_timer = self.loop.call_at(self.began + REQUEST_TIMEOUT, self._body_late)
+
+    def on_message_complete(self) -> None:
+        self._stop_waiting()
+        super().on_message_complete()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_waiting()
@@ -326,14 +338,25 @@ class JsonErrorsProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
         self.head_timer = self.loop.call_later(HEADER_TIMEOUT, self._headers_late)
 
     def _stop_waiting(self) -> None:
-        if self.head_timer is not None:
-            self.head_timer.cancel()
-            self.head_timer = None
+        for timer in (self.head_timer, self.body_timer):
+            if timer is not None:
+                timer.cancel()
+        self.head_timer = self.body_timer = None
 
     def _headers_late(self) -> None:
         self.head_timer = None
         if not self.transport.is_closing():
             message = f"the request line and headers did not arrive within {HEADER_TIMEOUT:g} s"
+            self._refuse(408, b"Request Timeout", message)
+
+    def _body_late(self) -> None:
+        self.body_timer = None
+        if self.transport.is_closing():
+            return
+        if self.cycle is not None and self.cycle.response_started:
+            self.transport.close()  # answered without its body (a 404, a 401): nobody awaits the rest
+        else:  # the app's receive() then sees a disconnect, and its slot is released
+            message = f"the request body did not arrive within {REQUEST_TIMEOUT:g} s"
             self._refuse(408, b"Request Timeout", message)
 
     def on_url(self, url: bytes) -> None:
