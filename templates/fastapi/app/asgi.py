@@ -303,28 +303,32 @@ class JsonErrorsProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
     """
 
     head_bytes = 0
-    began = 0.0
-    head_timer: asyncio.TimerHandle | None = None
-    body_timer: asyncio.TimerHandle | None = None
+    began = 0.0  # the loop's time at the request's first byte
+    headers_done = False
+    # One timer a request, as before the body deadline: it fires at HEADER_TIMEOUT and, once the
+    # headers are in, re-arms itself for the rest of REQUEST_TIMEOUT; the message's end cancels it.
+    timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:
         super().connection_made(transport)
-        self._await_headers()
+        self.began = self.loop.time()
+        self._arm(HEADER_TIMEOUT)
 
     def data_received(self, data: bytes) -> None:
-        if self.head_timer is None and (self.cycle is None or self.cycle.response_complete):
-            self._await_headers()  # the first bytes of a kept-alive connection's next request
+        if self.timer is None and (self.cycle is None or self.cycle.response_complete):
+            self.began = self.loop.time()  # the first bytes of a kept-alive connection's next request
+            self.headers_done = False
+            self._arm(HEADER_TIMEOUT)
         super().data_received(data)
 
     def on_message_begin(self) -> None:
         self.head_bytes = 0
-        self.began = self.loop.time()
+        self.headers_done = False
         super().on_message_begin()
 
     def on_headers_complete(self) -> None:
-        self._stop_waiting()
+        self.headers_done = True
         super().on_headers_complete()
-        self.body_timer = self.loop.call_at(self.began + REQUEST_TIMEOUT, self._body_late)
 
     def on_message_complete(self) -> None:
         self._stop_waiting()
@@ -334,30 +338,29 @@ class JsonErrorsProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
         self._stop_waiting()
         super().connection_lost(exc)
 
-    def _await_headers(self) -> None:
-        self.head_timer = self.loop.call_later(HEADER_TIMEOUT, self._headers_late)
+    def _arm(self, after: float) -> None:
+        self.timer = self.loop.call_at(self.began + after, self._late)
 
     def _stop_waiting(self) -> None:
-        for timer in (self.head_timer, self.body_timer):
-            if timer is not None:
-                timer.cancel()
-        self.head_timer = self.body_timer = None
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
 
-    def _headers_late(self) -> None:
-        self.head_timer = None
-        if not self.transport.is_closing():
-            message = f"the request line and headers did not arrive within {HEADER_TIMEOUT:g} s"
-            self._refuse(408, b"Request Timeout", message)
-
-    def _body_late(self) -> None:
-        self.body_timer = None
+    def _late(self) -> None:
+        self.timer = None
         if self.transport.is_closing():
             return
-        if self.cycle is not None and self.cycle.response_started:
+        if not self.headers_done:
+            message = f"the request line and headers did not arrive within {HEADER_TIMEOUT:g} s"
+        elif self.loop.time() < self.began + REQUEST_TIMEOUT:
+            self._arm(REQUEST_TIMEOUT)
+            return
+        elif self.cycle is not None and self.cycle.response_started:
             self.transport.close()  # answered without its body (a 404, a 401): nobody awaits the rest
+            return
         else:  # the app's receive() then sees a disconnect, and its slot is released
             message = f"the request body did not arrive within {REQUEST_TIMEOUT:g} s"
-            self._refuse(408, b"Request Timeout", message)
+        self._refuse(408, b"Request Timeout", message)
 
     def on_url(self, url: bytes) -> None:
         self._count(len(url))
