@@ -283,6 +283,16 @@ def sink_of(where: str, environ: Mapping[str, str]) -> Sink:
     )
 
 
+def kafka_properties(environ: Mapping[str, str], prefix: str = "KAFKA_") -> dict[str, str]:
+    """Every <prefix><PROPERTY> as librdkafka's <property>: KAFKA_BOOTSTRAP_SERVERS ->
+    bootstrap.servers, KAFKA_SASL_MECHANISM -> sasl.mechanism..."""
+    return {
+        key.removeprefix(prefix).lower().replace("_", "."): value
+        for key, value in environ.items()
+        if key.startswith(prefix) and value
+    }
+
+
 def _number(environ: Mapping[str, str], name: str, default: str, kind: type[Any]) -> Any:
     raw = environ.get(name, "").strip() or default
     try:
