@@ -239,7 +239,12 @@ def test_sigterm_writes_out_every_record_already_answered(artifact: Path, tmp_pa
 
 def test_bad_capture_settings_stop_the_service_with_one_line(artifact: Path) -> None:
     for env, said in (
-        ({"CAPTURE": "kafka-ish"}, "CAPTURE must be 'stdout' or 'file:PATH'"),
+        ({"CAPTURE": "kafka-ish"}, "CAPTURE must be 'stdout', 'file:PATH' or 'kafka:TOPIC'"),
+        # kafka:TOPIC where the artifact does not install the client (only the kafka target's does)
+        (
+            {"CAPTURE": "kafka:capture", "CAPTURE_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9"},
+            "CAPTURE=kafka:TOPIC needs the confluent-kafka package",
+        ),
         ({"CAPTURE": "stdout", "CAPTURE_SAMPLE": "lots"}, "CAPTURE_SAMPLE must be a float"),
         ({"CAPTURE": "stdout", "CAPTURE_SAMPLE": "1.5"}, "CAPTURE_SAMPLE must be a fraction from 0 to 1"),
     ):

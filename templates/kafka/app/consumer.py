@@ -10,6 +10,11 @@ A record can only ever cost itself: whatever goes wrong with one (not JSON, refu
 deep for the parser, refused by the model, an answer too large for the broker) sends it to the
 dead-letter topic, its value cut to fit the message limit, with its size and sha256, and the
 consumer goes on. Only the broker failing to take the outputs stops it (a restart then replays).
+
+With CAPTURE set, each record scored (and with CAPTURE_ERRORS each dead letter) also gives one
+capture record through the runtime's app/capture.py, as an HTTP request does: its id from the
+record's X-Request-ID (or request_id) header when sane, its route `kafka:<input topic>`, its answer
+the value sent on OUTPUT_TOPIC. Like the outputs, a record replayed after a crash is captured again.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -33,8 +39,11 @@ from app.runtime import (
     Scored,
     configure_logging,
     dumps,
+    kafka_properties,
     log,
+    request_id,
     score_together,
+    status_of,
 )
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
@@ -89,15 +98,6 @@ class Settings:
             port=int(env.get("PORT") or 8080),
             kafka=kafka_properties(env),
         )
-
-
-def kafka_properties(env: Mapping[str, str]) -> dict[str, str]:
-    """KAFKA_BOOTSTRAP_SERVERS -> bootstrap.servers, KAFKA_SASL_MECHANISM -> sasl.mechanism..."""
-    return {
-        key.removeprefix("KAFKA_").lower().replace("_", "."): value
-        for key, value in env.items()
-        if key.startswith("KAFKA_") and value
-    }
 
 
 class Health:
@@ -244,7 +244,8 @@ class StreamScorer:
         self.producer.poll(0)  # serve delivery reports as the queue fills
 
     def outputs(self, records: list[Message]) -> list[tuple[Message, dict[str, Any]]]:
-        """(record, the answer or the dead-letter value) for each record, in order."""
+        """(record, the answer or the dead-letter value) for each record, in order; each captured."""
+        started = time.perf_counter()
         valid: list[tuple[Message, Call]] = []
         refused: dict[int, Exception] = {}
         for i, record in enumerate(records):
@@ -259,6 +260,7 @@ class StreamScorer:
         for i, record in enumerate(records):
             if i in refused:
                 results.append((record, dead_letter(record, refused[i])))
+                self.capture(record, None, results[-1][1], refused[i], started)
                 continue
             _, call = next(calls)
             outcome = next(scored)
@@ -266,9 +268,34 @@ class StreamScorer:
                 if isinstance(outcome, Exception):
                     raise outcome
                 results.append((record, {**call.answer(*outcome), "input": origin(record)}))
+                self.capture(record, call, results[-1][1], None, started)
             except Exception as exc:
                 results.append((record, dead_letter(record, exc)))
+                self.capture(record, call, results[-1][1], exc, started)
         return results
+
+    def capture(
+        self,
+        record: Message,
+        call: Call | None,
+        value: dict[str, Any],
+        error: Exception | None,
+        started: float,
+    ) -> None:
+        """The capture record of one input (off unless CAPTURE): its answer, or with CAPTURE_ERRORS
+        its dead letter's error; queued, written by the capture's own thread."""
+        capture = self.service.capture
+        if capture is None or (error is not None and not capture.errors) or not capture.wanted():
+            return
+        self.service.record_capture(
+            request_id(header_request_id(record)),
+            f"kafka:{record.topic()}",
+            call,
+            value if error is None else None,
+            200 if error is None else status_of(error),
+            None if error is None else value["error"],
+            started,
+        )
 
     def score(self, calls: list[Call]) -> list[Outcome]:
         """score_together; if the model fails the batch with more than a refusal (which it already
@@ -310,6 +337,18 @@ class StreamScorer:
 
     def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.health.assigned = []
+
+
+# The headers a producer may name a record by; request_id() keeps the value when it is sane.
+REQUEST_ID_HEADERS = ("x-request-id", "request_id")
+
+
+def header_request_id(record: Message) -> bytes | None:
+    """The value of the record's X-Request-ID (or request_id) header, any case; None without one."""
+    for key, value in record.headers() or ():
+        if key.lower() in REQUEST_ID_HEADERS and value:
+            return bytes(value)
+    return None
 
 
 def origin(record: Message) -> dict[str, Any]:

@@ -5,6 +5,9 @@ Off unless CAPTURE is set:
   Kubernetes log shippers read it as it is);
 - CAPTURE=file:PATH: JSON lines appended to PATH, rotated at CAPTURE_FILE_BYTES (default 64 MiB)
   into PATH.1 .. PATH.<CAPTURE_FILE_COUNT - 1> (default 5 files in all), the oldest dropped;
+- CAPTURE=kafka:TOPIC: one message a record on TOPIC, at the brokers of CAPTURE_KAFKA_BOOTSTRAP_SERVERS
+  (CAPTURE_KAFKA_<PROPERTY>: any librdkafka property), else the kafka target's own (KAFKA_*); needs
+  confluent-kafka, which only the kafka target installs: elsewhere the service refuses to start;
 - CAPTURE_SAMPLE: the fraction of requests recorded (default 1.0);
 - CAPTURE_REDACT: comma-separated columns whose values become "[REDACTED]" before they leave the process;
 - CAPTURE_ERRORS=1: also the scoring requests refused (4xx), with their error.
@@ -13,9 +16,10 @@ Recording is off the request path: the request appends a record (references, no 
 a bounded queue (CAPTURE_QUEUE, default 10,000); one writer thread per process serializes and writes
 them, waking every WRITE_SECONDS rather than per record (a wake-up per record cost the serving thread
 a GIL hand-over each time: 40% more CPU per request at CAPTURE_SAMPLE=0.1, bench/capture.py).
-A full queue or a failing sink never fails, slows or blocks a request: the record is dropped and
-counted (deployctl_capture_dropped_total; written ones in deployctl_capture_records_total). At exit
-(SIGTERM drains the server, then the process exits) the queue is written out within GRACEFUL_TIMEOUT.
+A full queue or a failing sink (a dead broker included) never fails, slows or blocks a request: the
+record is dropped and counted (deployctl_capture_dropped_total; written ones in
+deployctl_capture_records_total). At exit (SIGTERM drains the server, then the process exits) the
+queue is written out, and a kafka: sink's buffer delivered, within GRACEFUL_TIMEOUT.
 
 The record's format is versioned (SCHEMA_VERSION) and described by capture-record.schema.json in
 deployctl's repository.
@@ -39,6 +43,7 @@ from typing import Any
 
 from .guard import ConfigError
 from .jsonio import dumps
+from .logs import log
 
 SCHEMA_VERSION = 1
 REDACTED = "[REDACTED]"
@@ -60,13 +65,23 @@ def request_id(given: str | bytes | None) -> str:
 
 
 class Sink:
-    """Where serialized records go: `write` takes whole JSON lines and raises OSError on failure."""
+    """Where serialized records go: `put` takes them (one JSON document each), `write` whole JSON
+    lines; both raise OSError on failure."""
+
+    # whether the sink counts its records itself, as the broker acknowledges them (kafka:)
+    counts_deliveries = False
+
+    def put(self, records: list[bytes]) -> None:
+        self.write(b"".join(record + b"\n" for record in records))
 
     def write(self, lines: bytes) -> None:
         raise NotImplementedError
 
-    def close(self) -> None:
-        pass
+    def poll(self) -> None:
+        """Called by the writer at each wake: serve what the sink owes (delivery reports)."""
+
+    def close(self, seconds: float = 0.0) -> None:
+        """Release the sink, delivering what it holds within `seconds`."""
 
 
 class StdoutSink(Sink):
@@ -119,11 +134,66 @@ class FileSink(Sink):
                     os.unlink(self.path)
         self.close()
 
-    def close(self) -> None:
+    def close(self, seconds: float = 0.0) -> None:
         if self.fd is not None:
             with contextlib.suppress(OSError):
                 os.close(self.fd)
             self.fd = None
+
+
+class KafkaSink(Sink):
+    """Each record one message on `topic`, produced by the writer thread, never by a request.
+
+    librdkafka's own buffer is bounded (KAFKA_SINK_DEFAULTS): when the broker is away it fills,
+    and a record that finds it full is dropped (a produce never blocks); a record the broker has
+    not acknowledged within message.timeout.ms is dropped too. Both are counted, and so are the
+    delivered ones, by the delivery reports the writer serves at each wake."""
+
+    counts_deliveries = True
+
+    def __init__(self, topic: str, config: dict[str, Any], counted: Callable[[str, int], None]) -> None:
+        self.topic, self.config, self.counted = topic, config, counted
+        self.producer: Any = None  # made by the writer thread: a forked worker makes its own
+        os.register_at_fork(after_in_child=self._forked)
+
+    def _producer(self) -> Any:
+        if self.producer is None:
+            from confluent_kafka import Producer
+
+            self.producer = Producer(self.config, logger=log)
+        return self.producer
+
+    def put(self, records: list[bytes]) -> None:
+        from confluent_kafka import KafkaException
+
+        producer = self._producer()
+        for i, record in enumerate(records):
+            try:
+                producer.produce(self.topic, record, on_delivery=self._delivered)
+            except BufferError:  # the buffer is full (the broker is away or slow): the rest dropped
+                self.counted("dropped", len(records) - i)
+                break
+            except KafkaException:  # this record is over the message size limit
+                self.counted("dropped", 1)
+        producer.poll(0)
+
+    def poll(self) -> None:
+        if self.producer is not None:
+            self.producer.poll(0)
+
+    def _delivered(self, error: Any, message: Any) -> None:
+        self.counted("records" if error is None else "dropped", 1)
+
+    def _forked(self) -> None:
+        # the parent's producer has no threads here; left to the parent, never destroyed here
+        _ORPHANS.append(self.producer)
+        self.producer = None
+
+    def close(self, seconds: float = 0.0) -> None:
+        if self.producer is not None:
+            undelivered = self.producer.flush(seconds)
+            if undelivered:
+                self.counted("dropped", undelivered)
 
 
 class Capture:
@@ -163,15 +233,15 @@ class Capture:
         where = environ.get("CAPTURE", "").strip()
         if not where or where.lower() in ("0", "off", "none"):
             return None
-        sink = sink_of(where, environ)
+        size = int(_number(environ, "CAPTURE_QUEUE", str(QUEUE_SIZE), int))
+        if size < 1:
+            raise ConfigError(f"CAPTURE_QUEUE must be at least 1 record; got '{size}'")
+        sink = sink_of(where, environ, counted, size)
         sample = _number(environ, "CAPTURE_SAMPLE", "1.0", float)
         if not 0.0 <= sample <= 1.0:
             raise ConfigError(f"CAPTURE_SAMPLE must be a fraction from 0 to 1; got '{sample:g}'")
         redact = {c.strip() for c in environ.get("CAPTURE_REDACT", "").split(",") if c.strip()}
         errors = environ.get("CAPTURE_ERRORS", "0").strip().lower() in ("1", "true", "yes", "on")
-        size = int(_number(environ, "CAPTURE_QUEUE", str(QUEUE_SIZE), int))
-        if size < 1:
-            raise ConfigError(f"CAPTURE_QUEUE must be at least 1 record; got '{size}'")
         drain = _number(environ, "GRACEFUL_TIMEOUT", "20", float)
         return cls(sink, sample, redact, errors, counted, size, drain)
 
@@ -207,6 +277,7 @@ class Capture:
         while True:
             self.wake.wait(WRITE_SECONDS)
             self.wake.clear()
+            self.sink.poll()
             while self.queue:
                 self.writing = True
                 batch = [self.queue.popleft() for _ in range(min(BATCH, len(self.queue)))]
@@ -217,12 +288,12 @@ class Capture:
 
     def _flush(self, records: list[dict[str, Any]]) -> None:
         try:
-            lines = b"".join(dumps(self.redacted(r)) + b"\n" for r in records)
-            self.sink.write(lines)
+            self.sink.put([dumps(self.redacted(r)) for r in records])
         except Exception:  # a full disk, a closed pipe, a value JSON cannot hold: dropped, counted
             self.counted("dropped", len(records))
             return
-        self.counted("records", len(records))
+        if not self.sink.counts_deliveries:
+            self.counted("records", len(records))
 
     def redacted(self, record: dict[str, Any]) -> dict[str, Any]:
         """The record with the values of the CAPTURE_REDACT columns replaced by the marker, and an
@@ -252,9 +323,10 @@ class Capture:
         self.closed = True
         if self.writer is None:
             return
+        deadline = time.monotonic() + self.drain_seconds
         self.wake.set()
         self.writer.join(self.drain_seconds)
-        self.sink.close()
+        self.sink.close(max(0.0, deadline - time.monotonic()))
 
     def flush(self, seconds: float = 2.0) -> None:
         """Wait (at most `seconds`) until every queued record is written: for a platform that freezes
@@ -267,7 +339,9 @@ class Capture:
             time.sleep(0.001)
 
 
-def sink_of(where: str, environ: Mapping[str, str]) -> Sink:
+def sink_of(
+    where: str, environ: Mapping[str, str], counted: Callable[[str, int], None], queue_size: int = QUEUE_SIZE
+) -> Sink:
     kind, _, target = where.partition(":")
     kind = kind.lower()
     if kind == "stdout" and not target:
@@ -278,9 +352,62 @@ def sink_of(where: str, environ: Mapping[str, str]) -> Sink:
         if max_bytes < 1 or count < 1:
             raise ConfigError("CAPTURE_FILE_BYTES and CAPTURE_FILE_COUNT must be at least 1")
         return FileSink(target, max_bytes, count)
+    if kind == "kafka" and target:
+        return KafkaSink(target, kafka_sink_config(environ, queue_size), counted)
     raise ConfigError(
-        f"CAPTURE must be 'stdout' or 'file:PATH'; got '{where[:80]}' (unset it to record nothing)"
+        f"CAPTURE must be 'stdout', 'file:PATH' or 'kafka:TOPIC'; got '{where[:80]}' "
+        "(unset it to record nothing)"
     )
+
+
+# The capture producer's buffer: bounded in records (CAPTURE_QUEUE) and bytes, so that a dead broker
+# costs at most that much memory; a record not acknowledged within 30 s is dropped. Batches of up
+# to 50 ms. CAPTURE_KAFKA_<PROPERTY> (or the kafka target's KAFKA_<PROPERTY>) overrides any.
+KAFKA_SINK_DEFAULTS = {
+    "linger.ms": 50,
+    "queue.buffering.max.kbytes": 64 * 1024,
+    "message.timeout.ms": 30_000,
+}
+
+
+def kafka_properties(environ: Mapping[str, str], prefix: str = "KAFKA_") -> dict[str, str]:
+    """Every <prefix><PROPERTY> as librdkafka's <property>: KAFKA_BOOTSTRAP_SERVERS ->
+    bootstrap.servers, KAFKA_SASL_MECHANISM -> sasl.mechanism..."""
+    return {
+        key.removeprefix(prefix).lower().replace("_", "."): value
+        for key, value in environ.items()
+        if key.startswith(prefix) and value
+    }
+
+
+def kafka_sink_config(environ: Mapping[str, str], queue_size: int) -> dict[str, Any]:
+    """The capture producer's settings: CAPTURE_KAFKA_* when CAPTURE_KAFKA_BOOTSTRAP_SERVERS is set,
+    else the kafka target's own KAFKA_* (its brokers, its security settings). ConfigError without
+    a broker, without the client library, or for a property librdkafka refuses."""
+    settings = kafka_properties(environ, "CAPTURE_KAFKA_")
+    if not settings.get("bootstrap.servers"):
+        settings = kafka_properties(environ, "KAFKA_")
+    if not settings.get("bootstrap.servers"):
+        raise ConfigError(
+            "CAPTURE=kafka:TOPIC needs the brokers: set CAPTURE_KAFKA_BOOTSTRAP_SERVERS "
+            "(the kafka target uses its own KAFKA_BOOTSTRAP_SERVERS)"
+        )
+    try:
+        from confluent_kafka import KafkaException, Producer
+    except ImportError:
+        raise ConfigError(
+            "CAPTURE=kafka:TOPIC needs the confluent-kafka package, which this artifact does not "
+            "install (the kafka target's does): use CAPTURE=stdout or file:PATH here"
+        ) from None
+    config = {**KAFKA_SINK_DEFAULTS, "queue.buffering.max.messages": queue_size, **settings}
+    try:  # a property librdkafka refuses stops the start, not every record later
+        Producer(config, logger=log).flush(0)
+    except KafkaException as exc:
+        raise ConfigError(f"CAPTURE=kafka:TOPIC: a setting librdkafka refuses: {exc.args[0].str()}") from None
+    return config
+
+
+_ORPHANS: list[Any] = []  # producers made before a fork: a forked worker must not destroy them
 
 
 def _number(environ: Mapping[str, str], name: str, default: str, kind: type[Any]) -> Any:

@@ -24,7 +24,7 @@ This module is the stable facade: import from `app.runtime`, not from the module
 from __future__ import annotations
 
 from .batching import score_together
-from .capture import REDACTED, SCHEMA_VERSION, Capture, request_id
+from .capture import REDACTED, SCHEMA_VERSION, Capture, kafka_properties, request_id
 from .guard import OPEN_PATHS, RETRY_AFTER, Auth, ConfigError, InFlight, headers_for, token_digest
 from .jsonio import JSONDecodeError, dumps, loads
 from .logs import ACCESS, AccessLog, JsonFormatter, configure_logging, log, log_request
@@ -42,7 +42,7 @@ from .schema import (
     Schema,
 )
 from .scoring import ARGMAX_CLASSIFIERS, FEATURE_NAMES_WARNING, FORK_UNSAFE, Scorer, fork_safe, load_model
-from .service import ROOT, Call, ModelService, Scored, error_body, failure
+from .service import ROOT, Call, ModelService, Scored, error_body, failure, status_of
 
 __all__ = [
     "ACCESS",
@@ -84,11 +84,13 @@ __all__ = [
     "fork_safe",
     "headers_for",
     "is_oip_path",
+    "kafka_properties",
     "load_model",
     "loads",
     "log",
     "log_request",
     "request_id",
     "score_together",
+    "status_of",
     "token_digest",
 ]

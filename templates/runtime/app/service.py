@@ -302,23 +302,40 @@ class ModelService:
             scoring = (method, route) in self.routes or (method == "POST" and route.endswith("/infer"))
             if not capture.errors or not scoring:
                 return
+        label = route if route in self.paths else _route_label(route)
+        text = None if error is None else _error_text(error)
+        self.record_capture(request_id, label, call, answer, status, text, started)
+
+    def record_capture(
+        self,
+        request_id: str,
+        route: str,
+        call: Call | None,
+        answer: Any,
+        status: int,
+        error: str | None,
+        started: float,
+    ) -> None:
+        """Queue one capture record, once the adapter has decided it is wanted (capture on, in the
+        sample): `route` as recorded (the kafka consumer's `kafka:<input topic>`), `error` the
+        error answered."""
+        assert self.capture is not None
         elapsed_ms = round((time.perf_counter() - started) * 1000, 3)
-        columns = self.schema.names
         record = {
             "schema_version": SCHEMA_VERSION,
             "request_id": request_id,
             "time": now(),
             "model": {"name": self.name, "version": self.version},
             "service": self.service_name,
-            "route": route if route in self.paths else _route_label(route),
-            "input": None if call is None else {"columns": columns, "rows": call.rows},
+            "route": route,
+            "input": None if call is None else {"columns": self.schema.names, "rows": call.rows},
             "params": None if call is None else call.params,
             "answer": answer,
             "status": status,
-            "error": None if error is None else _error_text(error),
+            "error": error,
             "latency_ms": elapsed_ms,
         }
-        capture.record(record)
+        self.capture.record(record)
 
     def prepare(self, method: str, path: str, body: bytes, content_type: str | None) -> Call | bytes:
         """Route, parse and validate one request: the Call to score, or the answer (/health)."""
@@ -394,6 +411,13 @@ def _error_text(exc: Exception) -> str:
     return f"internal error: {type(exc).__name__}"
 
 
+def status_of(exc: BaseException) -> int:
+    """The HTTP status `failure` answers `exc` with: the input's fault (4xx), or the service's (500)."""
+    if isinstance(exc, BadRequest):
+        return exc.status
+    return 400 if isinstance(exc, RecursionError) else 500
+
+
 def error_body(exc: BadRequest, path: str = "") -> bytes:
     body: dict[str, Any] = {"error": exc.message}
     if path == "/invocations":  # MLflow clients read error_code and message
@@ -418,6 +442,6 @@ def failure(exc: Exception, method: str, path: str) -> tuple[int, bytes]:
     if isinstance(exc, BadRequest):
         return exc.status, error_body(exc, path)
     if isinstance(exc, RecursionError):
-        return 400, error_body(BadRequest("the input is nested too deeply"), path)
+        return status_of(exc), error_body(BadRequest("the input is nested too deeply"), path)
     log.error("request failed", exc_info=exc, extra={"fields": {"method": method, "path": path}})
     return 500, error_body(BadRequest(f"internal error: {type(exc).__name__}", 500, "INTERNAL_ERROR"), path)
