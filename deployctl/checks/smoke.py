@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from urllib.parse import urlsplit
 
 from deployctl.checks.contract import HEALTH, Check, Client, http_checks
-from deployctl.checks.grpc_smoke import grpc_infer_check
+from deployctl.checks.grpc_smoke import grpc_checks
 from deployctl.errors import SmokeTestFailed, UsageError
 from deployctl.manifest import Artifact
 from deployctl.process import free_port, wait_healthy
@@ -46,7 +46,7 @@ def run(artifact: Artifact, timeout: float = 120.0, headers: dict[str, str] | No
         checks += target.service_checks(artifact, service.base_url)
         grpc_address = getattr(service, "grpc_address", None)
         if grpc_address:
-            checks.append(grpc_infer_check(artifact, grpc_address, headers))
+            checks += grpc_checks(artifact, grpc_address, headers)
         if any(os.environ.get(name) for name in AUTH_SETTINGS):
             checks.append(refuses_without_token(service.base_url))
         if not service.alive():

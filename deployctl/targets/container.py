@@ -85,6 +85,7 @@ def run_spec(artifact: Artifact) -> RunSpec:
     return RunSpec(
         image=image_ref(artifact),
         container_port=PORT,
+        grpc_port=GRPC_PORT,
         mem_limit=memory_bytes(options["memory"]),
         nano_cpus=int(cpu_cores(options["cpu"]) * 1e9),
     )
