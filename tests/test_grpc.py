@@ -460,3 +460,87 @@ def test_workers_refuse_a_grpc_port_another_service_holds(
                           capture_output=True, text=True, timeout=60)  # fmt: skip
     assert proc.returncode == 1 and f"the gRPC port {taken} cannot be bound" in proc.stderr, proc.stderr
     assert "GRPC=0" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# -- smoke-test --url URL --grpc HOST:PORT: a deployed service's gRPC binding ---------------------
+
+
+def smoke_remote(artifact: Path, url: str, grpc_address: str) -> tuple[Any, dict[str, Any]]:
+    """`deployctl smoke-test ARTIFACT --url URL --grpc HOST:PORT --json`: (result, checks by name)."""
+    result = run_cli("smoke-test", str(artifact), "--url", url, "--grpc", grpc_address, "--json")
+    checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]} if result.stdout else {}
+    return result, checks
+
+
+def test_smoke_test_url_checks_the_grpc_port_of_a_deployed_service(
+    serving: Callable[[str], GrpcService], built: Callable[[str], Path]
+) -> None:
+    service, artifact = serving(FRAUD), built(FRAUD)
+    result, checks = smoke_remote(artifact, service.url, service.grpc_url)
+    assert result.code == 0, result.output
+    rows = len(Artifact.open(artifact).smoke_cases)
+    assert checks["gRPC ModelMetadata"]["ok"] and checks[f"gRPC ModelInfer {rows} rows"]["ok"], checks
+    assert json.loads(result.stdout)["grpc"] == service.grpc_url
+
+
+def test_smoke_test_grpc_fails_against_another_models_or_versions_service(
+    serving: Callable[[str], GrpcService], built: Callable[..., Path]
+) -> None:
+    """A check that passed while --grpc reaches the wrong service would be the worst bug: another
+    model's service, and another version of the same model (same service name, other answers)."""
+    artifact, rest = built(FRAUD), serving(FRAUD).url
+    result, checks = smoke_remote(artifact, rest, serving(IRIS).grpc_url)
+    assert result.code == 1, result.output
+    metadata = checks["gRPC ModelMetadata"]
+    assert not metadata["ok"] and "NOT_FOUND" in metadata["detail"] and "'iris-species'" in metadata["detail"]
+    infer = next(c for name, c in checks.items() if name.startswith("gRPC ModelInfer"))
+    assert not infer["ok"] and "NOT_FOUND" in infer["detail"], infer
+
+    challenger = serving("models:/fraud_detector@challenger")  # version 2, also 'fraud-detector'
+    result, checks = smoke_remote(artifact, rest, challenger.grpc_url)
+    assert result.code == 1, result.output
+    assert "versions ['2'], not fraud-detector version 1" in checks["gRPC ModelMetadata"]["detail"]
+    infer = next(c for name, c in checks.items() if name.startswith("gRPC ModelInfer"))
+    assert not infer["ok"] and "recorded" in infer["detail"], infer  # its answers differ too
+    assert "Error:" in result.stderr and "Traceback" not in result.output
+
+
+def test_smoke_test_grpc_unreachable_is_exit_3_with_a_hint(
+    serving: Callable[[str], GrpcService], built: Callable[[str], Path]
+) -> None:
+    nobody = f"127.0.0.1:{free_port()}"
+    result, _ = smoke_remote(built(FRAUD), serving(FRAUD).url, nobody)
+    assert result.code == 3, result.output
+    assert "the gRPC service never answered" in result.stderr and "Hint:" in result.stderr
+    assert "--grpc HOST:PORT" in " ".join(result.stderr.split()) and "Traceback" not in result.output
+    assert json.loads(result.stdout)["outcome"] == "unreachable"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--url", "http://127.0.0.1:9", "--grpc", "localhost"], "--grpc must be HOST:PORT, got 'localhost'"),
+        (["--url", "http://127.0.0.1:9", "--grpc", "grpc://h:8081"], "--grpc must be HOST:PORT"),
+        (["--url", "http://127.0.0.1:9", "--grpc", "h:70000"], "--grpc must be HOST:PORT"),
+        (["--url", "http://127.0.0.1:9", "--grpc", "::1:8081"], "--grpc must be HOST:PORT"),
+        (["--grpc", "127.0.0.1:8081"], "--grpc applies to a deployed service only"),
+    ],
+)
+def test_smoke_test_refuses_a_malformed_grpc_value(
+    built: Callable[[str], Path], args: list[str], message: str
+) -> None:
+    result = run_cli("smoke-test", str(built(FRAUD)), *args)
+    assert result.code == 2, result.output
+    assert message in result.stderr and "Hint:" in result.stderr and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("target", ["flask", "lambda"])
+def test_smoke_test_refuses_grpc_for_a_target_without_it(
+    registry: Registry, tmp_path: Path, target: str
+) -> None:
+    out = tmp_path / target
+    assert run_cli("generate", "-m", FRAUD, "-t", target, "-o", str(out), env=registry.env()).code == 0
+    result = run_cli("smoke-test", str(out), "--url", "http://127.0.0.1:9", "--grpc", "127.0.0.1:9")
+    assert result.code == 2, result.output
+    assert f"is a {target} artifact, which serves no gRPC" in " ".join(result.stderr.split())
+    assert "Hint:" in result.stderr and "Traceback" not in result.output

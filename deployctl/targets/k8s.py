@@ -92,6 +92,7 @@ class KubernetesTarget(Target):
     produces = (
         "the docker artifact + k8s/ (manifests, kustomization); after build, an image and dist/k8s.yaml"
     )
+    serves_grpc = True
     layers: ClassVar[tuple[str, ...]] = (*docker_target.DockerTarget.layers, "k8s")
     options: ClassVar[tuple[Option, ...]] = (
         *docker_target.OPTIONS,
