@@ -61,17 +61,33 @@ def grpc_infer_check(artifact: Artifact, address: str, headers: dict[str, str] |
     return Check(name, False, problem.detail, ms)
 
 
-def probe_python(artifact: Artifact) -> str:
+def client_python(artifact: Artifact) -> str | None:
     """The interpreter that runs the artifact's gRPC client: its .venv's, else this one if it can
-    import grpc; a usage error if neither can."""
+    import grpc (deployctl does not need grpcio itself), else None."""
     venv = artifact.path / ".venv" / "bin" / "python"
     if venv.exists():
         return str(venv)
-    if importlib.util.find_spec("grpc") is not None:
-        return sys.executable
-    raise UsageError(
-        f"No gRPC client to check {artifact.path} with: it has no .venv and grpcio is not installed here.",
-        "Install grpcio where deployctl runs (pip install 'grpcio>=1.85'), or leave out --grpc.",
+    return sys.executable if importlib.util.find_spec("grpc") is not None else None
+
+
+def probe_python(artifact: Artifact) -> str:
+    """client_python, or a usage error saying how to get one."""
+    python = client_python(artifact)
+    if python is None:
+        raise UsageError(
+            f"No gRPC client to check {artifact.path} with: it has no .venv and grpcio is not "
+            "installed where deployctl runs.",
+            "Install grpcio there (pip install 'grpcio>=1.85'), or leave out --grpc.",
+        )
+    return python
+
+
+def not_checked() -> Check:
+    """What a started service's gRPC port gets when no gRPC client can run here: said, not hidden."""
+    return Check(
+        "gRPC: not checked",
+        True,
+        "grpcio is not installed where deployctl runs (pip install 'grpcio>=1.85' to check it)",
     )
 
 

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from urllib.parse import urlsplit
 
 from deployctl.checks.contract import HEALTH, Check, Client, http_checks
-from deployctl.checks.grpc_smoke import grpc_checks, probe_python
+from deployctl.checks.grpc_smoke import client_python, grpc_checks, not_checked, probe_python
 from deployctl.errors import DeployctlError, EndpointUnreachable, SmokeTestFailed, UsageError
 from deployctl.manifest import Artifact
 from deployctl.process import free_port, wait_healthy
@@ -46,7 +46,8 @@ def run(artifact: Artifact, timeout: float = 120.0, headers: dict[str, str] | No
         checks += target.service_checks(artifact, service.base_url)
         grpc_address = getattr(service, "grpc_address", None)
         if grpc_address:
-            checks += grpc_checks(artifact, grpc_address, headers)
+            has_client = client_python(artifact) is not None
+            checks += grpc_checks(artifact, grpc_address, headers) if has_client else [not_checked()]
         if any(os.environ.get(name) for name in AUTH_SETTINGS):
             checks.append(refuses_without_token(service.base_url))
         if not service.alive():
