@@ -413,6 +413,7 @@ def test_serve_runs_in_the_foreground_and_sigterm_removes_the_container(fraud: t
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
+        env={**os.environ, "GRPC": "1"},
     )
     try:
         for _ in range(600):
@@ -428,6 +429,7 @@ def test_serve_runs_in_the_foreground_and_sigterm_removes_the_container(fraud: t
         proc.kill()
     assert proc.returncode == 0, output
     assert "Stopping" in output and "Shutting down" in output  # uvicorn got SIGTERM and drained
+    assert "gRPC (Open Inference Protocol) on 127.0.0.1:" in output  # the published port, said
     assert not _containers_of(out)
 
 
