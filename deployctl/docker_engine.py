@@ -304,6 +304,7 @@ class RunSpec:
 
     image: str
     container_port: int = 8000
+    grpc_port: int | None = None  # the container's gRPC port, published beside container_port
     env: dict[str, str] | None = None
     user: str | None = None  # None: the image's USER
     command: list[str] | None = None
@@ -319,11 +320,13 @@ class RunSpec:
 
 
 class ContainerService:
-    """A container publishing its port on loopback; `stop()` stops it and removes it."""
+    """A container publishing its port (and its gRPC port, if it has one) on loopback; `stop()`
+    stops it and removes it."""
 
-    def __init__(self, container: Container, port: int) -> None:
+    def __init__(self, container: Container, port: int, grpc_port: int | None = None) -> None:
         self.container = container
         self.base_url = f"http://127.0.0.1:{port}"
+        self.grpc_address = None if grpc_port is None else f"127.0.0.1:{grpc_port}"
 
     def alive(self) -> bool:
         import docker.errors
@@ -357,8 +360,10 @@ class ContainerService:
 
 
 def run(spec: RunSpec, port: int, labels: dict[str, str] | None = None) -> ContainerService:
-    """Start `spec` detached, its port published on 127.0.0.1:`port`."""
+    """Start `spec` detached, its port published on 127.0.0.1:`port` (its gRPC port on a free one)."""
     import docker.errors
+
+    from deployctl.process import free_port
 
     engine = client()
     try:
@@ -368,14 +373,21 @@ def run(spec: RunSpec, port: int, labels: dict[str, str] | None = None) -> Conta
             f"Image {spec.image} is not on this Docker engine.",
             "Run `deployctl build <artifact>` first (it builds and tags the image).",
         ) from None
+    grpc_port = free_port() if spec.grpc_port is not None else None
     with engine_errors(f"start a container from {spec.image}"):
-        container = engine.containers.run(spec.image, detach=True, **_run_kwargs(spec, port, labels))
-    return ContainerService(container, port)
+        kwargs = _run_kwargs(spec, port, labels, grpc_port)
+        container = engine.containers.run(spec.image, detach=True, **kwargs)
+    return ContainerService(container, port, grpc_port)
 
 
-def _run_kwargs(spec: RunSpec, port: int, labels: dict[str, str] | None) -> dict[str, Any]:
+def _run_kwargs(
+    spec: RunSpec, port: int, labels: dict[str, str] | None, grpc_port: int | None = None
+) -> dict[str, Any]:
+    ports = {f"{spec.container_port}/tcp": ("127.0.0.1", port)}
+    if spec.grpc_port is not None and grpc_port is not None:
+        ports[f"{spec.grpc_port}/tcp"] = ("127.0.0.1", grpc_port)
     kwargs: dict[str, Any] = {
-        "ports": {f"{spec.container_port}/tcp": ("127.0.0.1", port)},
+        "ports": ports,
         "environment": spec.env or {},
         "read_only": spec.read_only,
         "tmpfs": spec.tmpfs if spec.tmpfs is not None else {"/tmp": "rw,nosuid,nodev,size=64m"},

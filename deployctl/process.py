@@ -167,6 +167,9 @@ def run_until_signalled(start: Callable[[], RunningService], console: Console) -
     exited_alone = False
     try:
         console.print(f"[green]Serving on {service.base_url}[/] (Ctrl-C to stop)")
+        grpc_address = getattr(service, "grpc_address", None)
+        if grpc_address:  # a container's gRPC port, published on a free loopback port
+            console.print(f"[green]gRPC (Open Inference Protocol) on {grpc_address}[/]")
         while not stop_requested and service.alive():
             time.sleep(0.2)
         exited_alone = not stop_requested

@@ -23,6 +23,7 @@ import yaml
 from conftest import FRAUD_ROW, Registry, Result, loadtest_every_route, run_cli
 
 from deployctl.checks.contract import Client
+from deployctl.docker_engine import ContainerService
 from deployctl.manifest import Artifact
 from deployctl.process import free_port, get
 from deployctl.targets import get as get_target
@@ -89,18 +90,23 @@ def iris(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+def start_healthy(artifact: Artifact) -> ContainerService:
+    """The artifact's container started as the smoke test starts it, once /health answers."""
+    service = get_target("docker").start(artifact, free_port())
+    for _ in range(600):
+        try:
+            if get(service.base_url, "/health")[0] == 200:
+                break
+        except OSError:
+            time.sleep(0.1)
+    return service
+
+
 @pytest.fixture
 def running(request: pytest.FixtureRequest) -> Iterator[tuple[Client, object]]:
     """The artifact's container started as the smoke test starts it; stopped and removed after."""
-    artifact = Artifact.open(request.getfixturevalue(request.param))
-    service = get_target("docker").start(artifact, free_port())
+    service = start_healthy(Artifact.open(request.getfixturevalue(request.param)))
     try:
-        for _ in range(600):
-            try:
-                if get(service.base_url, "/health")[0] == 200:
-                    break
-            except OSError:
-                time.sleep(0.1)
         yield Client(service.base_url), service
     finally:
         service.stop()
@@ -407,6 +413,7 @@ def test_serve_runs_in_the_foreground_and_sigterm_removes_the_container(fraud: t
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
+        env={**os.environ, "GRPC": "1"},
     )
     try:
         for _ in range(600):
@@ -422,6 +429,7 @@ def test_serve_runs_in_the_foreground_and_sigterm_removes_the_container(fraud: t
         proc.kill()
     assert proc.returncode == 0, output
     assert "Stopping" in output and "Shutting down" in output  # uvicorn got SIGTERM and drained
+    assert "gRPC (Open Inference Protocol) on 127.0.0.1:" in output  # the published port, said
     assert not _containers_of(out)
 
 
@@ -430,16 +438,53 @@ def test_container_with_a_token_digest_refuses_requests_without_the_token(fraud_
     """AUTH_TOKEN_SHA256 where smoke-test runs reaches the container: the contract passes with the
     bearer token sent on every request, and a request without it is refused (401)."""
     token = "container-token-not-a-secret"
-    env = {**os.environ, "AUTH_TOKEN_SHA256": hashlib.sha256(token.encode()).hexdigest()}
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    env = {**os.environ, "AUTH_TOKEN_SHA256": digest, "GRPC": "1"}  # the gRPC port published too
     result = run_cli(
         "smoke-test", str(fraud_path), "--header", f"Authorization: Bearer {token}", "--json", env=env
     )
     assert result.code == 0, result.output
     checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
     assert checks["auth: POST /predict without a token is refused (401)"]["ok"]
+    rows = len(Artifact.open(fraud_path).smoke_cases)
+    assert checks["gRPC ModelMetadata"]["ok"] and checks[f"gRPC ModelInfer {rows} rows"]["ok"], checks
     assert token not in result.output
 
 
 @pytest.mark.docker
 def test_loadtest_starts_the_artifact_and_checks_every_route(fraud_path: Path) -> None:
     loadtest_every_route(fraud_path)
+
+
+@pytest.mark.docker
+def test_container_serves_grpc_answers_equal_to_rest(
+    fraud_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The image's gRPC port, published: tritonclient.grpc's ServerLive, ModelMetadata and ModelInfer
+    (raw tensors, a string and a boolean column) answer as REST's metadata and /predict_batch."""
+    import tritonclient.grpc as oip_grpc
+    from test_grpc import grpc_inputs
+
+    monkeypatch.setenv("GRPC", "1")  # the tests' default is HTTP only (conftest)
+    artifact = Artifact.open(fraud_path)
+    service = start_healthy(artifact)
+    try:
+        assert service.grpc_address is not None
+        grpc_client = oip_grpc.InferenceServerClient(service.grpc_address)
+        assert grpc_client.is_server_live() and grpc_client.is_model_ready(artifact.name)
+        metadata = grpc_client.get_model_metadata(artifact.name)
+        rest = Client(service.base_url)
+        _, rest_metadata, _ = rest.call("GET", f"/v2/models/{artifact.name}")
+        assert [(t.name, t.datatype) for t in metadata.inputs] == [
+            (t["name"], t["datatype"]) for t in rest_metadata["inputs"]
+        ]
+        rows = [case["row"] for case in artifact.smoke_cases]
+        status, batch, _ = rest.call("POST", "/predict_batch", {"instances": rows})
+        assert status == 200, batch
+        answer = grpc_client.infer(artifact.name, grpc_inputs(metadata, rows), request_id="docker-1")
+        assert answer.get_response().id == "docker-1"
+        assert answer.as_numpy("predict").tolist() == batch["predictions"]
+        assert answer.as_numpy("predict_proba")[:, 1].tolist() == batch["probabilities"]
+    finally:
+        service.stop()
+    assert not _containers_of(fraud_path)

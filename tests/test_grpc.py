@@ -27,6 +27,7 @@ import tritonclient.http as oip_http
 from conftest import FRAUD_ROW, ROOT, Registry, build_registry, infer_inputs, run_cli
 from prometheus_client.parser import text_string_to_metric_families
 from test_oip import Service
+from test_params_tensors import tensor_registry  # noqa: F401 (fixture)
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 
@@ -35,8 +36,16 @@ from deployctl.process import free_port
 
 pytestmark = pytest.mark.slow
 FRAUD, IRIS = "models:/fraud_detector@production", "models:/iris_species/1"
+HOUSE = "models:/house_price/1"  # a regressor
+TENSOR, MULTI = "models:/tensor_sum/1", "models:/multi_output/1"  # tests/make_tensor_registry.py
 NAMES = {FRAUD: "fraud-detector", IRIS: "iris-species"}
 TOKEN = "grpc-test-token"
+CONTENTS = {
+    "FP64": "fp64_contents",
+    "FP32": "fp32_contents",
+    "INT64": "int64_contents",
+    "BOOL": "bool_contents",
+}
 NUMPY = {"FP64": np.float64, "FP32": np.float32, "INT64": np.int64, "INT32": np.int32, "BOOL": np.bool_}
 
 
@@ -103,12 +112,12 @@ def built(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Calla
 
 
 @pytest.fixture(scope="module")
-def serving(built: Callable[[str], Path]) -> Iterator[Callable[[str], GrpcService]]:
+def serving(built: Callable[..., Path], registry: Registry) -> Iterator[Callable[..., GrpcService]]:
     running: dict[str, GrpcService] = {}
 
-    def get(uri: str) -> GrpcService:
+    def get(uri: str, registry: Registry = registry) -> GrpcService:
         if uri not in running:
-            running[uri] = GrpcService(built(uri))
+            running[uri] = GrpcService(built(uri, registry))
         return running[uri]
 
     yield get
@@ -120,13 +129,24 @@ def recorded_rows(artifact: Path) -> list[dict[str, Any]]:
     return [case["row"] for case in Artifact.open(artifact).smoke_cases]
 
 
-def grpc_inputs(metadata: Any, rows: list[dict[str, Any]]) -> list[oip_grpc.InferInput]:
+def input_arrays(metadata: Any, rows: list[Any]) -> list[tuple[str, str, np.ndarray]]:
+    """(name, datatype, values) of each input the metadata names, for `rows`: a column's values
+    of shape [N] (rows as dicts), or a tensor signature's one input of shape [N, ...] (rows as
+    arrays). BYTES as str objects."""
+    arrays = []
+    for tensor in metadata.inputs:
+        values = rows if len(tensor.shape) > 1 else [row[tensor.name] for row in rows]
+        arrays.append(
+            (tensor.name, tensor.datatype, np.array(values, dtype=NUMPY.get(tensor.datatype, object)))
+        )
+    return arrays
+
+
+def grpc_inputs(metadata: Any, rows: list[Any]) -> list[oip_grpc.InferInput]:
     """tritonclient.grpc InferInputs for `rows` (raw_input_contents, the client's only way)."""
     inputs = []
-    for tensor in metadata.inputs:
-        values = [row[tensor.name] for row in rows]
-        array = np.array(values, dtype=NUMPY.get(tensor.datatype, object))  # BYTES: str objects
-        infer_input = oip_grpc.InferInput(tensor.name, [len(rows)], tensor.datatype)
+    for name, datatype, array in input_arrays(metadata, rows):
+        infer_input = oip_grpc.InferInput(name, list(array.shape), datatype)
         infer_input.set_data_from_numpy(array)
         inputs.append(infer_input)
     return inputs
@@ -137,17 +157,15 @@ def plain(array: Any) -> list[Any]:
     return [v.decode() if isinstance(v, bytes) else v for v in array.tolist()]
 
 
-def typed_request(name: str, metadata: Any, rows: list[dict[str, Any]]) -> pb.ModelInferRequest:
-    """A ModelInferRequest with each input's values in its datatype's typed contents."""
-    fields = {"FP64": "fp64_contents", "INT64": "int64_contents", "BOOL": "bool_contents"}
+def typed_request(name: str, metadata: Any, rows: list[Any]) -> pb.ModelInferRequest:
+    """A ModelInferRequest with each input's values in its datatype's typed contents (row-major)."""
     request = pb.ModelInferRequest(model_name=name, id="typed-1")
-    for tensor in metadata.inputs:
-        values = [row[tensor.name] for row in rows]
-        given = request.inputs.add(name=tensor.name, datatype=tensor.datatype, shape=[len(rows)])
-        if tensor.datatype == "BYTES":
-            given.contents.bytes_contents.extend(v.encode() for v in values)
+    for input_name, datatype, array in input_arrays(metadata, rows):
+        given = request.inputs.add(name=input_name, datatype=datatype, shape=array.shape)
+        if datatype == "BYTES":
+            given.contents.bytes_contents.extend(v.encode() for v in array.ravel().tolist())
         else:
-            getattr(given.contents, fields[tensor.datatype]).extend(values)
+            getattr(given.contents, CONTENTS[datatype]).extend(array.ravel().tolist())
     return request
 
 
@@ -192,6 +210,34 @@ def test_tritonclient_grpc_answers_equal_rest_infer(
         probabilities = expected.as_numpy("predict_proba")
         assert list(answers["predict_proba"].shape) == list(probabilities.shape)
         assert list(answers["predict_proba"].contents.fp64_contents) == probabilities.ravel().tolist()
+
+
+@pytest.mark.parametrize("uri", [HOUSE, TENSOR, MULTI])
+def test_regressor_tensor_and_multi_output_models_answer_over_grpc_as_predict_batch(
+    serving: Callable[..., GrpcService],
+    built: Callable[..., Path],
+    request: pytest.FixtureRequest,
+    uri: str,
+) -> None:
+    """A regressor (columns, one of them integer), a tensor signature ([N, 3] FP64) and a model of
+    two named outputs: tritonclient.grpc's raw tensors and typed contents get /predict_batch's answers."""
+    registry = request.getfixturevalue("tensor_registry" if uri in (TENSOR, MULTI) else "registry")
+    service, artifact = serving(uri, registry), built(uri, registry)
+    name, rows = Artifact.open(artifact).name, recorded_rows(artifact)
+    batch = httpx.post(f"{service.url}/predict_batch", json={"instances": rows}).json()["predictions"]
+    client = oip_grpc.InferenceServerClient(service.grpc_url)
+    metadata = client.get_model_metadata(name)
+    named = isinstance(batch[0], dict)  # several outputs per row: a tensor each
+    expected = {o.name: [p[o.name] for p in batch] if named else batch for o in metadata.outputs}
+    assert named == (uri == MULTI) and len(expected) == (2 if named else 1)
+
+    raw = client.infer(name, grpc_inputs(metadata, rows))
+    typed = {t.name: t for t in service.stub.ModelInfer(typed_request(name, metadata, rows)).outputs}
+    for output, values in expected.items():
+        assert raw.as_numpy(output).tolist() == values, output
+        tensor = typed[output]
+        typed_values = list(getattr(tensor.contents, CONTENTS[tensor.datatype]))
+        assert np.reshape(typed_values, list(tensor.shape)).tolist() == values, output
 
 
 def fraud_request(**tensors: Any) -> pb.ModelInferRequest:
@@ -414,3 +460,87 @@ def test_workers_refuse_a_grpc_port_another_service_holds(
                           capture_output=True, text=True, timeout=60)  # fmt: skip
     assert proc.returncode == 1 and f"the gRPC port {taken} cannot be bound" in proc.stderr, proc.stderr
     assert "GRPC=0" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# -- smoke-test --url URL --grpc HOST:PORT: a deployed service's gRPC binding ---------------------
+
+
+def smoke_remote(artifact: Path, url: str, grpc_address: str) -> tuple[Any, dict[str, Any]]:
+    """`deployctl smoke-test ARTIFACT --url URL --grpc HOST:PORT --json`: (result, checks by name)."""
+    result = run_cli("smoke-test", str(artifact), "--url", url, "--grpc", grpc_address, "--json")
+    checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]} if result.stdout else {}
+    return result, checks
+
+
+def test_smoke_test_url_checks_the_grpc_port_of_a_deployed_service(
+    serving: Callable[[str], GrpcService], built: Callable[[str], Path]
+) -> None:
+    service, artifact = serving(FRAUD), built(FRAUD)
+    result, checks = smoke_remote(artifact, service.url, service.grpc_url)
+    assert result.code == 0, result.output
+    rows = len(Artifact.open(artifact).smoke_cases)
+    assert checks["gRPC ModelMetadata"]["ok"] and checks[f"gRPC ModelInfer {rows} rows"]["ok"], checks
+    assert json.loads(result.stdout)["grpc"] == service.grpc_url
+
+
+def test_smoke_test_grpc_fails_against_another_models_or_versions_service(
+    serving: Callable[[str], GrpcService], built: Callable[..., Path]
+) -> None:
+    """A check that passed while --grpc reaches the wrong service would be the worst bug: another
+    model's service, and another version of the same model (same service name, other answers)."""
+    artifact, rest = built(FRAUD), serving(FRAUD).url
+    result, checks = smoke_remote(artifact, rest, serving(IRIS).grpc_url)
+    assert result.code == 1, result.output
+    metadata = checks["gRPC ModelMetadata"]
+    assert not metadata["ok"] and "NOT_FOUND" in metadata["detail"] and "'iris-species'" in metadata["detail"]
+    infer = next(c for name, c in checks.items() if name.startswith("gRPC ModelInfer"))
+    assert not infer["ok"] and "NOT_FOUND" in infer["detail"], infer
+
+    challenger = serving("models:/fraud_detector@challenger")  # version 2, also 'fraud-detector'
+    result, checks = smoke_remote(artifact, rest, challenger.grpc_url)
+    assert result.code == 1, result.output
+    assert "versions ['2'], not fraud-detector version 1" in checks["gRPC ModelMetadata"]["detail"]
+    infer = next(c for name, c in checks.items() if name.startswith("gRPC ModelInfer"))
+    assert not infer["ok"] and "recorded" in infer["detail"], infer  # its answers differ too
+    assert "Error:" in result.stderr and "Traceback" not in result.output
+
+
+def test_smoke_test_grpc_unreachable_is_exit_3_with_a_hint(
+    serving: Callable[[str], GrpcService], built: Callable[[str], Path]
+) -> None:
+    nobody = f"127.0.0.1:{free_port()}"
+    result, _ = smoke_remote(built(FRAUD), serving(FRAUD).url, nobody)
+    assert result.code == 3, result.output
+    assert "the gRPC service never answered" in result.stderr and "Hint:" in result.stderr
+    assert "--grpc HOST:PORT" in " ".join(result.stderr.split()) and "Traceback" not in result.output
+    assert json.loads(result.stdout)["outcome"] == "unreachable"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--url", "http://127.0.0.1:9", "--grpc", "localhost"], "--grpc must be HOST:PORT, got 'localhost'"),
+        (["--url", "http://127.0.0.1:9", "--grpc", "grpc://h:8081"], "--grpc must be HOST:PORT"),
+        (["--url", "http://127.0.0.1:9", "--grpc", "h:70000"], "--grpc must be HOST:PORT"),
+        (["--url", "http://127.0.0.1:9", "--grpc", "::1:8081"], "--grpc must be HOST:PORT"),
+        (["--grpc", "127.0.0.1:8081"], "--grpc applies to a deployed service only"),
+    ],
+)
+def test_smoke_test_refuses_a_malformed_grpc_value(
+    built: Callable[[str], Path], args: list[str], message: str
+) -> None:
+    result = run_cli("smoke-test", str(built(FRAUD)), *args)
+    assert result.code == 2, result.output
+    assert message in result.stderr and "Hint:" in result.stderr and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("target", ["flask", "lambda"])
+def test_smoke_test_refuses_grpc_for_a_target_without_it(
+    registry: Registry, tmp_path: Path, target: str
+) -> None:
+    out = tmp_path / target
+    assert run_cli("generate", "-m", FRAUD, "-t", target, "-o", str(out), env=registry.env()).code == 0
+    result = run_cli("smoke-test", str(out), "--url", "http://127.0.0.1:9", "--grpc", "127.0.0.1:9")
+    assert result.code == 2, result.output
+    assert f"is a {target} artifact, which serves no gRPC" in " ".join(result.stderr.split())
+    assert "Hint:" in result.stderr and "Traceback" not in result.output

@@ -5,6 +5,7 @@ path and reason; and the pod's container spec run on the real engine answers eve
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -324,10 +325,11 @@ def test_build_tags_the_image_and_pins_it_in_dist(built: Path) -> None:
 
 @pytest.mark.docker
 def test_smoke_test_validates_then_probes_the_pod(built: Path) -> None:
-    result = run_cli("smoke-test", str(built), "--json")
+    result = run_cli("smoke-test", str(built), "--json", env={**os.environ, "GRPC": "1"})
     assert result.code == 0, result.output
     checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
     assert all(c["ok"] for c in checks.values())
+    assert "gRPC ModelMetadata" in checks  # the port named grpc, published as the Service would
     for kind in KINDS:
         assert any(n.startswith(f"schema {K8S_VERSION}: k8s/") and f"({kind} " in n for n in checks)
     for probe, path in (("startupProbe", "ready"), ("readinessProbe", "ready"), ("livenessProbe", "live")):

@@ -16,8 +16,8 @@ from contextlib import contextmanager
 from urllib.parse import urlsplit
 
 from deployctl.checks.contract import HEALTH, Check, Client, http_checks
-from deployctl.checks.grpc_smoke import grpc_infer_check
-from deployctl.errors import SmokeTestFailed, UsageError
+from deployctl.checks.grpc_smoke import client_python, grpc_checks, not_checked, probe_python
+from deployctl.errors import DeployctlError, EndpointUnreachable, SmokeTestFailed, UsageError
 from deployctl.manifest import Artifact
 from deployctl.process import free_port, wait_healthy
 from deployctl.targets import get as get_target
@@ -46,7 +46,8 @@ def run(artifact: Artifact, timeout: float = 120.0, headers: dict[str, str] | No
         checks += target.service_checks(artifact, service.base_url)
         grpc_address = getattr(service, "grpc_address", None)
         if grpc_address:
-            checks.append(grpc_infer_check(artifact, grpc_address, headers))
+            has_client = client_python(artifact) is not None
+            checks += grpc_checks(artifact, grpc_address, headers) if has_client else [not_checked()]
         if any(os.environ.get(name) for name in AUTH_SETTINGS):
             checks.append(refuses_without_token(service.base_url))
         if not service.alive():
@@ -63,18 +64,54 @@ def run_remote(
     timeout: float,
     retries: int,
     log: Callable[[str], None] | None = None,
+    grpc_address: str | None = None,
 ) -> list[Check]:
-    """Check a service already deployed at `url` (its path is the base path, e.g. an API stage).
+    """Check a service already deployed at `url` (its path is the base path, e.g. an API stage),
+    and with `grpc_address` (HOST:PORT) its gRPC binding: ModelMetadata and one ModelInfer.
 
-    Only the HTTP contract is checked: what a target checks beside it (schemas, package size,
-    probe paths) needs the artifact built or the pod itself, not its public URL.
+    Only the HTTP contract (and gRPC) is checked: what a target checks beside it (schemas, package
+    size, probe paths) needs the artifact built or the pod itself, not its public URL.
     """
-    if not get_target(artifact.target).serves_http:
+    target = get_target(artifact.target)
+    if not target.serves_http:
         raise UsageError(
             f"{artifact.path} ({artifact.target}) is not a service: there is no URL to check.",
             f"Leave out --url: `deployctl smoke-test {artifact.path}` checks the package itself.",
         )
-    return http_checks(artifact, Client(url, headers, timeout), retries=retries, log=log)
+    if grpc_address is not None:
+        if not target.serves_grpc:
+            raise UsageError(
+                f"{artifact.path} is a {artifact.target} artifact, which serves no gRPC: there is "
+                "nothing to check at --grpc.",
+                "Leave out --grpc. The Open Inference Protocol over gRPC is served by the fastapi, "
+                "docker and k8s targets.",
+            )
+        probe_python(artifact)  # a usage error, before any request, if no gRPC client can run
+    checks = http_checks(artifact, Client(url, headers, timeout), retries=retries, log=log)
+    if grpc_address is not None and all(c.ok for c in checks):
+        checks += grpc_checks(artifact, grpc_address, headers)
+    return checks
+
+
+def check_grpc_address(value: str) -> str:
+    """HOST:PORT ([IPv6]:PORT) of a gRPC service, port 1-65535; no scheme, no path."""
+    hint = (
+        "Give the service's gRPC host and port, e.g. --grpc fraud.example.com:8081 "
+        "(GRPC_PORT, 8081 by default)."
+    )
+    host, colon, port = value.rpartition(":")
+    bare = host.removeprefix("[").removesuffix("]")
+    if (
+        not colon
+        or not bare
+        or not port.isdigit()
+        or not 0 < int(port) < 65536
+        or "/" in value
+        or any(c.isspace() for c in value)
+        or (":" in bare and not host.startswith("["))
+    ):
+        raise UsageError(f"--grpc must be HOST:PORT, got '{value}'.", hint)
+    return value
 
 
 @contextmanager
@@ -116,9 +153,15 @@ def refuses_without_token(base_url: str) -> Check:
     return Check(name, ok, f"HTTP {response.status}, WWW-Authenticate: {challenge or '(none)'}")
 
 
-def failure(failed: list[Check], total: int) -> SmokeTestFailed:
+def failure(failed: list[Check], total: int) -> DeployctlError:
     """The first failure, said plainly; the hint for its kind."""
     first = failed[0]
+    if first.name.startswith("gRPC ") and first.detail.startswith(GRPC_UNREACHABLE):
+        return EndpointUnreachable(
+            f"{first.name}: the gRPC service never answered ({first.detail[:200]}).",
+            "Check --grpc HOST:PORT: the service's gRPC port (GRPC_PORT, 8081 by default), reachable "
+            "from here, and not turned off with GRPC=0.",
+        )
     if first.name == HEALTH:
         if "refused authorization" in first.detail:
             hint = "Pass the credentials the endpoint expects: --header 'Authorization: Bearer $TOKEN'."
@@ -138,6 +181,8 @@ def failure(failed: list[Check], total: int) -> SmokeTestFailed:
     )
 
 
+# the gRPC status codes of a call that reached no server (refused, DNS, timeout)
+GRPC_UNREACHABLE = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "no answer")
 HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an HTTP token (RFC 9110)
 
 

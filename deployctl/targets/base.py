@@ -80,6 +80,7 @@ class Target:
     options: ClassVar[tuple[Option, ...]] = ()
     server_requirements: ClassVar[tuple[str, ...]] = ()
     serves_http: ClassVar[bool] = True  # False: smoke-test runs only extra_checks (a package, no server)
+    serves_grpc: ClassVar[bool] = False  # also the Open Inference Protocol over gRPC (app/oip_grpc/)
     builder: ClassVar[Builder | None] = None
     runner: ClassVar[Runner | None] = None
 

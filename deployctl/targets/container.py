@@ -85,6 +85,7 @@ def run_spec(artifact: Artifact) -> RunSpec:
     return RunSpec(
         image=image_ref(artifact),
         container_port=PORT,
+        grpc_port=GRPC_PORT,
         mem_limit=memory_bytes(options["memory"]),
         nano_cpus=int(cpu_cores(options["cpu"]) * 1e9),
     )
@@ -98,6 +99,7 @@ class DockerTarget(Target):
     name = "docker"
     summary = "Container image (FastAPI inside): multi-stage, non-root, read-only-root ready, built offline"
     produces = "the fastapi app + Dockerfile, .dockerignore, docker-compose.yml; an image after build"
+    serves_grpc = True
     layers: ClassVar[tuple[str, ...]] = ("runtime", "fastapi", "docker")
     options: ClassVar[tuple[Option, ...]] = OPTIONS
     server_requirements = requirements.FASTAPI

@@ -92,6 +92,7 @@ class KubernetesTarget(Target):
     produces = (
         "the docker artifact + k8s/ (manifests, kustomization); after build, an image and dist/k8s.yaml"
     )
+    serves_grpc = True
     layers: ClassVar[tuple[str, ...]] = (*docker_target.DockerTarget.layers, "k8s")
     options: ClassVar[tuple[Option, ...]] = (
         *docker_target.OPTIONS,
@@ -368,6 +369,12 @@ def _serving_port(container: dict[str, Any]) -> int:
     return int((named or ports)[0]["containerPort"])
 
 
+def _grpc_port(container: dict[str, Any]) -> int | None:
+    """The container's port named grpc (the OIP gRPC service), published beside HTTP when run here."""
+    named = [p for p in container.get("ports") or [] if p.get("name") == "grpc"]
+    return int(named[0]["containerPort"]) if named else None
+
+
 # -- consistency: the objects must agree with each other and with the build ------------------------
 
 
@@ -452,6 +459,7 @@ def pod_run_spec(dep: dict[str, Any]) -> RunSpec:
     return RunSpec(
         image=container["image"],
         container_port=_serving_port(container),
+        grpc_port=_grpc_port(container),
         env=_env(container, dep["metadata"]["name"]),
         user=_user(container["image"], security),
         entrypoint=container.get("command"),

@@ -35,6 +35,7 @@ class FastAPITarget(Target):
     name = "fastapi"
     summary = "REST API on FastAPI + uvicorn, typed OpenAPI docs from the signature"
     produces = PRODUCES
+    serves_grpc = True
     layers: ClassVar[tuple[str, ...]] = ("runtime", "fastapi")
     options: ClassVar[tuple[Option, ...]] = (WORKERS, ENGINE)
     server_requirements = requirements.FASTAPI

@@ -82,7 +82,7 @@ class ContainerRunner:
 
     def start(self, artifact: Artifact, port: int) -> ContainerService:
         labels = {"io.deployctl.artifact": str(artifact.path.resolve())}
-        return docker_engine.run(with_guard_env(self.spec(artifact)), port, labels)
+        return docker_engine.run(with_grpc_env(with_guard_env(self.spec(artifact))), port, labels)
 
     def serve(self, artifact: Artifact, port: int, console: Console) -> None:
         """Foreground: the container's logs stream here; Ctrl-C or SIGTERM stops and removes it."""
@@ -103,6 +103,13 @@ class ContainerRunner:
 # reach a process: accepted token digests (never tokens), /metrics closed, the in-flight bound.
 # AUTH_TOKENS_FILE names a host file, which a container cannot read: it is not passed.
 GUARD_ENV = ("AUTH_TOKEN_SHA256", "METRICS_AUTH", "MAX_IN_FLIGHT")
+
+
+def with_grpc_env(spec: RunSpec) -> RunSpec:
+    """GRPC=0 where deployctl runs turns the container's gRPC service off, as it does a process's."""
+    if spec.grpc_port is None or os.environ.get("GRPC", "1") != "0":
+        return spec
+    return replace(spec, grpc_port=None, env={**(spec.env or {}), "GRPC": "0"})
 
 
 def with_guard_env(spec: RunSpec) -> RunSpec:

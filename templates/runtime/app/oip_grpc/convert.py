@@ -161,6 +161,22 @@ def answer_of(response: pb.ModelInferResponse) -> dict[str, Any]:
     return {"model_name": response.model_name, "model_version": response.model_version, "outputs": outputs}
 
 
+def metadata_of(response: pb.ModelMetadataResponse) -> dict[str, Any]:
+    """A ModelMetadataResponse as REST's JSON model metadata (without its parameters)."""
+    tensors = {
+        kind: [
+            {"name": t.name, "datatype": t.datatype, "shape": list(t.shape)} for t in getattr(response, kind)
+        ]
+        for kind in ("inputs", "outputs")
+    }
+    return {
+        "name": response.name,
+        "versions": list(response.versions),
+        "platform": response.platform,
+        **tensors,
+    }
+
+
 def _leaves(values: Any) -> list[Any]:
     if type(values) is not list:
         return [values]
