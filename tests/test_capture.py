@@ -4,8 +4,11 @@ artifacts of the fraud model, served for real and asked over real sockets."""
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -23,6 +26,8 @@ from conftest import FRAUD_ROW, run_cli
 from test_rest import build_artifact, serve  # noqa: F401 - the session's artifacts
 from test_runtime import runtime
 
+from deployctl.checks import capture_check
+from deployctl.checks.contract import Exchange
 from deployctl.manifest import Artifact
 from deployctl.process import free_port
 from deployctl.targets import aws_lambda
@@ -238,6 +243,49 @@ def test_sigterm_writes_out_every_record_already_answered(artifact: Path, tmp_pa
     assert sorted(got) == sorted(ids), (len(got), len(ids), logs.decode(errors="replace")[-2000:])
 
 
+def kill_9(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the server and its worker processes at once, as the OOM killer or a node loss would."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[1]) == proc.pid:
+            children.append(int(stat.parent.name))
+    for pid in [proc.pid, *children]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    proc.wait(30)
+
+
+def test_kill_9_loses_at_most_the_queue_and_leaves_the_file_whole(artifact: Path, tmp_path: Path) -> None:
+    """Records written before a SIGKILL stay, whole and once each; only those still queued (the last
+    answers, at most WRITE_SECONDS old) may be lost; a service started again appends after them."""
+    sink = tmp_path / "capture.jsonl"
+    env = {"CAPTURE": f"file:{sink}", "ACCESS_LOG": "0"}
+    written, queued = {f"w-{i}" for i in range(100)}, {f"q-{i}" for i in range(30)}
+    proc, url = serve(artifact, env)
+    try:
+        with httpx.Client(base_url=url) as client:
+            for rid in sorted(written) + sorted(queued):
+                answer = client.post("/predict", json={"features": row(0)}, headers={"X-Request-ID": rid})
+                assert answer.status_code == 200
+                if rid == "w-99":
+                    wait_for_lines(sink, len(written))
+    finally:
+        kill_9(proc)
+    ids = [r["request_id"] for r in records_in(sink)]  # every line a whole record of the schema
+    assert len(ids) == len(set(ids)) and written <= set(ids) <= written | queued
+    proc, url = serve(artifact, env)
+    try:
+        assert httpx.post(f"{url}/predict", json={"features": row(0)}, headers={"X-Request-ID": "after"})
+        wait_for_lines(sink, len(ids) + 1)
+    finally:
+        stop(proc)
+    assert [r["request_id"] for r in records_in(sink)] == [*ids, "after"]
+
+
 def test_bad_capture_settings_stop_the_service_with_one_line(artifact: Path) -> None:
     for env, said in (
         ({"CAPTURE": "kafka-ish"}, "CAPTURE must be 'stdout', 'file:PATH' or 'kafka:TOPIC'"),
@@ -426,3 +474,77 @@ def records_on(output: str) -> dict[str, Any]:
     for record in records:
         VALIDATOR.validate(record)
     return {r["request_id"]: r["answer"] for r in records}
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_smoke_test_checks_each_request_was_recorded_once(
+    build_artifact: Callable[..., Path],  # noqa: F811
+    target: str,
+    tmp_path: Path,
+) -> None:
+    """CAPTURE set where smoke-test runs: the service it starts records every request of the
+    contract to its output (not to the user's file, whatever the sample), and the check matches
+    each record with its request's id, status and answer, the redacted column as the marker."""
+    user_file = tmp_path / "production.jsonl"
+    env = {
+        **os.environ,
+        "CAPTURE": f"file:{user_file}",
+        "CAPTURE_SAMPLE": "0.1",
+        "CAPTURE_REDACT": "amount",
+    }
+    result = run_cli("smoke-test", str(build_artifact(FRAUD, target)), "--json", env=env)
+    assert result.code == 0, result.output
+    checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
+    detail = checks[capture_check.NAME]["detail"]
+    assert checks[capture_check.NAME]["ok"], detail
+    scored, records = (int(n) for n in re.findall(r"\d+", detail))
+    assert scored >= 6 and records == scored  # /predict per case, batch, /invocations, infer, 2 refused
+    assert not user_file.exists()
+
+
+def exchange(n: int, path: str = "/predict", status: int = 200, answer: Any = None) -> Exchange:
+    body = json.dumps(answer if answer is not None else {"label": n}).encode()
+    return Exchange(f"smoke-{n}", "GET" if path == "/health" else "POST", path, status, body)
+
+
+def record(n: int, status: int = 200, answer: Any = None, amount: Any = 1.0) -> str:
+    error = None if status == 200 else "expected 5 values"
+    return json.dumps(
+        {
+            "schema_version": 1,
+            "request_id": f"smoke-{n}",
+            "status": status,
+            "answer": (answer if answer is not None else {"label": n}) if status == 200 else None,
+            "error": error,
+            "input": {"columns": ["amount", "hour"], "rows": [[amount, 3]]},
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("journal", "lines", "wrong"),
+    [
+        ([exchange(1), exchange(2, "/health")], [record(1, amount="[REDACTED]")], None),
+        ([exchange(1)], [], "0 records, expected 1"),
+        ([exchange(1)], [record(1, amount="[REDACTED]")] * 2, "2 records, expected 1"),
+        ([exchange(1)], [record(1, answer={"label": 9}, amount="[REDACTED]")], "not the one given"),
+        ([exchange(1, status=400)], [record(1, amount="[REDACTED]")], "recorded status 200, answered 400"),
+        ([exchange(1)], [record(1)], "column 'amount' is in CAPTURE_REDACT"),
+        ([exchange(1, "/health")], [record(1)], "not a scoring request but was recorded"),
+    ],
+)
+def test_the_capture_check_fails_on_each_kind_of_wrong_record(
+    journal: list[Exchange], lines: list[str], wrong: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CAPTURE_REDACT", "amount")
+    output = "\n".join(['{"level": "info", "msg": "model loaded"}', *lines])
+    check = capture_check.capture_check(journal, lambda: output, seconds=0.3)
+    assert check.ok is (wrong is None), check.detail
+    assert wrong is None or wrong in check.detail
+
+
+def test_the_capture_check_reads_capture_off_as_the_runtime_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert capture_check.OFF == importlib.import_module("artifact_app.capture").OFF
+    for value, on in [("", False), (" Off ", False), ("none", False), ("0", False), ("stdout", True)]:
+        monkeypatch.setenv("CAPTURE", value)
+        assert capture_check.requested() is on

@@ -22,6 +22,7 @@ import pytest
 import yaml
 from conftest import FRAUD_ROW, Registry, Result, loadtest_every_route, run_cli
 
+from deployctl.checks import capture_check
 from deployctl.checks.contract import Client
 from deployctl.docker_engine import ContainerService
 from deployctl.manifest import Artifact
@@ -436,10 +437,11 @@ def test_serve_runs_in_the_foreground_and_sigterm_removes_the_container(fraud: t
 @pytest.mark.docker
 def test_container_with_a_token_digest_refuses_requests_without_the_token(fraud_path: Path) -> None:
     """AUTH_TOKEN_SHA256 where smoke-test runs reaches the container: the contract passes with the
-    bearer token sent on every request, and a request without it is refused (401)."""
+    bearer token sent on every request, and a request without it is refused (401). CAPTURE reaches
+    it too: each request of the contract is in the container's output as one record."""
     token = "container-token-not-a-secret"
     digest = hashlib.sha256(token.encode()).hexdigest()
-    env = {**os.environ, "AUTH_TOKEN_SHA256": digest, "GRPC": "1"}  # the gRPC port published too
+    env = {**os.environ, "AUTH_TOKEN_SHA256": digest, "GRPC": "1", "CAPTURE": "file:/tmp/c.jsonl"}
     result = run_cli(
         "smoke-test", str(fraud_path), "--header", f"Authorization: Bearer {token}", "--json", env=env
     )
@@ -448,6 +450,7 @@ def test_container_with_a_token_digest_refuses_requests_without_the_token(fraud_
     assert checks["auth: POST /predict without a token is refused (401)"]["ok"]
     rows = len(Artifact.open(fraud_path).smoke_cases)
     assert checks["gRPC ModelMetadata"]["ok"] and checks[f"gRPC ModelInfer {rows} rows"]["ok"], checks
+    assert checks[capture_check.NAME]["ok"], checks
     assert token not in result.output
 
 

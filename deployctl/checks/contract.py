@@ -60,10 +60,23 @@ class HTTPTransport:
         return request(self.base_url, method, path, data, timeout=timeout, headers=headers)
 
 
+@dataclass(frozen=True)
+class Exchange:
+    """One request a client sent, under its own X-Request-ID, and the answer it got."""
+
+    request_id: str
+    method: str
+    path: str
+    status: int
+    body: bytes
+
+
 class Client:
     """A tiny client: keeps the smoke test free of extra dependencies.
 
     `base_url` names the endpoint in messages; `transport` (default: HTTP to `base_url`) sends.
+    With a `journal`, each request goes with an X-Request-ID of its own and is written down with
+    its answer (the capture check matches them with the service's records).
     """
 
     def __init__(
@@ -72,11 +85,13 @@ class Client:
         headers: dict[str, str] | None = None,
         timeout: float = 30.0,
         transport: Transport | None = None,
+        journal: list[Exchange] | None = None,
     ) -> None:
         self.base_url = base_url
         self.headers = dict(headers or {})
         self.timeout = timeout
         self.transport: Transport = transport or HTTPTransport(base_url)
+        self.journal = journal
 
     def call(
         self, method: str, path: str, body: Any = None, raw: bytes | None = None
@@ -92,7 +107,13 @@ class Client:
             return status, payload.decode(errors="replace")[:200], ms
 
     def send(self, method: str, path: str, data: bytes | None) -> tuple[int, bytes]:
-        return self.transport.send(method, path, data, dict(self.headers), self.timeout)
+        if self.journal is None:
+            return self.transport.send(method, path, data, dict(self.headers), self.timeout)
+        request_id = f"smoke-{len(self.journal) + 1}"
+        headers = {**self.headers, "X-Request-ID": request_id}
+        status, payload = self.transport.send(method, path, data, headers, self.timeout)
+        self.journal.append(Exchange(request_id, method, path, status, payload))
+        return status, payload
 
 
 @dataclass

@@ -15,7 +15,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from urllib.parse import urlsplit
 
-from deployctl.checks.contract import HEALTH, Check, Client, http_checks
+from deployctl.checks import capture_check
+from deployctl.checks.contract import HEALTH, Check, Client, Exchange, http_checks
 from deployctl.checks.grpc_smoke import client_python, grpc_checks, not_checked, probe_python
 from deployctl.errors import DeployctlError, EndpointUnreachable, SmokeTestFailed, UsageError
 from deployctl.manifest import Artifact
@@ -26,11 +27,13 @@ from deployctl.targets.base import Target
 # The service's own token check (the artifact's app/guard.py) is on when either is set; a service
 # started here inherits them from this process's environment.
 AUTH_SETTINGS = ("AUTH_TOKEN_SHA256", "AUTH_TOKENS_FILE")
+ALL_LINES = 10_000_000  # a service's whole output, as logs(lines) takes it
 
 
 def run(artifact: Artifact, timeout: float = 120.0, headers: dict[str, str] | None = None) -> list[Check]:
     """Start the built artifact on a free loopback port, check it (sending `headers` with every
-    request), stop it. With authentication configured, a request without them must be refused."""
+    request), stop it. With authentication configured, a request without them must be refused;
+    with capture on, each request must have been recorded once (`capture_check`)."""
     target = get_target(artifact.target)
     own = target.smoke(artifact, timeout)
     if own is not None:
@@ -38,11 +41,26 @@ def run(artifact: Artifact, timeout: float = 120.0, headers: dict[str, str] | No
     checks = target.extra_checks(artifact)
     if not all(c.ok for c in checks) or not target.serves_http:
         return checks
+    if not capture_check.requested():
+        return checks + _started_checks(artifact, target, timeout, headers, None)
+    journal: list[Exchange] = []
+    with capture_check.recording_to_stdout():
+        return checks + _started_checks(artifact, target, timeout, headers, journal)
+
+
+def _started_checks(
+    artifact: Artifact,
+    target: Target,
+    timeout: float,
+    headers: dict[str, str] | None,
+    journal: list[Exchange] | None,
+) -> list[Check]:
+    """The checks of the artifact started here; with a `journal`, capture's too."""
     service = target.start(artifact, free_port())
     try:
         seconds = wait_healthy(service, timeout)
-        checks.append(Check("ready: /health answers 200", True, f"after {seconds:.1f} s", seconds * 1000))
-        checks += http_checks(artifact, Client(service.base_url, headers), metrics=True)
+        checks = [Check("ready: /health answers 200", True, f"after {seconds:.1f} s", seconds * 1000)]
+        checks += http_checks(artifact, Client(service.base_url, headers, journal=journal), metrics=True)
         checks += target.service_checks(artifact, service.base_url)
         grpc_address = getattr(service, "grpc_address", None)
         if grpc_address:
@@ -50,6 +68,8 @@ def run(artifact: Artifact, timeout: float = 120.0, headers: dict[str, str] | No
             checks += grpc_checks(artifact, grpc_address, headers) if has_client else [not_checked()]
         if any(os.environ.get(name) for name in AUTH_SETTINGS):
             checks.append(refuses_without_token(service.base_url))
+        if journal is not None:
+            checks.append(capture_check.capture_check(journal, lambda: service.logs(ALL_LINES)))
         if not service.alive():
             checks.append(Check("service still running", False, service.logs()))
     finally:

@@ -99,10 +99,20 @@ class ContainerRunner:
             echo.join(timeout=5)
 
 
-# The runtime's guard settings (app/guard.py) set where deployctl runs reach a container as they
-# reach a process: accepted token digests (never tokens), /metrics closed, the in-flight bound.
+# The runtime's settings set where deployctl runs reach a container as they reach a process: the
+# guard's (app/guard.py: accepted token digests, never tokens; /metrics closed; the in-flight bound)
+# and capture's (app/capture.py; a file: path is then one inside the container).
 # AUTH_TOKENS_FILE names a host file, which a container cannot read: it is not passed.
 GUARD_ENV = ("AUTH_TOKEN_SHA256", "METRICS_AUTH", "MAX_IN_FLIGHT")
+CAPTURE_ENV = (
+    "CAPTURE",
+    "CAPTURE_SAMPLE",
+    "CAPTURE_REDACT",
+    "CAPTURE_ERRORS",
+    "CAPTURE_QUEUE",
+    "CAPTURE_FILE_BYTES",
+    "CAPTURE_FILE_COUNT",
+)
 
 
 def with_grpc_env(spec: RunSpec) -> RunSpec:
@@ -113,7 +123,7 @@ def with_grpc_env(spec: RunSpec) -> RunSpec:
 
 
 def with_guard_env(spec: RunSpec) -> RunSpec:
-    guard = {name: os.environ[name] for name in GUARD_ENV if os.environ.get(name)}
+    guard = {name: os.environ[name] for name in GUARD_ENV + CAPTURE_ENV if os.environ.get(name)}
     return replace(spec, env={**(spec.env or {}), **guard}) if guard else spec
 
 

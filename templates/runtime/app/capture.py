@@ -53,6 +53,7 @@ REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=@-]{1,128}")
 QUEUE_SIZE = 10_000
 BATCH = 512  # records serialized and written at once by the writer
 WRITE_SECONDS = 0.1  # how often the writer wakes to write what was queued
+OFF = ("0", "off", "none")  # CAPTURE values that mean no capture, as an unset CAPTURE does
 
 
 def request_id(given: str | bytes | None) -> str:
@@ -231,7 +232,7 @@ class Capture:
         """The capture CAPTURE asks for, None when off; ConfigError (the service does not start)
         for a setting it cannot honour."""
         where = environ.get("CAPTURE", "").strip()
-        if not where or where.lower() in ("0", "off", "none"):
+        if not where or where.lower() in OFF:
             return None
         size = int(_number(environ, "CAPTURE_QUEUE", str(QUEUE_SIZE), int))
         if size < 1:
