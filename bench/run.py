@@ -184,7 +184,8 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 def servers(artifacts: dict[str, Path], uri: str, tracking_uri: str, workers: int) -> list[Server]:
     """Ours, MLflow's (its default of 1 worker, and as many workers as ours), the peers and the floor."""
-    ours = {"WORKERS": str(workers)}
+    # GRPC=0: several fastapi services run at once here, and each would bind gRPC's port 8081
+    ours = {"WORKERS": str(workers), "GRPC": "0"}
     fastapi, flask = (
         [str(artifacts[t] / ".venv" / "bin" / "python"), "-m", "app"] for t in ("fastapi", "flask")
     )
