@@ -465,7 +465,8 @@ LOADTEST_HELP = "\n\n".join(
         "default 50) until the SLO breaks, then bisects; rate>= then applies to the highest rate "
         "that met it.",
         "Exit codes:\n0  the SLO was met\n1  a term was not met (named, with its figure), or wrong "
-        "answers\n2  usage or artifact error\n3  --url never answered",
+        "answers, or --url is unhealthy\n2  usage or artifact error, or --url serves another model "
+        "or version\n3  --url never answered",
     )
 )
 

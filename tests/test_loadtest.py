@@ -39,6 +39,8 @@ class Behaviour:
     wrong: bool = False  # answer the other class
     fail_every: int = 0  # every n-th request gets a 503
     fail_fast: bool = False  # the 503s leave at once, before any delay or stall (a cheap refusal)
+    version: str | None = None  # /health names this model version instead of the artifact's
+    health: str = "healthy"  # the status /health reports
 
 
 class KnownServer:
@@ -99,7 +101,8 @@ class KnownServer:
         model = self.model
         b = self.behaviour
         if path == "/health":
-            return 200, {"status": "healthy", "model_name": model["name"], "model_version": model["version"]}
+            version = model["version"] if b.version is None else b.version
+            return 200, {"status": b.health, "model_name": model["name"], "model_version": version}
         self.requests += 1
         failing = bool(b.fail_every) and self.requests % b.fail_every == 0
         if failing and b.fail_fast:
@@ -304,6 +307,26 @@ def test_latency_percentiles_are_of_the_2xx_answers_only(server: Any, fastapi_ar
     assert result.code == 0, result.output
     assert report["errors"] == {"503": 100} and report["latency_of"] == "2xx answers"
     assert report["latency_ms"]["p50"] >= 29, report["latency_ms"]
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "code", "said"),
+    [
+        (Behaviour(version="999"), 2, "serves another deployment: the endpoint serves version 999"),
+        (Behaviour(health="starting"), 1, "status 'starting', not 'healthy'"),
+    ],
+    ids=["another-version", "unhealthy"],
+)
+def test_url_serving_another_version_is_a_usage_error_and_an_unhealthy_one_a_failure(
+    server: Any, fastapi_artifact: Path, behaviour: Behaviour, code: int, said: str
+) -> None:
+    """As compare --candidate-url: a URL serving another version names another deployment (exit
+    2); this deployment unhealthy is a failed check (exit 1). Either way no load is sent."""
+    s = server(behaviour)
+    result, _ = loadtest(fastapi_artifact, "--url", s.url, "--rate", "50", "--duration", "1")
+    assert result.code == code, result.output
+    assert said in " ".join(result.stderr.split()) and "No load was sent" in result.stderr
+    assert s.requests == 0 and "Traceback" not in result.output
 
 
 def test_find_max_stops_at_the_first_rate_with_errors_and_climbs_without(

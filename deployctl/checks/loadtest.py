@@ -530,16 +530,11 @@ def run(
     log: Callable[[str], None] | None = None,
 ) -> LoadTest:
     """Load the service (started here, or at --url) and judge the SLO. Raises EndpointUnreachable
-    when --url does not answer at all, LoadTestFailed when the started service never answers right."""
+    when --url does not answer at all, UsageError when it serves another model or version,
+    LoadTestFailed when it is unhealthy or the started service never answers right."""
     sent = payloads(artifact, options.route, options.batch_size, options.data)
     if options.url is not None:
-        client = contract.Client(options.url, options.headers, options.timeout)
-        health = contract.health_check(artifact.model, client)
-        if not health.ok:
-            raise LoadTestFailed(
-                f"{options.url}: {health.detail}. No load was sent.",
-                "Check that --url serves this artifact's model version (smoke-test --url says more).",
-            )
+        check_endpoint(artifact, options.url, options.headers, options.timeout)
         return _load(options.url, artifact, options, sent, None, progress, log)
     service, cold = start_service(artifact, sent, options.start_timeout)
     try:
@@ -548,6 +543,27 @@ def run(
         return _load(service.base_url, artifact, options, sent, cold, progress, log)
     finally:
         service.stop()
+
+
+def check_endpoint(artifact: Artifact, url: str, headers: dict[str, str], timeout: float) -> None:
+    """--url must serve this artifact's model version, healthy, before any load is sent. Another
+    model or version there is a usage error (exit 2, as `compare --candidate-url`): the URL names
+    another deployment, and exit 1 would read as "this version missed its SLO". An unhealthy or
+    refusing endpoint is this deployment failing (exit 1)."""
+    client = contract.Client(url, headers, timeout)
+    problem, _ = contract.health_problem(artifact.model, client)
+    if problem is None:
+        return
+    if problem.elsewhere:
+        raise UsageError(
+            f"{url} serves another deployment: {problem.detail}. No load was sent.",
+            "Point --url at the deployment of this artifact, or load the artifact of the version "
+            "deployed there (without --url, the artifact is started here).",
+        )
+    raise LoadTestFailed(
+        f"{url}: {problem.detail}. No load was sent.",
+        "Check that --url serves this artifact and is healthy (smoke-test --url says more).",
+    )
 
 
 def _load(
