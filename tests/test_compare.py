@@ -11,6 +11,7 @@ import json
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -441,3 +442,84 @@ def test_rows_only_the_champion_refuses_are_counted_on_its_side_and_fail_no_gate
     refused = [{"error": "HTTP 400: x1 out of range", "rows": theirs}]
     assert report["errors"]["messages"] == {"candidate": [], "champion": refused}
     assert report["compared"] == ROWS - theirs and report["passed"]
+
+
+def promote(registry: Registry, candidate: Path, report: Path, *extra: str) -> Result:
+    args = ("promote", str(candidate), "--alias", "champion", "--report", str(report), *extra)
+    return run_cli(*args, env=registry.env())
+
+
+@pytest.fixture
+def passed_report(
+    compare_registry: Registry,
+    artifact: Callable[[str], Path],
+    row_server: Callable[..., RowServer],
+    tmp_path: Path,
+) -> Path:
+    """A passed compare report made for cmp_classifier/2's artifact (its recorded rows, both sides
+    answering alike): each refusal below is then for the reason the test gives, not the report."""
+    candidate, champion = row_server("2"), row_server("1")
+    result, report = compare(
+        compare_registry, str(artifact("cmp_classifier/2")), "--candidate-url", candidate.url,
+        "--against", champion.url, *FAST_SIDES,
+    )  # fmt: skip
+    assert result.code == 0 and report["passed"], result.output
+    path = tmp_path / "passed.json"
+    path.write_text(result.stdout)
+    return path
+
+
+def test_promote_refuses_a_model_that_is_not_in_the_registry_with_exit_2(
+    compare_registry: Registry, passed_report: Path, tmp_path: Path
+) -> None:
+    from mlflow import MlflowClient
+
+    run_id = MlflowClient(compare_registry.tracking_uri).get_model_version("cmp_classifier", "2").run_id
+    out = tmp_path / "from-run"
+    made = run_cli(
+        "generate", "-m", f"runs:/{run_id}/model", "-t", "fastapi", "-o", str(out), env=compare_registry.env()
+    )
+    assert made.code == 0, made.output
+    before = registry_state(compare_registry, "cmp_classifier", "2")
+    result = promote(compare_registry, out, passed_report)
+    said = " ".join(result.stderr.split())
+    assert result.code == 2, result.output
+    assert f"generated from 'runs:/{run_id}/model', not from a registered model" in said
+    assert "Traceback" not in result.output
+    assert registry_state(compare_registry, "cmp_classifier", "2") == before
+
+
+def test_promote_refuses_an_unreachable_registry_at_once_and_creates_nothing(
+    compare_registry: Registry, artifact: Callable[[str], Path], passed_report: Path, tmp_path: Path
+) -> None:
+    candidate = artifact("cmp_classifier/2")
+    before = registry_state(compare_registry, "cmp_classifier", "2")
+    started = time.monotonic()
+    closed = f"http://127.0.0.1:{free_port()}"
+    result = promote(compare_registry, candidate, passed_report, "--tracking-uri", closed)
+    assert result.code == 1, result.output
+    assert f"Cannot reach the tracking server at {closed}" in " ".join(result.stderr.split())
+    assert time.monotonic() - started < 60  # refused, not retried for minutes as MLflow does by default
+    typo = tmp_path / "typo.db"  # a mistyped registry path: MLflow would create an empty database
+    result = promote(compare_registry, candidate, passed_report, "--tracking-uri", f"sqlite:///{typo}")
+    assert result.code == 1 and "No MLflow database" in " ".join(result.stderr.split()), result.output
+    assert not typo.exists() and "Traceback" not in result.output
+    assert registry_state(compare_registry, "cmp_classifier", "2") == before
+
+
+def test_promote_refuses_an_artifact_edited_since_generate(
+    compare_registry: Registry, artifact: Callable[[str], Path], passed_report: Path, tmp_path: Path
+) -> None:
+    copy = tmp_path / "candidate"  # the compared artifact's generated files (its manifest: its digest)
+    shutil.copytree(artifact("cmp_classifier/2"), copy, symlinks=True, ignore=shutil.ignore_patterns(".venv"))
+    unedited = promote(compare_registry, copy, passed_report, "--dry-run")
+    assert unedited.code == 0, unedited.output  # the copy is the artifact the report was made for
+    files = json.loads((copy / "deployctl.json").read_text())["files"]
+    edited = next(name for name in sorted(files) if name.endswith(".py"))
+    with (copy / edited).open("a") as fh:
+        fh.write("\n# edited by hand after generate\n")
+    before = registry_state(compare_registry, "cmp_classifier", "2")
+    result = promote(compare_registry, copy, passed_report)
+    said = " ".join(result.stderr.split())
+    assert result.code == 1 and "was edited since generate" in said and edited in said, result.output
+    assert registry_state(compare_registry, "cmp_classifier", "2") == before
