@@ -490,7 +490,7 @@ def loadtest(
     data: Path | None = typer.Option(
         None,
         "--data",
-        help="Rows to send (.jsonl, .json, .csv) instead of the recorded ones.",
+        help="Rows to send (.jsonl, .json, .csv, .parquet) instead of the recorded ones.",
         show_default=False,
     ),
     rate: float | None = typer.Option(
