@@ -459,11 +459,14 @@ LOADTEST_HELP = "\n\n".join(
         "to first correct answer). With --url: load the service deployed there. Requests cycle through "
         "the recorded rows (or --data's); one answer in 10 is checked against the recorded one.",
         "--slo terms: p50|p90|p99|p999|max <= N ms|s|us, error_rate <= N or N%, rate >= N (req/s), "
-        "comma-separated or repeated. No wrong answer is always a term. --find-max doubles the rate "
-        "(from --rate, default 50) until the SLO breaks, then bisects; rate>= then applies to the "
-        "highest rate that met it.",
+        "comma-separated or repeated. Always terms: wrong_answers<=0, and error_rate<=0 (no non-2xx "
+        "answer, timeout or failed connection) unless an error_rate term sets another limit. "
+        "Latency percentiles are of the 2xx answers only. --find-max doubles the rate (from --rate, "
+        "default 50) until the SLO breaks, then bisects; rate>= then applies to the highest rate "
+        "that met it.",
         "Exit codes:\n0  the SLO was met\n1  a term was not met (named, with its figure), or wrong "
-        "answers\n2  usage or artifact error\n3  --url never answered",
+        "answers, or --url is unhealthy\n2  usage or artifact error, or --url serves another model "
+        "or version\n3  --url never answered",
     )
 )
 
@@ -487,7 +490,7 @@ def loadtest(
     data: Path | None = typer.Option(
         None,
         "--data",
-        help="Rows to send (.jsonl, .json, .csv) instead of the recorded ones.",
+        help="Rows to send (.jsonl, .json, .csv, .parquet) instead of the recorded ones.",
         show_default=False,
     ),
     rate: float | None = typer.Option(
@@ -557,6 +560,7 @@ def loadtest(
         "version": model["version"],
         "artifact": str(path),
         "url": options.url,
+        "latency_of": lt.LATENCY_OF,
     }
     begun, started = datetime.now(timezone.utc), time.monotonic()
     columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeRemainingColumn())
@@ -584,7 +588,12 @@ def loadtest(
         print(redact(json.dumps(document, indent=2, default=str)))
     else:
         table = Table(
-            "SLO term", "limit", "value", "result", title=f"loadtest: {redact(options.url or str(path))}"
+            "SLO term",
+            "limit",
+            "value",
+            "result",
+            title=f"loadtest: {redact(options.url or str(path))}",
+            caption=f"latency: {lt.LATENCY_OF} only; refused answers count in error_rate",
         )
         for gate in result.gates:
             value = "not measured" if gate.value is None else f"{gate.value:g}{gate.unit}"

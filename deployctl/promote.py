@@ -126,7 +126,7 @@ def _tag(value: Any) -> str:
 
 def plan(artifact_dir: Path, alias: str, report_path: Path, tracking_uri: str | None) -> Plan:
     """Every check, nothing changed: the plan, or the reason it is refused."""
-    from deployctl.model import _registry_errors, tracking_uri_or_default
+    from deployctl.model import _quiet_mlflow, _registry_errors, check_sqlite_exists, tracking_uri_or_default
 
     if not ALIAS.fullmatch(alias) or alias.lower() == "latest" or re.fullmatch(r"[vV]\d+", alias):
         raise UsageError(
@@ -146,6 +146,8 @@ def plan(artifact_dir: Path, alias: str, report_path: Path, tracking_uri: str | 
     report = read_report(report_path)
     verify(report, artifact, report_path)
     uri = tracking_uri_or_default(tracking_uri)
+    check_sqlite_exists(uri)  # else MLflow creates an empty database at a mistyped path
+    _quiet_mlflow()  # else an unreachable server is retried for minutes before the refusal
     with _registry_errors(uri):
         from mlflow import MlflowClient
 

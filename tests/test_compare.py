@@ -1,18 +1,25 @@
 """compare and promote end to end: real fastapi artifacts of versions built to differ in known ways
 (tests/make_compare_registry.py), the champion as an artifact dir and as a separately started service,
 the reports read back (JSON, JUnit with junitparser, HTML in headless Chromium), the registry checked
-with MLflow's own client."""
+with MLflow's own client. Where refusals are the point, both sides are small servers of the contract
+in the test (`RowServer`) that answer alike and refuse known rows with a known error."""
 
 from __future__ import annotations
 
+import csv
 import json
+import math
 import os
 import re
+import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 from browser import drawn_fraction, screenshot
@@ -289,3 +296,230 @@ def test_promote_moves_the_alias_only_on_a_passed_report_for_this_artifact(
     assert {
         f"deployctl.compare.{g}" for g in ("max_abs_diff", "latency_p99_ratio", "candidate_errors")
     } <= set(tags)
+
+
+Row = dict[str, float]
+
+
+class RowServer:
+    """A service of the deployctl contract on loopback (/health, /predict_batch) whose answers are
+    known: each row's probability of "churn" is sigmoid(x0), the same on every server, and the rows
+    `refuses` picks are refused (HTTP 400, `error`). A batch holding one is refused whole, as the
+    runtime refuses a batch."""
+
+    def __init__(
+        self, version: str, refuses: Callable[[Row], bool] = lambda row: False, error: str = ""
+    ) -> None:
+        self.version, self.refuses, self.error = version, refuses, error
+        self.http = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.url = f"http://127.0.0.1:{self.http.server_address[1]}"
+        threading.Thread(target=self.http.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.http.shutdown()
+        self.http.server_close()
+
+    def answer(self, path: str, body: bytes) -> tuple[int, Any]:
+        if path == "/health":
+            return 200, {"status": "healthy", "model_name": "cmp_classifier", "model_version": self.version}
+        rows = json.loads(body)["instances"]
+        if any(self.refuses(row) for row in rows):
+            return 400, {"error": self.error}
+        p = [1 / (1 + math.exp(-row["x0"])) for row in rows]
+        labels = ["churn" if q > 0.5 else "stay" for q in p]
+        return 200, {"predictions": labels, "probabilities": p, "model_version": self.version}
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as compare's client expects
+
+            def do_GET(self) -> None:
+                self._send(*server.answer(self.path, b""))
+
+            def do_POST(self) -> None:
+                self._send(*server.answer(self.path, self.rfile.read(int(self.headers["Content-Length"]))))
+
+            def _send(self, status: int, body: Any) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        return Handler
+
+
+@pytest.fixture
+def row_server() -> Iterator[Callable[..., RowServer]]:
+    started: list[RowServer] = []
+
+    def start(*args: Any) -> RowServer:
+        started.append(RowServer(*args))
+        return started[-1]
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def known_rows(registry: Registry) -> list[Row]:
+    with (registry.root / "rows.csv").open() as fh:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+
+
+def big_x0(row: Row) -> bool:
+    return row["x0"] > 1.0
+
+
+def big_x1(row: Row) -> bool:
+    return row["x1"] > 1.0
+
+
+# the two known servers answer alike but for the refused rows: the latency ratio is not at stake here
+FAST_SIDES = ("--batch-size", "20", "--max-latency-ratio", "1000")
+
+
+def test_rows_the_candidate_refuses_are_counted_per_side_and_gated_by_max_errors(
+    compare_registry: Registry, artifact: Callable[[str], Path], row_server: Callable[..., RowServer]
+) -> None:
+    """The candidate refuses the known rows with x0 > 1, the champion those with x1 > 1: each side's
+    refusals are counted with their error; only the rows the candidate alone refuses are its errors."""
+    rows = known_rows(compare_registry)
+    mine, theirs = sum(map(big_x0, rows)), sum(map(big_x1, rows))
+    only = sum(big_x0(r) and not big_x1(r) for r in rows)
+    assert 0 < only < mine and theirs > 0  # some rows refused by both: not the candidate's fault
+    candidate = row_server("2", big_x0, "x0 out of range")
+    champion = row_server("1", big_x1, "x1 out of range")
+    args = (
+        str(artifact("cmp_classifier/2")), "--candidate-url", candidate.url, "--against", champion.url,
+        "--data", str(compare_registry.root / "rows.csv"), *FAST_SIDES,
+    )  # fmt: skip
+    result, report = compare(compare_registry, *args)  # --max-errors 0, the default
+    assert result.code == 1, result.output
+    assert f"candidate_errors {only} (limit <= 0)" in " ".join(result.stderr.split())
+    assert [g["name"] for g in report["gates"] if not g["passed"]] == ["candidate_errors"]
+    assert report["errors"] == {
+        "candidate": mine,
+        "champion": theirs,
+        "candidate_only": only,
+        "messages": {
+            "candidate": [{"error": "HTTP 400: x0 out of range", "rows": mine}],
+            "champion": [{"error": "HTTP 400: x1 out of range", "rows": theirs}],
+        },
+    }
+    assert report["rows"] == ROWS and report["compared"] == sum(not big_x0(r) and not big_x1(r) for r in rows)
+    assert report["agreement"] == 1.0
+
+    result, report = compare(compare_registry, *args, "--max-errors", str(only - 1))
+    said = " ".join(result.stderr.split())
+    assert result.code == 1 and f"candidate_errors {only} (limit <= {only - 1})" in said, said
+    result, report = compare(compare_registry, *args, "--max-errors", str(only))
+    assert result.code == 0, result.output
+    assert report["passed"] and gate(report, "candidate_errors") == {
+        "name": "candidate_errors", "op": "<=", "limit": only, "value": only, "unit": "", "passed": True,
+    }  # fmt: skip
+
+
+def test_rows_only_the_champion_refuses_are_counted_on_its_side_and_fail_no_gate(
+    compare_registry: Registry, artifact: Callable[[str], Path], row_server: Callable[..., RowServer]
+) -> None:
+    rows = known_rows(compare_registry)
+    theirs = sum(map(big_x1, rows))
+    candidate, champion = row_server("2"), row_server("1", big_x1, "x1 out of range")
+    result, report = compare(
+        compare_registry, str(artifact("cmp_classifier/2")), "--candidate-url", candidate.url,
+        "--against", champion.url, "--data", str(compare_registry.root / "rows.csv"), *FAST_SIDES,
+    )  # fmt: skip
+    assert result.code == 0, result.output
+    assert (report["errors"]["candidate"], report["errors"]["champion"]) == (0, theirs)
+    assert report["errors"]["candidate_only"] == 0 and gate(report, "candidate_errors")["value"] == 0
+    refused = [{"error": "HTTP 400: x1 out of range", "rows": theirs}]
+    assert report["errors"]["messages"] == {"candidate": [], "champion": refused}
+    assert report["compared"] == ROWS - theirs and report["passed"]
+
+
+def promote(registry: Registry, candidate: Path, report: Path, *extra: str) -> Result:
+    args = ("promote", str(candidate), "--alias", "champion", "--report", str(report), *extra)
+    return run_cli(*args, env=registry.env())
+
+
+@pytest.fixture
+def passed_report(
+    compare_registry: Registry,
+    artifact: Callable[[str], Path],
+    row_server: Callable[..., RowServer],
+    tmp_path: Path,
+) -> Path:
+    """A passed compare report made for cmp_classifier/2's artifact (its recorded rows, both sides
+    answering alike): each refusal below is then for the reason the test gives, not the report."""
+    candidate, champion = row_server("2"), row_server("1")
+    result, report = compare(
+        compare_registry, str(artifact("cmp_classifier/2")), "--candidate-url", candidate.url,
+        "--against", champion.url, *FAST_SIDES,
+    )  # fmt: skip
+    assert result.code == 0 and report["passed"], result.output
+    path = tmp_path / "passed.json"
+    path.write_text(result.stdout)
+    return path
+
+
+def test_promote_refuses_a_model_that_is_not_in_the_registry_with_exit_2(
+    compare_registry: Registry, passed_report: Path, tmp_path: Path
+) -> None:
+    from mlflow import MlflowClient
+
+    run_id = MlflowClient(compare_registry.tracking_uri).get_model_version("cmp_classifier", "2").run_id
+    out = tmp_path / "from-run"
+    made = run_cli(
+        "generate", "-m", f"runs:/{run_id}/model", "-t", "fastapi", "-o", str(out), env=compare_registry.env()
+    )
+    assert made.code == 0, made.output
+    before = registry_state(compare_registry, "cmp_classifier", "2")
+    result = promote(compare_registry, out, passed_report)
+    said = " ".join(result.stderr.split())
+    assert result.code == 2, result.output
+    assert f"generated from 'runs:/{run_id}/model', not from a registered model" in said
+    assert "Traceback" not in result.output
+    assert registry_state(compare_registry, "cmp_classifier", "2") == before
+
+
+def test_promote_refuses_an_unreachable_registry_at_once_and_creates_nothing(
+    compare_registry: Registry, artifact: Callable[[str], Path], passed_report: Path, tmp_path: Path
+) -> None:
+    candidate = artifact("cmp_classifier/2")
+    before = registry_state(compare_registry, "cmp_classifier", "2")
+    started = time.monotonic()
+    closed = f"http://127.0.0.1:{free_port()}"
+    result = promote(compare_registry, candidate, passed_report, "--tracking-uri", closed)
+    assert result.code == 1, result.output
+    assert f"Cannot reach the tracking server at {closed}" in " ".join(result.stderr.split())
+    assert time.monotonic() - started < 60  # refused, not retried for minutes as MLflow does by default
+    typo = tmp_path / "typo.db"  # a mistyped registry path: MLflow would create an empty database
+    result = promote(compare_registry, candidate, passed_report, "--tracking-uri", f"sqlite:///{typo}")
+    assert result.code == 1 and "No MLflow database" in " ".join(result.stderr.split()), result.output
+    assert not typo.exists() and "Traceback" not in result.output
+    assert registry_state(compare_registry, "cmp_classifier", "2") == before
+
+
+def test_promote_refuses_an_artifact_edited_since_generate(
+    compare_registry: Registry, artifact: Callable[[str], Path], passed_report: Path, tmp_path: Path
+) -> None:
+    copy = tmp_path / "candidate"  # the compared artifact's generated files (its manifest: its digest)
+    shutil.copytree(artifact("cmp_classifier/2"), copy, symlinks=True, ignore=shutil.ignore_patterns(".venv"))
+    unedited = promote(compare_registry, copy, passed_report, "--dry-run")
+    assert unedited.code == 0, unedited.output  # the copy is the artifact the report was made for
+    files = json.loads((copy / "deployctl.json").read_text())["files"]
+    edited = next(name for name in sorted(files) if name.endswith(".py"))
+    with (copy / edited).open("a") as fh:
+        fh.write("\n# edited by hand after generate\n")
+    before = registry_state(compare_registry, "cmp_classifier", "2")
+    result = promote(compare_registry, copy, passed_report)
+    said = " ".join(result.stderr.split())
+    assert result.code == 1 and "was edited since generate" in said and edited in said, result.output
+    assert registry_state(compare_registry, "cmp_classifier", "2") == before

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -37,6 +38,9 @@ class Behaviour:
     stall_for: float = 0.0  # ...and holds every answer due in it until its end
     wrong: bool = False  # answer the other class
     fail_every: int = 0  # every n-th request gets a 503
+    fail_fast: bool = False  # the 503s leave at once, before any delay or stall (a cheap refusal)
+    version: str | None = None  # /health names this model version instead of the artifact's
+    health: str = "healthy"  # the status /health reports
 
 
 class KnownServer:
@@ -95,17 +99,21 @@ class KnownServer:
 
     async def _answer(self, method: str, path: str, body: bytes) -> tuple[int, Any]:
         model = self.model
-        if path == "/health":
-            return 200, {"status": "healthy", "model_name": model["name"], "model_version": model["version"]}
-        self.requests += 1
         b = self.behaviour
+        if path == "/health":
+            version = model["version"] if b.version is None else b.version
+            return 200, {"status": b.health, "model_name": model["name"], "model_version": version}
+        self.requests += 1
+        failing = bool(b.fail_every) and self.requests % b.fail_every == 0
+        if failing and b.fail_fast:
+            return 503, {"error": "overloaded"}
         if b.stall_every:
             phase = (self.loop.time() - self.started) % b.stall_every
             if phase < b.stall_for:
                 await asyncio.sleep(b.stall_for - phase)
         if b.delay:
             await asyncio.sleep(b.delay)
-        if b.fail_every and self.requests % b.fail_every == 0:
+        if failing:
             return 503, {"error": "overloaded"}
         case = self.answers.get(self._key(json.loads(body)["features"]))
         if case is None:  # a row of --data: any well-formed answer
@@ -243,6 +251,106 @@ def test_503s_on_part_of_the_load_are_the_error_rate(
     assert report["slo"][0]["term"] == "error_rate<=1%" and report["slo"][0]["value"] == 0.2
     assert report["slo"][1]["passed"] and report["wrong_answers"] == 0
     assert "error_rate" in result.stderr
+    # the user's error_rate term replaces the default error_rate<=0: one error-rate gate, theirs
+    assert [g["term"] for g in report["slo"]] == ["error_rate<=1%", "p99<=1s", "wrong_answers"]
+
+
+@pytest.mark.parametrize("slo", [[], ["--slo", "p99<=50ms"]], ids=["no-slo", "p99-only"])
+def test_a_server_refusing_every_request_fails_on_the_default_error_rate_gate(
+    server: Any, fastapi_artifact: Path, tmp_path: Path, slo: list[str]
+) -> None:
+    """No error_rate term given: error_rate<=0 is a gate all the same, in every report. A server
+    answering 503 to everything fast must not pass (nor show a latency: no 2xx answer was timed)."""
+    s = server(Behaviour(fail_every=1))
+    junit, html = tmp_path / "load.xml", tmp_path / "load.html"
+    args = ("--url", s.url, "--rate", "100", "--duration", "1", *slo)
+    result, report = loadtest(fastapi_artifact, *args, "--junit", str(junit), "--html", str(html))
+    assert result.code == 1, result.output
+    said = " ".join(result.stderr.split())  # as Rich wrapped it
+    assert "SLO not met" in said and "error_rate 1 <= 0: failed" in said
+    assert report["errors"] == {"503": 100} and report["error_rate"] == 1.0 and not report["passed"]
+    default = {"term": "error_rate", "op": "<=", "limit": 0.0, "value": 1.0, "unit": "", "passed": False}
+    assert report["slo"][-2:] == [default, {**default, "term": "wrong_answers", "value": 0, "passed": True}]
+    assert report["latency_of"] == "2xx answers" and report["latency_ms"]["p99"] is None
+    if slo:  # a latency term with no 2xx answer to time: not measured, so not met
+        assert report["slo"][0]["term"] == "p99<=50ms" and report["slo"][0]["value"] is None
+        assert not report["slo"][0]["passed"]
+    from junitparser import Failure, JUnitXml
+
+    suite = next(iter(JUnitXml.fromfile(str(junit))))
+    assert isinstance({case.name: case.result for case in suite}["gate error_rate <= 0"][0], Failure)
+    page = html.read_text()
+    assert "error_rate" in page and "2xx answers" in page
+    table = run_cli("loadtest", str(fastapi_artifact), *args, timeout=300)  # the terminal's table
+    assert table.code == 1 and re.search(r"error_rate\s.*<= 0\s.*1\s.*NOT MET", table.stdout), table.output
+
+
+def test_the_default_error_rate_gate_is_replaced_by_the_users_term(
+    server: Any, fastapi_artifact: Path
+) -> None:
+    s = server(Behaviour(fail_every=5))
+    result, report = loadtest(
+        fastapi_artifact, "--url", s.url, "--rate", "100", "--duration", "2", "--slo", "error_rate<=25%"
+    )
+    assert result.code == 0, result.output
+    assert report["error_rate"] == 0.2 and report["passed"]
+    assert [g["term"] for g in report["slo"]] == ["error_rate<=25%", "wrong_answers"]
+
+
+def test_latency_percentiles_are_of_the_2xx_answers_only(server: Any, fastapi_artifact: Path) -> None:
+    """Half the requests refused at once, the other half served in 30 ms: mixed together, the
+    instant refusals would make the median ~0 ms; the served answers' median is 30 ms."""
+    s = server(Behaviour(delay=0.030, fail_every=2, fail_fast=True))
+    result, report = loadtest(
+        fastapi_artifact, "--url", s.url, "--rate", "100", "--duration", "2", "--slo", "error_rate<=60%"
+    )
+    assert result.code == 0, result.output
+    assert report["errors"] == {"503": 100} and report["latency_of"] == "2xx answers"
+    assert report["latency_ms"]["p50"] >= 29, report["latency_ms"]
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "code", "said"),
+    [
+        (Behaviour(version="999"), 2, "serves another deployment: the endpoint serves version 999"),
+        (Behaviour(health="starting"), 1, "status 'starting', not 'healthy'"),
+    ],
+    ids=["another-version", "unhealthy"],
+)
+def test_url_serving_another_version_is_a_usage_error_and_an_unhealthy_one_a_failure(
+    server: Any, fastapi_artifact: Path, behaviour: Behaviour, code: int, said: str
+) -> None:
+    """As compare --candidate-url: a URL serving another version names another deployment (exit
+    2); this deployment unhealthy is a failed check (exit 1). Either way no load is sent."""
+    s = server(behaviour)
+    result, _ = loadtest(fastapi_artifact, "--url", s.url, "--rate", "50", "--duration", "1")
+    assert result.code == code, result.output
+    assert said in " ".join(result.stderr.split()) and "No load was sent" in result.stderr
+    assert s.requests == 0 and "Traceback" not in result.output
+
+
+def test_find_max_stops_at_the_first_rate_with_errors_and_climbs_without(
+    server: Any, fastapi_artifact: Path
+) -> None:
+    """One request in 20 refused: each step keeps up (95% answered), so only the default
+    error_rate<=0 gate stops the search, at the first step. Without errors it climbs to --max-rate."""
+    args = ("--find-max", "--slo", "p99<=1s", "--rate", "40", "--duration", "2", "--max-rate", "160")
+    result, report = loadtest(fastapi_artifact, "--url", server(Behaviour(fail_every=20)).url, *args)
+    assert result.code == 1, result.output
+    assert report["max_rate"] is None and report["stopped"] == "slo_broken"
+    assert len(report["steps"]) == 1 and not report["steps"][0]["passed"]
+    assert report["steps"][0]["error_rate"] == 0.05
+    said = " ".join(result.stderr.split())
+    assert "not even 40 req/s" in said and "error_rate 0.05 <= 0: failed" in said
+
+    result, report = loadtest(fastapi_artifact, "--url", server(Behaviour()).url, *args)
+    if report.get("generator_limited"):
+        pytest.skip("the machine is too loaded for the generator to keep 160 req/s (generator_limited)")
+    assert result.code == 0, result.output
+    assert report["max_rate"] == 160 and report["stopped"] == "ceiling"
+    assert [st["offered_rate"] for st in report["steps"]] == [40, 80, 160]
+    assert [g["term"] for g in report["slo"]] == ["p99<=1s", "max_rate", "error_rate", "wrong_answers"]
+    assert all(g["passed"] for g in report["slo"])
 
 
 def test_an_endpoint_that_never_answers_exits_3(fastapi_artifact: Path) -> None:

@@ -124,6 +124,7 @@ class Problem:
     expected: Any = None
     got: Any = None
     retryable: bool = False  # a state a settling rollout passes through
+    elsewhere: bool = False  # the endpoint serves another model or version: the URL, not the service
 
 
 def http_checks(
@@ -341,7 +342,20 @@ def health_check(
     log: Callable[[str], None] | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> Check:
-    """`/health` answers 200 naming the pinned model and version.
+    """`/health` answers 200 naming the pinned model and version (see `health_problem`)."""
+    problem, ms = health_problem(model, client, retries, log, sleep)
+    return _verdict(HEALTH, problem, ms, f"{model['name']} version {model['version']}")
+
+
+def health_problem(
+    model: dict[str, Any],
+    client: Client,
+    retries: int = 0,
+    log: Callable[[str], None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> tuple[Problem | None, float | None]:
+    """(what is wrong with `/health`'s answer, or None; its milliseconds). Right is 200 naming the
+    pinned model and version, healthy.
 
     Retried (`retries` times, with back-off) while a rollout may be settling: no answer at all,
     502/503/504 from a gateway, and an endpoint still serving another version of the model (the
@@ -350,7 +364,7 @@ def health_check(
     """
     why = ""
     unreachable: str | None = None
-    last: Check | None = None
+    last: tuple[Problem | None, float | None] | None = None
     for attempt in range(retries + 1):
         if attempt:
             delay = backoff(attempt)
@@ -364,7 +378,7 @@ def health_check(
             continue
         unreachable = None
         problem = _health_answer(status, body, model, bool(client.headers))
-        last = _verdict(HEALTH, problem, ms, f"{model['name']} version {model['version']}")
+        last = problem, ms
         why = f"GET /health: {problem.detail}" if problem else ""
         if problem is None or not problem.retryable:
             return last
@@ -414,6 +428,7 @@ def _health(body: Any, model: dict[str, Any]) -> Problem | None:
             f"the endpoint serves model {got_name} version {got_version}, this artifact pins {want}",
             want,
             f"model {got_name} version {got_version}",
+            elsewhere=True,
         )
     if str(got_version) != str(version):
         return Problem(
@@ -421,6 +436,7 @@ def _health(body: Any, model: dict[str, Any]) -> Problem | None:
             f"version {version}",
             f"version {got_version}",
             retryable=True,
+            elsewhere=True,
         )
     if body.get("status") != "healthy":
         return Problem(f"status {body.get('status')!r}, not 'healthy'", "healthy", body.get("status"))

@@ -5,6 +5,10 @@ the moment the request was due, so a stalled service shows in the percentiles. R
 through the artifact's recorded rows (or `--data`'s, with one request in `CHECK_EVERY` still a
 recorded row), and those sampled answers are checked against what the model answered in-process:
 a fast wrong answer is a failure. `--find-max` steps the rate up until the SLO breaks.
+
+Two gates are always on: no wrong answer, and (unless an `error_rate` term sets its own limit) no
+failed request. Latency percentiles are of the 2xx answers only: a service that refuses fast must
+not look fast; its refusals count in `error_rate` instead.
 """
 
 from __future__ import annotations
@@ -35,6 +39,10 @@ SLO_TERM = re.compile(
     r"^\s*(?P<name>p50|p90|p99|p99\.9|p999|max|error_rate|rate)\s*(?P<op><=|>=)\s*"
     r"(?P<value>\d+(?:\.\d+)?(?:e-?\d+)?)\s*(?P<unit>ms|us|s|%|/s|req/s|rps)?\s*$"
 )
+# The error-rate gate when --slo sets none: a gate that passed a service refusing every request
+# would be worse than no gate. Any tolerance is the user's to state (`error_rate<=0.1%`).
+DEFAULT_ERROR_RATE = 0.0
+LATENCY_OF = "2xx answers"  # what the percentiles measure (reports say it beside them)
 SLO_HINT = (
     "Terms: p50|p90|p99|p999|max <= N ms|s|us, error_rate <= N or N%, rate >= N (req/s); "
     "comma-separated or --slo repeated, e.g. --slo 'p99<=50ms,error_rate<=0.1%'."
@@ -246,10 +254,11 @@ def run_step(
 
 
 def summarize(outcome: loadgen.Outcome, plan: loadgen.Plan, sent: Payloads) -> Step:
+    # served answers only: refusals (503s are often instant) would pull the percentiles down
     answered = [
         ((done - due) * 1000, due)
         for done, due, status in zip(outcome.done, outcome.due, outcome.status)
-        if status > 0
+        if 200 <= status < 300
     ]
     latencies = sorted(ms for ms, _ in answered)
     errors: dict[str, int] = {}
@@ -330,9 +339,10 @@ def _timeline(answered: list[tuple[float, float]], duration: float) -> list[Wind
 
 
 def gates(terms: list[Term], step: Step | None, search: FindMax | None = None) -> list[Gate]:
-    """Every SLO term as a gate on `step`'s figures, and the gate always on: no wrong answer among
-    those checked. With --find-max, `rate>=` applies to the highest rate found (`max_rate`), which
-    must at least be the first step's when no `rate` term is given."""
+    """Every SLO term as a gate on `step`'s figures, and the gates always on: `error_rate<=0` when
+    no `error_rate` term is given, and no wrong answer among those checked. With --find-max,
+    `rate>=` applies to the highest rate found (`max_rate`), which must at least be the first
+    step's when no `rate` term is given."""
     result = []
     for term in terms:
         value = step.figure(term.name) if step else None
@@ -341,12 +351,14 @@ def gates(terms: list[Term], step: Step | None, search: FindMax | None = None) -
         result.append(Gate(term.text.replace(" ", ""), term.op, term.limit, value, term.unit))  # type: ignore[arg-type]
     if search is not None and not any(t.name == "rate" for t in terms):
         result.append(Gate("max_rate", ">=", search.steps[0].offered_rate, search.max_rate, " req/s"))
+    if not any(t.name == "error_rate" for t in terms):
+        result.append(Gate("error_rate", "<=", DEFAULT_ERROR_RATE, step.error_rate if step else None))
     result.append(Gate("wrong_answers", "<=", 0, step.wrong_answers if step else None))
     return result
 
 
 def step_passes(terms: list[Term], step: Step) -> bool:
-    """A find-max step: every term but `rate` met, no wrong answer, and the service kept up."""
+    """A find-max step: every term but `rate` met, the gates always on too, and the service kept up."""
     latency_terms = [t for t in terms if t.name != "rate"]
     kept_up = step.achieved_rate >= KEEPS_UP * step.offered_rate
     return kept_up and all(g.passed for g in gates(latency_terms, step))
@@ -518,16 +530,11 @@ def run(
     log: Callable[[str], None] | None = None,
 ) -> LoadTest:
     """Load the service (started here, or at --url) and judge the SLO. Raises EndpointUnreachable
-    when --url does not answer at all, LoadTestFailed when the started service never answers right."""
+    when --url does not answer at all, UsageError when it serves another model or version,
+    LoadTestFailed when it is unhealthy or the started service never answers right."""
     sent = payloads(artifact, options.route, options.batch_size, options.data)
     if options.url is not None:
-        client = contract.Client(options.url, options.headers, options.timeout)
-        health = contract.health_check(artifact.model, client)
-        if not health.ok:
-            raise LoadTestFailed(
-                f"{options.url}: {health.detail}. No load was sent.",
-                "Check that --url serves this artifact's model version (smoke-test --url says more).",
-            )
+        check_endpoint(artifact, options.url, options.headers, options.timeout)
         return _load(options.url, artifact, options, sent, None, progress, log)
     service, cold = start_service(artifact, sent, options.start_timeout)
     try:
@@ -536,6 +543,27 @@ def run(
         return _load(service.base_url, artifact, options, sent, cold, progress, log)
     finally:
         service.stop()
+
+
+def check_endpoint(artifact: Artifact, url: str, headers: dict[str, str], timeout: float) -> None:
+    """--url must serve this artifact's model version, healthy, before any load is sent. Another
+    model or version there is a usage error (exit 2, as `compare --candidate-url`): the URL names
+    another deployment, and exit 1 would read as "this version missed its SLO". An unhealthy or
+    refusing endpoint is this deployment failing (exit 1)."""
+    client = contract.Client(url, headers, timeout)
+    problem, _ = contract.health_problem(artifact.model, client)
+    if problem is None:
+        return
+    if problem.elsewhere:
+        raise UsageError(
+            f"{url} serves another deployment: {problem.detail}. No load was sent.",
+            "Point --url at the deployment of this artifact, or load the artifact of the version "
+            "deployed there (without --url, the artifact is started here).",
+        )
+    raise LoadTestFailed(
+        f"{url}: {problem.detail}. No load was sent.",
+        "Check that --url serves this artifact and is healthy (smoke-test --url says more).",
+    )
 
 
 def _load(

@@ -8,7 +8,7 @@ from typing import Any
 
 from deployctl.checks.contract import Check
 from deployctl.checks.html import HtmlReport, new_figure
-from deployctl.checks.loadtest import LoadTest, Step
+from deployctl.checks.loadtest import LATENCY_OF, LoadTest, Step
 
 PERCENTILES = ("p50", "p90", "p99", "p999", "max")
 
@@ -109,7 +109,7 @@ def _figures(result: LoadTest, step: Step) -> list[tuple[str, Any]]:
         ("offered rate (req/s)", step.offered_rate),
         ("achieved rate (req/s)", round(step.achieved_rate, 1)),
         ("requests", step.requests),
-        *[(f"latency {p} (ms)", step.latency_ms[p]) for p in PERCENTILES],
+        *[(f"latency {p} (ms, {LATENCY_OF})", step.latency_ms[p]) for p in PERCENTILES],
         ("errors", ", ".join(f"{k}: {v}" for k, v in step.errors.items()) or "none"),
         ("timeouts", step.timeouts),
         ("wrong answers / checked", f"{step.wrong_answers} / {step.answers_checked}"),
@@ -131,7 +131,7 @@ def _over_time(step: Step) -> Any:
     for index, label, style in ((3, "max", ":"), (2, "p99", "-"), (1, "p50", "-")):
         axes.plot(t, [w[index] for w in step.timeline], style, label=label, linewidth=1.5)
     axes.set_xlabel("seconds into the run (by the time each request was due)")
-    axes.set_ylabel("latency (ms)")
+    axes.set_ylabel(f"latency of {LATENCY_OF} (ms)")
     axes.set_yscale("log")
     axes.legend()
     axes.grid(True, alpha=0.3)
@@ -139,7 +139,7 @@ def _over_time(step: Step) -> Any:
 
 
 def _distribution(step: Step) -> Any:
-    """The share of requests slower than each latency (a complementary CDF, log-log): the tail
+    """The share of answers slower than each latency (a complementary CDF, log-log): the tail
     shows as it is, which a histogram hides."""
     figure, axes = new_figure()
     values = step.latencies
@@ -151,8 +151,8 @@ def _distribution(step: Step) -> Any:
         axes.step(xs, ys, where="post", linewidth=1.5)
     axes.set_xscale("log")
     axes.set_yscale("log")
-    axes.set_xlabel("latency (ms)")
-    axes.set_ylabel("share of requests slower")
+    axes.set_xlabel(f"latency of {LATENCY_OF} (ms)")
+    axes.set_ylabel(f"share of {LATENCY_OF} slower")
     axes.grid(True, which="both", alpha=0.3)
     return figure
 
