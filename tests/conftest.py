@@ -8,6 +8,8 @@ The registry is built once per session in a temp dir:
   churn_logreg     plain binary logistic regression on numbers
   unsigned_model   logged without a signature or example
   doubler          a custom mlflow.pyfunc.PythonModel (no native flavor)
+  imputed_churn    a pipeline whose optional column (required=False) is imputed in a
+                   ColumnTransformer; a string column first
 """
 
 from __future__ import annotations

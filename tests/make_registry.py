@@ -12,9 +12,14 @@ import mlflow
 import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
-from mlflow.models import infer_signature
+from mlflow.models import ModelSignature, infer_signature
+from mlflow.types.schema import ColSpec, Schema
+from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import RandomForestClassifier
+from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder
 
 from deployctl.demo import synthetic_transactions, train_and_register
 
@@ -76,6 +81,53 @@ def main(tracking_uri: str) -> None:
 
     log(LogisticRegression().fit(churn, churn.x0 > 0), churn, "unsigned_model", signed=False)
     log_pyfunc()
+    log_imputed(np.random.default_rng(21))
+
+
+def log_imputed(rng: np.random.Generator) -> None:
+    """imputed_churn: a pipeline whose optional column (ColSpec required=False) is imputed by a
+    SimpleImputer inside a ColumnTransformer; its first column is a string."""
+    n = 200
+    X = pd.DataFrame(
+        {
+            "plan": rng.choice(["basic", "plus", "pro"], n),
+            "monthly_charges": rng.uniform(10, 120, n).round(2),
+            "tenure_months": rng.integers(0, 72, n),
+            "support_calls": rng.integers(0, 9, n).astype(float),
+        }
+    )
+    X.loc[::5, "support_calls"] = np.nan
+    noise = rng.normal(0, 5, n)
+    y = X.support_calls.fillna(2) * 8 + X.monthly_charges / 3 - X.tenure_months + noise > 10
+    prepare = ColumnTransformer(
+        [
+            ("plan", OneHotEncoder(handle_unknown="ignore"), ["plan"]),
+            ("calls", SimpleImputer(strategy="median"), ["support_calls"]),
+        ],
+        remainder="passthrough",
+    )
+    model = Pipeline([("prepare", prepare), ("classify", LogisticRegression(max_iter=1000))]).fit(X, y)
+    signature = ModelSignature(
+        inputs=Schema(
+            [
+                ColSpec("string", "plan"),
+                ColSpec("double", "monthly_charges"),
+                ColSpec("long", "tenure_months"),
+                ColSpec("double", "support_calls", required=False),
+            ]
+        ),
+        outputs=infer_signature(X, model.predict(X)).outputs,
+    )
+    with mlflow.start_run() as run:
+        mlflow.sklearn.log_model(
+            model,
+            name="model",
+            signature=signature,
+            input_example=X.head(4),
+            registered_model_name="imputed_churn",
+            skops_trusted_types=["numpy.dtype"],  # SimpleImputer's
+        )
+    print(f"imputed_churn={run.info.run_id}")
 
 
 class Doubler(mlflow.pyfunc.PythonModel):

@@ -26,6 +26,8 @@ pytestmark = pytest.mark.slow
 JSON = "application/json"
 HOUSE_ROW = {"area": 100.0, "rooms": 3, "age": 10.0}
 DOUBLER_ROW = {"a": 1.0, "b": 3}
+IMPUTED_ROW = {"plan": "basic", "monthly_charges": 50.0, "tenure_months": 12, "support_calls": 3.0}
+OPTIONAL = "support_calls"  # imputed_churn's optional column (required=False), imputed by the model
 
 
 def corpus(row: dict, fcol: str, icol: str) -> list[tuple[str, str, bytes]]:
@@ -69,6 +71,16 @@ def corpus(row: dict, fcol: str, icol: str) -> list[tuple[str, str, bytes]]:
         ("instances_records", JSON, j({"instances": [row]})),
         ("instances_lists", JSON, j({"instances": [vals]})),
         ("instances_empty", JSON, j({"instances": []})),
+        # MLflow makes a value that is not records or columns one array of the first column's type:
+        # numpy refusing it is BAD_REQUEST, an array is INVALID_PARAMETER_VALUE (no named columns)
+        ("inputs_lists", JSON, j({"inputs": [vals, vals]})),
+        ("instances_lists_null", JSON, j({"instances": [[None if c == fcol else row[c] for c in cols]]})),
+        ("inputs_lists_null", JSON, j({"inputs": [[None if c == icol else row[c] for c in cols]]})),
+        ("instances_values", JSON, j({"instances": vals})),
+        ("instances_ragged_lists", JSON, j({"instances": [vals, vals[:1]]})),
+        ("instances_nested_lists", JSON, j({"instances": [[vals]]})),
+        ("instances_record_then_list", JSON, j({"instances": [row, vals]})),
+        ("inputs_record_then_value", JSON, j({"inputs": [row, vals[0]]})),
         ("inputs_columnar", JSON, j({"inputs": {c: [row[c]] for c in cols}})),
         ("inputs_records", JSON, j({"inputs": [row, row]})),
         ("inputs_ragged", JSON, j({"inputs": {cols[0]: [vals[0]] * 2, **{c: [row[c]] for c in cols[1:]}}})),
@@ -122,6 +134,8 @@ MODELS = {
     "fraud": ("models:/fraud_detector/1", FRAUD_ROW, "amount", "hour"),
     "house": ("models:/house_price/1", HOUSE_ROW, "area", "rooms"),
     "doubler": ("models:/doubler/1", DOUBLER_ROW, "a", "b"),  # a custom pyfunc: NaN in, NaN out
+    # an optional column imputed in a ColumnTransformer, and a string column first
+    "imputed": ("models:/imputed_churn/1", IMPUTED_ROW, "monthly_charges", "tenure_months"),
 }
 CASES = [(model, *case) for model, (_, row, f, i) in MODELS.items() for case in corpus(row, f, i)]
 
@@ -230,3 +244,64 @@ def test_deliberate_difference_no_content_type_is_a_415_not_a_500(
     mine = httpx.post(f"{ours}/invocations", content=body)
     assert reference.status_code >= 500
     assert mine.status_code == 415 and "application/json" in mine.json()["error"]
+
+
+def test_deliberate_difference_optional_column_left_out_is_imputed(
+    servers: Callable[..., tuple[str, str]],
+    build_artifact: Callable[..., Path],  # noqa: F811
+) -> None:
+    """Rows without the signature's optional column: here the column is given to the model as
+    missing values (NaN, which its imputer fills), the answer being the model's own on a frame with
+    NaN in that column; MLflow hands the model a frame without the column, which the
+    ColumnTransformer refuses (400 BAD_REQUEST), or, for `instances` records only some of which
+    hold it, cannot make the frame (400 INVALID_PARAMETER_VALUE)."""
+    import mlflow
+    import numpy as np
+    import pandas as pd
+
+    ours, theirs = servers("imputed")
+    model = mlflow.sklearn.load_model(str(build_artifact(MODELS["imputed"][0], "fastapi") / "model"))
+    without = {k: v for k, v in IMPUTED_ROW.items() if k != OPTIONAL}
+    rows = [without, {"plan": "pro", "monthly_charges": 15.0, "tenure_months": 70}]
+    cols = list(without)
+    frame = pd.DataFrame([{**row, OPTIONAL: np.nan} for row in rows])
+    expected = model.predict(frame).tolist()
+    assert len(set(expected)) == 2, expected  # two different answers: the rows are told apart
+    csv = "".join(
+        ",".join(str(v) for v in line) + "\n" for line in [cols, *([r[c] for c in cols] for r in rows)]
+    )
+    bodies = {
+        "dataframe_records": (JSON, {"dataframe_records": rows}),
+        "dataframe_split": (
+            JSON,
+            {"dataframe_split": {"columns": cols, "data": [list(r.values()) for r in rows]}},
+        ),
+        "instances": (JSON, {"instances": rows}),
+        "inputs_records": (JSON, {"inputs": rows}),
+        "inputs_columns": (JSON, {"inputs": {c: [r[c] for r in rows] for c in cols}}),
+        "csv": ("text/csv", csv),
+    }
+    for case, (content_type, body) in bodies.items():
+        raw = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+        headers = {"content-type": content_type}
+        mine = httpx.post(f"{ours}/invocations", content=raw, headers=headers)
+        reference = httpx.post(f"{theirs}/invocations", content=raw, headers=headers)
+        assert (mine.status_code, mine.json()) == (200, {"predictions": expected}), (case, mine.text)
+        assert reference.status_code == 400, (case, reference.text[:300])
+        assert reference.json()["error_code"] == "BAD_REQUEST", (case, reference.text[:300])
+
+    # `instances` records, one with the optional column and one without
+    mixed = [IMPUTED_ROW, rows[1]]
+    frame = pd.DataFrame([IMPUTED_ROW, {**rows[1], OPTIONAL: np.nan}])
+    raw = json.dumps({"instances": mixed}).encode()
+    mine = httpx.post(f"{ours}/invocations", content=raw, headers={"content-type": JSON})
+    reference = httpx.post(f"{theirs}/invocations", content=raw, headers={"content-type": JSON})
+    assert (mine.status_code, mine.json()) == (200, {"predictions": model.predict(frame).tolist()}), mine.text
+    assert reference.status_code == 400, reference.text[:300]
+    assert reference.json()["error_code"] == "INVALID_PARAMETER_VALUE", reference.text[:300]
+    # the same records as `inputs`: MLflow makes one frame of them (NaN where the column is not
+    # given), as here: the same answer
+    raw = json.dumps({"inputs": mixed}).encode()
+    mine = httpx.post(f"{ours}/invocations", content=raw, headers={"content-type": JSON})
+    reference = httpx.post(f"{theirs}/invocations", content=raw, headers={"content-type": JSON})
+    assert_same(mine, reference, "inputs_some_without_the_optional_column")

@@ -298,6 +298,68 @@ def test_invocations_refuses_bad_bodies_as_mlflow_clients_expect(
     assert answer["error_code"] == code and answer["message"] == answer["error"]
 
 
+@pytest.mark.parametrize(
+    ("first", "body", "code"),
+    [  # MLflow makes the value one array of the first column's type (np.array(value, dtype)):
+        # numpy refusing it is BAD_REQUEST; an array has no named columns: INVALID_PARAMETER_VALUE
+        ("string", {"instances": [["a", 1.0, None]]}, "INVALID_PARAMETER_VALUE"),
+        ("string", {"inputs": [["a", 1.0, 2], ["b", None, None]]}, "INVALID_PARAMETER_VALUE"),
+        ("string", {"instances": [["a", 1.0, 2], ["b"]]}, "BAD_REQUEST"),  # ragged
+        ("string", {"instances": [[["a", 1.0, 2]]]}, "INVALID_PARAMETER_VALUE"),
+        ("double", {"instances": [[1.0, "a", 2]]}, "BAD_REQUEST"),
+        ("double", {"instances": [[1.0, None, 2]]}, "INVALID_PARAMETER_VALUE"),
+        ("double", {"inputs": [1.0, 2.0, 3]}, "INVALID_PARAMETER_VALUE"),
+        ("double", {"instances": "a"}, "BAD_REQUEST"),
+        ("double", {"instances": None}, "INVALID_PARAMETER_VALUE"),  # NaN
+        ("long", {"instances": [[1, None, 2]]}, "BAD_REQUEST"),
+        ("long", {"inputs": None}, "BAD_REQUEST"),
+        ("long", {"inputs": [[1, 2.5, True]]}, "INVALID_PARAMETER_VALUE"),
+        ("integer", {"instances": [[2**40, 1.0, 2]]}, "BAD_REQUEST"),  # out of int32
+        ("boolean", {"instances": [["a", None, 2]]}, "INVALID_PARAMETER_VALUE"),
+        # instances whose first item is a record: every item is read as one (MLflow: BAD_REQUEST);
+        # as inputs, the whole list is made one array
+        ("string", {"instances": [{"c0": "a"}, ["a", 1.0, 2]]}, "BAD_REQUEST"),
+        ("string", {"inputs": [{"c0": "a"}, 3]}, "INVALID_PARAMETER_VALUE"),
+        ("string", {"inputs": [{"c0": "a"}, ["a", 1.0, 2]]}, "BAD_REQUEST"),
+    ],
+)
+def test_invocations_value_not_a_table_is_refused_by_mlflows_rule(first: str, body: Any, code: str) -> None:
+    types = {"c0": first, "c1": "double", "c2": "long"}
+    X = pd.DataFrame({"c1": RNG.normal(size=20), "c2": RNG.integers(0, 5, 20)})
+    X.insert(0, "c0", {"string": "a", "double": 1.5, "long": 2, "integer": 3, "boolean": True}[first])
+    model = Pipeline([("features", ColumnTransformer([("n", "passthrough", ["c1", "c2"])])),
+                      ("classify", LogisticRegression())]).fit(X, X.c1 > 0)  # fmt: skip
+    status, answer = call(make_service(model, columns(types), X), "/invocations", body)
+    assert (status, answer["error_code"]) == (400, code), answer
+
+
+def test_invocations_list_for_one_column_is_that_column() -> None:
+    """A signature of one column: MLflow takes an `instances` / `inputs` list as its values, made
+    an array of its type ("1" and 2 read as strings, null as "None", as numpy's str makes them)."""
+    X = pd.DataFrame({"plan": RNG.choice(["basic", "pro"], 40)})
+    model = Pipeline(
+        [("encode", OneHotEncoder(handle_unknown="ignore")), ("classify", LogisticRegression())]
+    ).fit(X, X.plan == "pro")
+    service = make_service(model, columns({"plan": "string"}), X)
+    values = ["pro", "basic", None, 2]
+    want = model.predict(pd.DataFrame({"plan": ["pro", "basic", "None", "2"]})).tolist()
+    for key in ("instances", "inputs"):
+        assert call(service, "/invocations", {key: values}) == (200, {"predictions": want})
+        status, answer = call(service, "/invocations", {key: [values]})  # lists as values: the model refuses
+        assert (status, answer["error_code"]) == (400, "BAD_REQUEST"), answer
+    X = numeric_frame()[["x0"]]
+    model = LogisticRegression().fit(X, X.x0 > 0)
+    service = make_service(model, columns({"x0": "double"}), X)
+    want = model.predict(pd.DataFrame({"x0": [0.5, -1.0, 1.0]})).tolist()
+    assert call(service, "/invocations", {"inputs": [0.5, -1, True]}) == (200, {"predictions": want})
+    for body, code in [
+        ({"inputs": ["a"]}, "BAD_REQUEST"),  # no float
+        ({"instances": [[0.5], [1.0]]}, "INVALID_PARAMETER_VALUE"),  # lists in a double column
+    ]:
+        status, answer = call(service, "/invocations", body)
+        assert (status, answer["error_code"]) == (400, code), (body, answer)
+
+
 def test_invocations_reads_csv_and_nan_and_answers_version(binary: tuple[Any, pd.DataFrame]) -> None:
     service, X = binary
     rows = X.iloc[:2]

@@ -239,7 +239,7 @@ def _frame(key: str, value: Any, schema: Schema) -> pd.DataFrame:
                 "Invalid input. Dataframe records format must be a list of records. Got dictionary."
             )
         return _records(value)
-    return _tensor_input(value, schema)
+    return _tensor_input(key, value, schema)
 
 
 def _csv(body: bytes, schema: Schema) -> pd.DataFrame:
@@ -311,8 +311,9 @@ def _records(value: list[Any]) -> pd.DataFrame:
         raise invalid_input(f"Invalid input. {exc}") from None
 
 
-def _tensor_input(value: Any, schema: Schema) -> pd.DataFrame:
-    """`instances` and `inputs`: records, or columns as lists; anything else is not a table."""
+def _tensor_input(key: str, value: Any, schema: Schema) -> pd.DataFrame:
+    """`instances` and `inputs`: records, or columns as lists, are a table; anything else is
+    read as MLflow reads it (`_as_one_array`)."""
     if isinstance(value, dict):
         columns = {k: v if isinstance(v, list) else [v] for k, v in value.items()}
         if len({len(v) for v in columns.values()}) > 1:
@@ -320,15 +321,61 @@ def _tensor_input(value: Any, schema: Schema) -> pd.DataFrame:
         return pd.DataFrame(columns)
     if isinstance(value, list) and value and all(isinstance(item, dict) for item in value):
         return pd.DataFrame(value)
-    if isinstance(value, list) and value and {c["type"] for c in schema.columns} & {"string", "boolean"}:
-        try:  # MLflow makes one array of the rows: a string column's value is no number
-            np.asarray(value, dtype="float64")
-        except (TypeError, ValueError) as exc:
-            raise invalid_input(f"Invalid input. {exc}") from None
+    if key == "instances" and isinstance(value, list) and value and isinstance(value[0], dict):
+        # MLflow's parse_instances_data reads every instance as a record once the first is one
+        raise invalid_input(
+            "Invalid input. The first instance is a record (an object), so every instance must be one."
+        )
+    array = _as_one_array(value, schema)
+    if len(schema.columns) == 1 and isinstance(value, list) and not any(isinstance(v, dict) for v in value):
+        # a list for a signature of one column is that column's values; nested lists are values
+        # that MLflow's enforcement of a number or boolean column refuses (a string column passes
+        # them to the model)
+        if array.ndim == 1:
+            return pd.DataFrame({schema.names[0]: array})
+        if schema.columns[0]["type"] == "string":
+            return pd.DataFrame({schema.names[0]: array.tolist()})
     raise schema_failure(
         f"Failed to enforce schema with schema {schema.names}: the model expects a table with "
-        "named columns (records or columns), not a list of lists or an empty list."
+        "named columns (records or columns), not a list of lists, a list of values, a single value "
+        "or an empty list."
     )
+
+
+# The numpy dtype of each signature column type as MLflow's DataType.to_numpy() gives it (a string
+# is numpy's str, not the object dtype of a DataFrame's string column).
+NUMPY_DTYPES = {
+    "double": "float64",
+    "float": "float32",
+    "long": "int64",
+    "integer": "int32",
+    "boolean": "bool",
+    "string": "str",
+}
+
+
+def _as_one_array(value: Any, schema: Schema) -> np.ndarray[Any, Any]:
+    """MLflow's reading of an `instances` / `inputs` value that is not records or columns (a list
+    of lists or of values, an empty list, a single value), for a signature of named columns.
+
+    proto_json_utils._cast_schema_type makes the whole value one numpy array of the signature's
+    first column's type (convert_data_type: `np.array(value, dtype)`, a single value as
+    `np.array([value], dtype)[0]`). numpy refusing it (a string where the first column is a
+    number, null where it is an integer, a ragged list) is MlflowInvalidInputException: 400
+    BAD_REQUEST, raised here. An array numpy makes is handed to the model: for a signature of one
+    column a list is that column (the caller makes it the frame); else the model's schema
+    enforcement finds no named column in it: 400 INVALID_PARAMETER_VALUE, left to the caller.
+    """
+    if not schema.columns:
+        return np.array([])
+    dtype = NUMPY_DTYPES[schema.columns[0]["type"]]
+    try:
+        return np.array(value if isinstance(value, list) else [value], dtype=dtype)
+    except Exception as exc:  # MLflow catches every exception of the conversion
+        raise invalid_input(
+            f"Invalid input. The input cannot be made one array of type {dtype} (the type of "
+            f"the signature's first column {schema.names[0]!r}), as MLflow makes it: {exc}"
+        ) from None
 
 
 def rows_of(frame: Any, schema: InputSchema) -> Any:
