@@ -441,6 +441,45 @@ def test_sigterm_answers_the_call_in_progress_and_exits_0(sleeper: Path) -> None
     service.channel.close()
 
 
+def held_request(port: int) -> tuple[socket.socket, bytes]:
+    """A REST /predict admitted and still sending its body (its first 5 bytes sent), which the
+    server must answer before it stops: (the connection, the rest of the body to send)."""
+    body = json.dumps({"features": FRAUD_ROW}).encode()
+    held = socket.create_connection(("127.0.0.1", port))
+    head = "POST /predict HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+    held.sendall(f"{head}content-length: {len(body)}\r\n\r\n".encode() + body[:5])
+    return held, body[5:]
+
+
+def test_during_the_sigterm_drain_grpc_is_not_ready_and_refuses_new_infer(
+    built: Callable[[str], Path],
+) -> None:
+    """uvicorn drains HTTP before the lifespan stops gRPC: all that time the gRPC port is open, and
+    must say not ready (ServerReady, ModelReady false, as Triton and KServe do) and refuse a new
+    ModelInfer with UNAVAILABLE, while the request in progress is answered and the process exits 0."""
+    service = GrpcService(built(FRAUD))
+    held, rest = held_request(service.port)
+    with held:
+        time.sleep(1)  # the server admits the request and waits for the rest of its body
+        assert service.stub.ServerReady(pb.ServerReadyRequest()).ready
+        service.proc.send_signal(signal.SIGTERM)
+        time.sleep(1)  # uvicorn's loop sees the signal, closes HTTP's listener, waits for `held`
+        with grpc.insecure_channel(service.grpc_url) as channel:  # a new client
+            stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+            assert stub.ServerLive(pb.ServerLiveRequest()).live
+            assert not stub.ServerReady(pb.ServerReadyRequest()).ready
+            assert not stub.ModelReady(pb.ModelReadyRequest(name="fraud-detector")).ready
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.ModelInfer(fraud_request())
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert "not ready: the server is shutting down" in refused.value.details()
+        assert not oip_grpc.InferenceServerClient(service.grpc_url).is_server_ready()
+        held.sendall(rest)
+        assert held.recv(4096).startswith(b"HTTP/1.1 200")
+    assert service.proc.wait(30) == 0
+    service.channel.close()
+
+
 def test_smoke_test_checks_model_infer_over_grpc(built: Callable[[str], Path]) -> None:
     result = run_cli("smoke-test", str(built(IRIS)), "--json", env={**os.environ, "GRPC": "1"})
     assert result.code == 0, result.output

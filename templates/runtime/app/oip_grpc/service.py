@@ -5,8 +5,9 @@ same door: the bearer token of app/guard.py (`authorization` metadata; the liven
 readiness RPCs stay open, as /v2/health/* do), the same bound on requests in progress, the same
 micro-batched scoring and the same metrics (route label `grpc`). A refused request is a status
 with the REST error's message: INVALID_ARGUMENT (400, 413, 415), NOT_FOUND (404),
-UNAUTHENTICATED (401), RESOURCE_EXHAUSTED (overloaded), UNAVAILABLE (not ready); INTERNAL only
-for a bug, logged with its traceback.
+UNAUTHENTICATED (401), RESOURCE_EXHAUSTED (overloaded), UNAVAILABLE (a new ModelInfer once the
+server is stopping, when ServerReady and ModelReady answer false); INTERNAL only for a bug,
+logged with its traceback.
 
 Settings: GRPC=0 turns it off; GRPC_PORT (default 8081); GRPC_MAX_MESSAGE_BYTES, the largest
 request and answer (default 4 MiB, gRPC's own default; over it: RESOURCE_EXHAUSTED from gRPC).
@@ -40,6 +41,14 @@ CODES = {
 }
 HINT = "set GRPC_PORT to a free port, or GRPC=0 to serve HTTP only"
 Score = Callable[[Call], Awaitable[Scored]]
+
+
+class Refused(BadRequest):
+    """A call the guard turns away before its answer, with the status code that says why."""
+
+    def __init__(self, refusal: BadRequest, code: grpc.StatusCode) -> None:
+        super().__init__(refusal.message, refusal.status)
+        self.code = code
 
 
 class Settings:
@@ -107,27 +116,25 @@ class InferenceService:
         """The RPC behind the guard, counted in the metrics and the access log; refusals as statuses."""
         method = f"/{SERVICE}/{name}"
         probe = path != MODELS
+        infer = name == "ModelInfer"
 
         async def rpc(request: Any, context: aio.ServicerContext) -> Any:
             started = self.metrics.started()
             status, admitted = 500, False
             try:
-                refused = self.service.auth.refuse(path, _authorization(context))
-                if refused is None and not probe:
-                    admitted = self.in_flight.admit()
-                    if not admitted:
-                        self.metrics.shed()
-                        refused = self.in_flight.overloaded()
+                refused = self.refusal(path, infer, context)
                 if refused is not None:
                     raise refused
+                admitted = not probe
                 response = await answer(request)
                 status = 200
                 return response
+            except Refused as exc:
+                status = exc.status
+                await context.abort(exc.code, exc.message)
             except BadRequest as exc:
                 status = exc.status
-                overloaded = exc.status == 503 and not probe and not admitted
-                code = grpc.StatusCode.RESOURCE_EXHAUSTED if overloaded else CODES.get(exc.status)
-                await context.abort(code or grpc.StatusCode.INVALID_ARGUMENT, exc.message)
+                await context.abort(CODES.get(exc.status, grpc.StatusCode.INVALID_ARGUMENT), exc.message)
             except Exception as exc:  # the rule of app/service.py's `failure`: only a bug is INTERNAL
                 log.error(
                     "request failed", exc_info=exc, extra={"fields": {"method": "gRPC", "path": method}}
@@ -141,13 +148,30 @@ class InferenceService:
 
         return rpc
 
+    def refusal(self, path: str, infer: bool, context: aio.ServicerContext) -> Refused | None:
+        """Why a call is turned away before its answer: no token; a ModelInfer once the server is
+        stopping (UNAVAILABLE, so that the client tries another replica, while the readiness RPCs
+        answer false); the bound on requests in progress. None: admitted, and a call other than
+        the probes then holds a slot of that bound until answered."""
+        refused = self.service.auth.refuse(path, _authorization(context))
+        if refused is not None:
+            return Refused(refused, CODES.get(refused.status, grpc.StatusCode.UNAUTHENTICATED))
+        if path != MODELS:
+            return None
+        if infer and self.service.draining:
+            return Refused(self.service.not_ready(), grpc.StatusCode.UNAVAILABLE)
+        if not self.in_flight.admit():
+            self.metrics.shed()
+            return Refused(self.in_flight.overloaded(), grpc.StatusCode.RESOURCE_EXHAUSTED)
+        return None
+
     # -- the RPCs ---------------------------------------------------------------------------------
 
     async def server_live(self, _: pb.ServerLiveRequest) -> pb.ServerLiveResponse:
         return pb.ServerLiveResponse(live=True)
 
     async def server_ready(self, _: pb.ServerReadyRequest) -> pb.ServerReadyResponse:
-        return pb.ServerReadyResponse(ready=self.service.ready)
+        return pb.ServerReadyResponse(ready=self.service.ready)  # false from SIGTERM on
 
     async def model_ready(self, request: pb.ModelReadyRequest) -> pb.ModelReadyResponse:
         self.oip.route(model_path(request.name, request.version))  # NOT_FOUND for another model
