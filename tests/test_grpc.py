@@ -26,11 +26,13 @@ import tritonclient.grpc as oip_grpc
 import tritonclient.http as oip_http
 from conftest import FRAUD_ROW, ROOT, Registry, build_registry, infer_inputs, run_cli
 from prometheus_client.parser import text_string_to_metric_families
+from test_capture import records_in, wait_for_lines
 from test_oip import Service
 from test_params_tensors import tensor_registry  # noqa: F401 (fixture)
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 
+from deployctl.checks.rows import REDACTED
 from deployctl.manifest import Artifact
 from deployctl.process import free_port
 
@@ -478,6 +480,85 @@ def test_during_the_sigterm_drain_grpc_is_not_ready_and_refuses_new_infer(
         assert held.recv(4096).startswith(b"HTTP/1.1 200")
     assert service.proc.wait(30) == 0
     service.channel.close()
+
+
+def captured_grpc(artifact: Path, sink: Path, **env: str) -> GrpcService:
+    return GrpcService(artifact, env={"CAPTURE": f"file:{sink}", "ACCESS_LOG": "0", **env})
+
+
+def request_id_of(call: Any) -> str | None:
+    """The `x-request-id` a call's answer (or refusal) carried in its trailing metadata."""
+    return dict(call.trailing_metadata() or ()).get("x-request-id")
+
+
+def test_model_infer_is_captured_as_rest_infer_is(built: Callable[[str], Path], tmp_path: Path) -> None:
+    """With CAPTURE, each ModelInfer is one schema-valid record under the metrics' route label `grpc`:
+    the caller's x-request-id (returned as trailing metadata), the validated rows with a
+    CAPTURE_REDACT column as the marker, and the answer REST /v2 infer gives the same request;
+    an id no log line should hold is replaced by a generated one; a refusal with CAPTURE_ERRORS=1
+    is recorded with its error."""
+    artifact, sink = built(FRAUD), tmp_path / "capture.jsonl"
+    service = captured_grpc(artifact, sink, CAPTURE_REDACT="merchant_category", CAPTURE_ERRORS="1")
+    try:
+        name, rows = "fraud-detector", recorded_rows(artifact)
+        client = oip_grpc.InferenceServerClient(service.grpc_url)
+        inputs = grpc_inputs(client.get_model_metadata(name), rows)
+        client.infer(name, inputs, request_id="oip-1", headers={"x-request-id": "grpc-1"})
+        rest = oip_http.InferenceServerClient(service.url.removeprefix("http://"))
+        rest_inputs = infer_inputs(rest.get_model_metadata(name), rows)
+        expected = rest.infer(name, rest_inputs, request_id="oip-1", headers={"X-Request-ID": "rest-1"})
+        infer = service.stub.ModelInfer.with_call
+        _, answered = infer(fraud_request(), metadata=(("x-request-id", "grpc-2"),))
+        assert request_id_of(answered) == "grpc-2"
+        _, odd = infer(fraud_request(), metadata=(("x-request-id", "a b"),))
+        generated = request_id_of(odd)
+        assert generated is not None and len(generated) == 32
+        with pytest.raises(grpc.RpcError) as refused:
+            service.stub.ModelInfer(fraud_request(hour=None), metadata=(("x-request-id", "grpc-bad"),))
+        assert request_id_of(refused.value) == "grpc-bad"
+        wait_for_lines(sink, 5)
+    finally:
+        service.stop()
+    written = records_in(sink)
+    records = {r["request_id"]: r for r in written}
+    assert sorted(r["request_id"] for r in written) == sorted(
+        ["grpc-1", "rest-1", "grpc-2", generated, "grpc-bad"]
+    )
+    first, same = records["grpc-1"], records["rest-1"]
+    assert first["route"] == "grpc" and first["status"] == 200 and first["error"] is None
+    assert first["answer"] == expected.get_response()  # REST infer's answer to the same request
+    assert first["input"] == same["input"] and same["route"] == "/v2/models/{name}/infer"
+    columns = first["input"]["columns"]
+    assert first["input"]["rows"] == [
+        [REDACTED if c == "merchant_category" else row[c] for c in columns] for row in rows
+    ]
+    assert records[generated]["status"] == records["grpc-2"]["status"] == 200
+    bad = records["grpc-bad"]
+    assert bad["status"] == 400 and bad["error"] == refused.value.details() and bad["answer"] is None
+    assert bad["route"] == "grpc" and bad["input"] is None
+
+
+def test_refused_model_infer_is_not_captured_without_capture_errors(
+    built: Callable[[str], Path], serving: Callable[[str], GrpcService], tmp_path: Path
+) -> None:
+    """As HTTP: a refused call is recorded only with CAPTURE_ERRORS=1; and with capture off, no
+    request id is read or returned (ModelInfer does nothing for capture)."""
+    sink = tmp_path / "capture.jsonl"
+    service = captured_grpc(built(FRAUD), sink)
+    try:
+        with pytest.raises(grpc.RpcError) as refused:
+            service.stub.ModelInfer(fraud_request(hour=None), metadata=(("x-request-id", "bad"),))
+        assert refused.value.code() == INVALID and request_id_of(refused.value) == "bad"
+        service.stub.ModelInfer(fraud_request(), metadata=(("x-request-id", "good"),))
+        wait_for_lines(sink, 1)
+        time.sleep(0.5)  # the writer's next wakes: nothing more comes
+    finally:
+        service.stop()
+    assert [r["request_id"] for r in records_in(sink)] == ["good"]
+    _, plain_call = serving(FRAUD).stub.ModelInfer.with_call(
+        fraud_request(), metadata=(("x-request-id", "off"),)
+    )
+    assert request_id_of(plain_call) is None
 
 
 def test_smoke_test_checks_model_infer_over_grpc(built: Callable[[str], Path]) -> None:

@@ -317,6 +317,25 @@ class ModelService:
         text = None if error is None else _error_text(error)
         self.record_capture(request_id, label, call, answer, status, text, started)
 
+    def captured_call(
+        self,
+        request_id: str,
+        route: str,
+        call: Call | None,
+        answer: Any,
+        status: int,
+        error: Exception | None,
+        started: float,
+    ) -> None:
+        """Queue the capture record of a scoring call of another binding (gRPC's ModelInfer), by
+        `captured`'s rules: when in the sample, and a refused one only with CAPTURE_ERRORS.
+        `route` is its label as recorded (the metrics' label of that binding)."""
+        capture = self.capture
+        if capture is None or not capture.wanted() or (error is not None and not capture.errors):
+            return
+        text = None if error is None else _error_text(error)
+        self.record_capture(request_id, route, call, answer, status, text, started)
+
     def record_capture(
         self,
         request_id: str,
