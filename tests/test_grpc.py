@@ -31,6 +31,7 @@ from test_oip import Service
 from test_params_tensors import tensor_registry  # noqa: F401 (fixture)
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
+from tritonclient.utils import InferenceServerException
 
 from deployctl.checks.rows import REDACTED
 from deployctl.manifest import Artifact
@@ -480,6 +481,38 @@ def test_during_the_sigterm_drain_grpc_is_not_ready_and_refuses_new_infer(
         assert held.recv(4096).startswith(b"HTTP/1.1 200")
     assert service.proc.wait(30) == 0
     service.channel.close()
+
+
+def many_rows(count: int) -> list[dict[str, Any]]:
+    return [{**FRAUD_ROW, "amount": float(i)} for i in range(count)]
+
+
+def test_grpc_max_message_bytes_refuses_a_larger_request_and_raised_admits_it(
+    built: Callable[[str], Path],
+) -> None:
+    """200 rows are ~8 KB of raw tensors: over a 4096-byte limit RESOURCE_EXHAUSTED (gRPC's own
+    check, never UNKNOWN) and the server stays up; with the limit raised they are answered."""
+    rows = many_rows(200)
+    small = GrpcService(built(FRAUD), env={"GRPC_MAX_MESSAGE_BYTES": "4096"})
+    try:
+        client = oip_grpc.InferenceServerClient(small.grpc_url)
+        metadata = client.get_model_metadata("fraud-detector")
+        inputs = grpc_inputs(metadata, rows)
+        with pytest.raises(InferenceServerException) as refused:
+            client.infer("fraud-detector", inputs)
+        assert refused.value.status() == "StatusCode.RESOURCE_EXHAUSTED", refused.value
+        assert client.is_server_live()  # up, and answering what fits
+        one = client.infer("fraud-detector", grpc_inputs(metadata, rows[:1]))
+        assert one.as_numpy("predict").shape == (1,)
+    finally:
+        small.stop()
+    raised = GrpcService(built(FRAUD), env={"GRPC_MAX_MESSAGE_BYTES": "65536"})
+    try:
+        client = oip_grpc.InferenceServerClient(raised.grpc_url)
+        answer = client.infer("fraud-detector", inputs)
+        assert answer.as_numpy("predict").shape == (200,)
+    finally:
+        raised.stop()
 
 
 def captured_grpc(artifact: Path, sink: Path, **env: str) -> GrpcService:
