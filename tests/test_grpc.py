@@ -687,7 +687,7 @@ def test_smoke_test_refuses_a_malformed_grpc_value(
     assert message in result.stderr and "Hint:" in result.stderr and "Traceback" not in result.output
 
 
-@pytest.mark.parametrize("target", ["flask", "lambda"])
+@pytest.mark.parametrize("target", ["flask", "lambda", "gcf"])
 def test_smoke_test_refuses_grpc_for_a_target_without_it(
     registry: Registry, tmp_path: Path, target: str
 ) -> None:
