@@ -26,11 +26,14 @@ import tritonclient.grpc as oip_grpc
 import tritonclient.http as oip_http
 from conftest import FRAUD_ROW, ROOT, Registry, build_registry, infer_inputs, run_cli
 from prometheus_client.parser import text_string_to_metric_families
+from test_capture import records_in, wait_for_lines
 from test_oip import Service
 from test_params_tensors import tensor_registry  # noqa: F401 (fixture)
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
+from tritonclient.utils import InferenceServerException
 
+from deployctl.checks.rows import REDACTED
 from deployctl.manifest import Artifact
 from deployctl.process import free_port
 
@@ -441,6 +444,156 @@ def test_sigterm_answers_the_call_in_progress_and_exits_0(sleeper: Path) -> None
     service.channel.close()
 
 
+def held_request(port: int) -> tuple[socket.socket, bytes]:
+    """A REST /predict admitted and still sending its body (its first 5 bytes sent), which the
+    server must answer before it stops: (the connection, the rest of the body to send)."""
+    body = json.dumps({"features": FRAUD_ROW}).encode()
+    held = socket.create_connection(("127.0.0.1", port))
+    head = "POST /predict HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+    held.sendall(f"{head}content-length: {len(body)}\r\n\r\n".encode() + body[:5])
+    return held, body[5:]
+
+
+def test_during_the_sigterm_drain_grpc_is_not_ready_and_refuses_new_infer(
+    built: Callable[[str], Path],
+) -> None:
+    """uvicorn drains HTTP before the lifespan stops gRPC: all that time the gRPC port is open, and
+    must say not ready (ServerReady, ModelReady false, as Triton and KServe do) and refuse a new
+    ModelInfer with UNAVAILABLE, while the request in progress is answered and the process exits 0."""
+    service = GrpcService(built(FRAUD))
+    held, rest = held_request(service.port)
+    with held:
+        time.sleep(1)  # the server admits the request and waits for the rest of its body
+        assert service.stub.ServerReady(pb.ServerReadyRequest()).ready
+        service.proc.send_signal(signal.SIGTERM)
+        time.sleep(1)  # uvicorn's loop sees the signal, closes HTTP's listener, waits for `held`
+        with grpc.insecure_channel(service.grpc_url) as channel:  # a new client
+            stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+            assert stub.ServerLive(pb.ServerLiveRequest()).live
+            assert not stub.ServerReady(pb.ServerReadyRequest()).ready
+            assert not stub.ModelReady(pb.ModelReadyRequest(name="fraud-detector")).ready
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.ModelInfer(fraud_request())
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert "not ready: the server is shutting down" in refused.value.details()
+        assert not oip_grpc.InferenceServerClient(service.grpc_url).is_server_ready()
+        held.sendall(rest)
+        assert held.recv(4096).startswith(b"HTTP/1.1 200")
+    assert service.proc.wait(30) == 0
+    service.channel.close()
+
+
+def many_rows(count: int) -> list[dict[str, Any]]:
+    return [{**FRAUD_ROW, "amount": float(i)} for i in range(count)]
+
+
+def test_grpc_max_message_bytes_refuses_a_larger_request_and_raised_admits_it(
+    built: Callable[[str], Path],
+) -> None:
+    """200 rows are ~8 KB of raw tensors: over a 4096-byte limit RESOURCE_EXHAUSTED (gRPC's own
+    check, never UNKNOWN) and the server stays up; with the limit raised they are answered."""
+    rows = many_rows(200)
+    small = GrpcService(built(FRAUD), env={"GRPC_MAX_MESSAGE_BYTES": "4096"})
+    try:
+        client = oip_grpc.InferenceServerClient(small.grpc_url)
+        metadata = client.get_model_metadata("fraud-detector")
+        inputs = grpc_inputs(metadata, rows)
+        with pytest.raises(InferenceServerException) as refused:
+            client.infer("fraud-detector", inputs)
+        assert refused.value.status() == "StatusCode.RESOURCE_EXHAUSTED", refused.value
+        assert client.is_server_live()  # up, and answering what fits
+        one = client.infer("fraud-detector", grpc_inputs(metadata, rows[:1]))
+        assert one.as_numpy("predict").shape == (1,)
+    finally:
+        small.stop()
+    raised = GrpcService(built(FRAUD), env={"GRPC_MAX_MESSAGE_BYTES": "65536"})
+    try:
+        client = oip_grpc.InferenceServerClient(raised.grpc_url)
+        answer = client.infer("fraud-detector", inputs)
+        assert answer.as_numpy("predict").shape == (200,)
+    finally:
+        raised.stop()
+
+
+def captured_grpc(artifact: Path, sink: Path, **env: str) -> GrpcService:
+    return GrpcService(artifact, env={"CAPTURE": f"file:{sink}", "ACCESS_LOG": "0", **env})
+
+
+def request_id_of(call: Any) -> str | None:
+    """The `x-request-id` a call's answer (or refusal) carried in its trailing metadata."""
+    return dict(call.trailing_metadata() or ()).get("x-request-id")
+
+
+def test_model_infer_is_captured_as_rest_infer_is(built: Callable[[str], Path], tmp_path: Path) -> None:
+    """With CAPTURE, each ModelInfer is one schema-valid record under the metrics' route label `grpc`:
+    the caller's x-request-id (returned as trailing metadata), the validated rows with a
+    CAPTURE_REDACT column as the marker, and the answer REST /v2 infer gives the same request;
+    an id no log line should hold is replaced by a generated one; a refusal with CAPTURE_ERRORS=1
+    is recorded with its error."""
+    artifact, sink = built(FRAUD), tmp_path / "capture.jsonl"
+    service = captured_grpc(artifact, sink, CAPTURE_REDACT="merchant_category", CAPTURE_ERRORS="1")
+    try:
+        name, rows = "fraud-detector", recorded_rows(artifact)
+        client = oip_grpc.InferenceServerClient(service.grpc_url)
+        inputs = grpc_inputs(client.get_model_metadata(name), rows)
+        client.infer(name, inputs, request_id="oip-1", headers={"x-request-id": "grpc-1"})
+        rest = oip_http.InferenceServerClient(service.url.removeprefix("http://"))
+        rest_inputs = infer_inputs(rest.get_model_metadata(name), rows)
+        expected = rest.infer(name, rest_inputs, request_id="oip-1", headers={"X-Request-ID": "rest-1"})
+        infer = service.stub.ModelInfer.with_call
+        _, answered = infer(fraud_request(), metadata=(("x-request-id", "grpc-2"),))
+        assert request_id_of(answered) == "grpc-2"
+        _, odd = infer(fraud_request(), metadata=(("x-request-id", "a b"),))
+        generated = request_id_of(odd)
+        assert generated is not None and len(generated) == 32
+        with pytest.raises(grpc.RpcError) as refused:
+            service.stub.ModelInfer(fraud_request(hour=None), metadata=(("x-request-id", "grpc-bad"),))
+        assert request_id_of(refused.value) == "grpc-bad"
+        wait_for_lines(sink, 5)
+    finally:
+        service.stop()
+    written = records_in(sink)
+    records = {r["request_id"]: r for r in written}
+    assert sorted(r["request_id"] for r in written) == sorted(
+        ["grpc-1", "rest-1", "grpc-2", generated, "grpc-bad"]
+    )
+    first, same = records["grpc-1"], records["rest-1"]
+    assert first["route"] == "grpc" and first["status"] == 200 and first["error"] is None
+    assert first["answer"] == expected.get_response()  # REST infer's answer to the same request
+    assert first["input"] == same["input"] and same["route"] == "/v2/models/{name}/infer"
+    columns = first["input"]["columns"]
+    assert first["input"]["rows"] == [
+        [REDACTED if c == "merchant_category" else row[c] for c in columns] for row in rows
+    ]
+    assert records[generated]["status"] == records["grpc-2"]["status"] == 200
+    bad = records["grpc-bad"]
+    assert bad["status"] == 400 and bad["error"] == refused.value.details() and bad["answer"] is None
+    assert bad["route"] == "grpc" and bad["input"] is None
+
+
+def test_refused_model_infer_is_not_captured_without_capture_errors(
+    built: Callable[[str], Path], serving: Callable[[str], GrpcService], tmp_path: Path
+) -> None:
+    """As HTTP: a refused call is recorded only with CAPTURE_ERRORS=1; and with capture off, no
+    request id is read or returned (ModelInfer does nothing for capture)."""
+    sink = tmp_path / "capture.jsonl"
+    service = captured_grpc(built(FRAUD), sink)
+    try:
+        with pytest.raises(grpc.RpcError) as refused:
+            service.stub.ModelInfer(fraud_request(hour=None), metadata=(("x-request-id", "bad"),))
+        assert refused.value.code() == INVALID and request_id_of(refused.value) == "bad"
+        service.stub.ModelInfer(fraud_request(), metadata=(("x-request-id", "good"),))
+        wait_for_lines(sink, 1)
+        time.sleep(0.5)  # the writer's next wakes: nothing more comes
+    finally:
+        service.stop()
+    assert [r["request_id"] for r in records_in(sink)] == ["good"]
+    _, plain_call = serving(FRAUD).stub.ModelInfer.with_call(
+        fraud_request(), metadata=(("x-request-id", "off"),)
+    )
+    assert request_id_of(plain_call) is None
+
+
 def test_smoke_test_checks_model_infer_over_grpc(built: Callable[[str], Path]) -> None:
     result = run_cli("smoke-test", str(built(IRIS)), "--json", env={**os.environ, "GRPC": "1"})
     assert result.code == 0, result.output
@@ -534,7 +687,7 @@ def test_smoke_test_refuses_a_malformed_grpc_value(
     assert message in result.stderr and "Hint:" in result.stderr and "Traceback" not in result.output
 
 
-@pytest.mark.parametrize("target", ["flask", "lambda"])
+@pytest.mark.parametrize("target", ["flask", "lambda", "gcf"])
 def test_smoke_test_refuses_grpc_for_a_target_without_it(
     registry: Registry, tmp_path: Path, target: str
 ) -> None:

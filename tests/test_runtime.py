@@ -651,6 +651,20 @@ def test_not_ready_is_503_json_on_every_readiness_path(binary: tuple[Any, pd.Dat
         service.ready = True
 
 
+def test_a_draining_service_is_not_ready_and_says_why(binary: tuple[Any, pd.DataFrame]) -> None:
+    """SIGTERM (app/server.py calls `drain`): readiness 503 on every readiness path, saying the server
+    is shutting down rather than loading; liveness unchanged."""
+    service, _ = binary
+    service.drain()
+    try:
+        for path in ["/health/ready", "/v2/health/ready", "/v2/models/m/ready"]:
+            status, body = call(service, path, None, "GET")
+            assert status == 503 and body["error"] == "not ready: the server is shutting down", path
+        assert call(service, "/health/live", None, "GET") == (200, {"status": "live"})
+    finally:
+        service.ready, service.draining = True, False
+
+
 def test_requests_arriving_together_are_scored_in_one_call(binary: tuple[Any, pd.DataFrame]) -> None:
     service, X = binary
     assert service.scorer.agrees_in_batches(service.probe)

@@ -13,7 +13,10 @@ import functools
 import json
 import operator
 import os
-from collections.abc import AsyncIterator
+import signal
+import threading
+from collections.abc import AsyncIterator, Callable
+from types import FrameType
 from typing import Any
 
 from app.asgi import ModelRoutes
@@ -142,8 +145,10 @@ def _documented(request_model: type[BaseModel] | None, response_model: type[Base
 @contextlib.asynccontextmanager
 async def grpc_beside(_: FastAPI) -> AsyncIterator[None]:
     """The Open Inference Protocol's gRPC service (app/oip_grpc/) in this event loop, from start-up
-    to shutdown: uvicorn drains HTTP on SIGTERM first, then gRPC finishes its calls in progress
-    (new ones are refused) within GRACEFUL_TIMEOUT seconds. GRPC=0: HTTP only."""
+    to shutdown. On SIGTERM the service is draining at once (`drain_on_stop`): readiness false over
+    both bindings, a new gRPC ModelInfer refused with UNAVAILABLE; uvicorn drains HTTP, then gRPC
+    finishes its calls in progress (its port closed) within GRACEFUL_TIMEOUT seconds. GRPC=0: HTTP
+    only."""
     global drained
     from app.oip_grpc.service import Settings
 
@@ -153,12 +158,31 @@ async def grpc_beside(_: FastAPI) -> AsyncIterator[None]:
         from app.oip_grpc.service import start
 
         grpc_server = await start(service, app.batcher.score, app.in_flight, app.metrics, settings)
+    drain_on_stop()
     try:
         yield
     finally:
         if grpc_server is not None:
             await grpc_server.stop(float(os.environ.get("GRACEFUL_TIMEOUT", "20")))
         drained = True
+
+
+def drain_on_stop() -> None:
+    """Mark the service draining on SIGTERM or Ctrl-C, then let uvicorn's handler (installed before
+    the lifespan starts) stop it. uvicorn closes only HTTP's listeners and waits up to
+    GRACEFUL_TIMEOUT for HTTP's requests before the lifespan's shutdown stops gRPC: without this,
+    gRPC said ready and took new calls all that time."""
+    if threading.current_thread() is not threading.main_thread():
+        return  # only the main thread sets signal handlers (a server run in a thread, by a test)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        stop = signal.getsignal(signum)
+        if callable(stop):
+            signal.signal(signum, functools.partial(_draining, stop))
+
+
+def _draining(stop: Callable[[int, FrameType | None], Any], signum: int, frame: FrameType | None) -> None:
+    service.drain()
+    stop(signum, frame)
 
 
 drained = False  # set once the server has shut down in order: app/__main__.py then exits 0

@@ -122,16 +122,17 @@ class OpenInference:
     # -- routing ----------------------------------------------------------------------------------
 
     def prepare(
-        self, method: str, path: str, body: bytes, content_type: str | None, ready: bool
+        self, method: str, path: str, body: bytes, content_type: str | None, unready: BadRequest | None
     ) -> bytes | tuple[list[list[Any]], bool, Answer]:
-        """The answer to a request under /v2 (no trailing slash), or what `infer` gives to score."""
+        """The answer to a request under /v2 (no trailing slash), or what `infer` gives to score;
+        `unready`: what the readiness paths answer while the service is not ready (None: ready)."""
         expected, what = self.route(path)
         if method != expected and not (expected == "GET" and method == "HEAD"):
             raise BadRequest(f"{method} {path} is not served; use {expected}", 405)
         if what == "infer":
             return self.infer(self.request(body, content_type))
-        if what in ("ready", "model_ready") and not ready:
-            raise BadRequest("not ready: the model is still loading", 503)
+        if what in ("ready", "model_ready") and unready is not None:
+            raise unready
         answers = {"server": self.server, "live": LIVE, "ready": READY, "model": self.metadata}
         return answers.get(what, self.model_ready)
 

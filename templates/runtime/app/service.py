@@ -136,6 +136,7 @@ class ModelService:
         self.media_types = {"/metrics": MEDIA_TYPE, "/metrics/": MEDIA_TYPE}
         # loaded, and warmed up on the smoke-test rows (Scorer.fastest scored them): ready
         self.ready = True
+        self.draining = False  # stopping (`drain`): not ready again
 
     @classmethod
     def from_artifact(cls, root: Path = ROOT) -> ModelService:
@@ -155,6 +156,16 @@ class ModelService:
             with contextlib.suppress(BadRequest):
                 rows.append(self.schema.row(case["row"], "smoke case"))
         return rows
+
+    def drain(self) -> None:
+        """The server is stopping (SIGTERM): not ready from now on, so that probes and load
+        balancers send nothing new while the requests in progress finish (app/server.py)."""
+        self.ready, self.draining = False, True
+
+    def not_ready(self) -> BadRequest:
+        """The 503 of a readiness probe (or gRPC's UNAVAILABLE) while not ready, saying why."""
+        why = "the server is shutting down" if self.draining else "the model is still loading"
+        return BadRequest(f"not ready: {why}", 503)
 
     # -- endpoints: each takes the parsed JSON body and returns the Call that answers it ----------
 
@@ -306,6 +317,25 @@ class ModelService:
         text = None if error is None else _error_text(error)
         self.record_capture(request_id, label, call, answer, status, text, started)
 
+    def captured_call(
+        self,
+        request_id: str,
+        route: str,
+        call: Call | None,
+        answer: Any,
+        status: int,
+        error: Exception | None,
+        started: float,
+    ) -> None:
+        """Queue the capture record of a scoring call of another binding (gRPC's ModelInfer), by
+        `captured`'s rules: when in the sample, and a refused one only with CAPTURE_ERRORS.
+        `route` is its label as recorded (the metrics' label of that binding)."""
+        capture = self.capture
+        if capture is None or not capture.wanted() or (error is not None and not capture.errors):
+            return
+        text = None if error is None else _error_text(error)
+        self.record_capture(request_id, route, call, answer, status, text, started)
+
     def record_capture(
         self,
         request_id: str,
@@ -352,11 +382,12 @@ class ModelService:
         if path == "/version" and method in ("GET", "HEAD"):
             return self.version_body
         if is_oip_path(path):
-            answer = self.oip.prepare(method, path, body, content_type, self.ready)
+            unready = None if self.ready else self.not_ready()
+            answer = self.oip.prepare(method, path, body, content_type, unready)
             return answer if isinstance(answer, bytes) else Call(*answer)
         if path in PROBES and method in ("GET", "HEAD"):
             if path == "/health/ready" and not self.ready:
-                raise BadRequest("not ready: the model is still loading", 503)
+                raise self.not_ready()
             return PROBES[path]
         if path == "/metrics" and method in ("GET", "HEAD"):
             return self.metrics.exposition()

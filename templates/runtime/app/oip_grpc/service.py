@@ -3,10 +3,13 @@
 Every RPC is answered by the REST binding's logic (app/oip.py through convert.py), behind the
 same door: the bearer token of app/guard.py (`authorization` metadata; the liveness and
 readiness RPCs stay open, as /v2/health/* do), the same bound on requests in progress, the same
-micro-batched scoring and the same metrics (route label `grpc`). A refused request is a status
-with the REST error's message: INVALID_ARGUMENT (400, 413, 415), NOT_FOUND (404),
-UNAUTHENTICATED (401), RESOURCE_EXHAUSTED (overloaded), UNAVAILABLE (not ready); INTERNAL only
-for a bug, logged with its traceback.
+micro-batched scoring, the same metrics (route label `grpc`) and the same traffic capture
+(app/capture.py: ModelInfer recorded under that route label, its request id the caller's
+`x-request-id` metadata or a generated one, returned as `x-request-id` trailing metadata).
+A refused request is a status with the REST error's message: INVALID_ARGUMENT (400, 413, 415),
+NOT_FOUND (404), UNAUTHENTICATED (401), RESOURCE_EXHAUSTED (overloaded), UNAVAILABLE (a new
+ModelInfer once the server is stopping, when ServerReady and ModelReady answer false); INTERNAL
+only for a bug, logged with its traceback.
 
 Settings: GRPC=0 turns it off; GRPC_PORT (default 8081); GRPC_MAX_MESSAGE_BYTES, the largest
 request and answer (default 4 MiB, gRPC's own default; over it: RESOURCE_EXHAUSTED from gRPC).
@@ -15,12 +18,14 @@ request and answer (default 4 MiB, gRPC's own default; over it: RESOURCE_EXHAUST
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import grpc
 from grpc import aio
 
+from ..capture import request_id
 from ..guard import ConfigError, InFlight
 from ..logs import log, log_request
 from ..metrics import GRPC_ROUTE
@@ -39,7 +44,17 @@ CODES = {
     503: grpc.StatusCode.UNAVAILABLE,
 }
 HINT = "set GRPC_PORT to a free port, or GRPC=0 to serve HTTP only"
+REQUEST_ID = "x-request-id"  # the metadata key of the request id, as HTTP's X-Request-ID header
 Score = Callable[[Call], Awaitable[Scored]]
+Answer = Callable[[Any, aio.ServicerContext], Awaitable[Any]]  # an RPC's answer to one request
+
+
+class Refused(BadRequest):
+    """A call the guard turns away before its answer, with the status code that says why."""
+
+    def __init__(self, refusal: BadRequest, code: grpc.StatusCode) -> None:
+        super().__init__(refusal.message, refusal.status)
+        self.code = code
 
 
 class Settings:
@@ -80,7 +95,9 @@ class InferenceService:
         self.server = convert.server_metadata_response(self.oip.server)
 
     def handlers(self) -> grpc.GenericRpcHandler:
-        rpcs: dict[str, tuple[str, Callable[[Any], Awaitable[Any]], Any, Any]] = {
+        # chosen once: with capture off, ModelInfer does nothing for it (no metadata read, no id)
+        infer = self.model_infer if self.service.capture is None else self.captured_infer
+        rpcs: dict[str, tuple[str, Answer, Any, Any]] = {
             "ServerLive": (LIVE, self.server_live, pb.ServerLiveRequest, pb.ServerLiveResponse),
             "ServerReady": (READY, self.server_ready, pb.ServerReadyRequest, pb.ServerReadyResponse),
             "ModelReady": (MODELS, self.model_ready, pb.ModelReadyRequest, pb.ModelReadyResponse),
@@ -91,7 +108,7 @@ class InferenceService:
                 pb.ServerMetadataResponse,
             ),
             "ModelMetadata": (MODELS, self.model_metadata, pb.ModelMetadataRequest, pb.ModelMetadataResponse),
-            "ModelInfer": (MODELS, self.model_infer, pb.ModelInferRequest, pb.ModelInferResponse),
+            "ModelInfer": (MODELS, infer, pb.ModelInferRequest, pb.ModelInferResponse),
         }
         methods = {
             name: grpc.unary_unary_rpc_method_handler(
@@ -103,31 +120,29 @@ class InferenceService:
         }
         return grpc.method_handlers_generic_handler(SERVICE, methods)
 
-    def guarded(self, name: str, path: str, answer: Callable[[Any], Awaitable[Any]]) -> Any:
+    def guarded(self, name: str, path: str, answer: Answer) -> Any:
         """The RPC behind the guard, counted in the metrics and the access log; refusals as statuses."""
         method = f"/{SERVICE}/{name}"
         probe = path != MODELS
+        infer = name == "ModelInfer"
 
         async def rpc(request: Any, context: aio.ServicerContext) -> Any:
             started = self.metrics.started()
             status, admitted = 500, False
             try:
-                refused = self.service.auth.refuse(path, _authorization(context))
-                if refused is None and not probe:
-                    admitted = self.in_flight.admit()
-                    if not admitted:
-                        self.metrics.shed()
-                        refused = self.in_flight.overloaded()
+                refused = self.refusal(path, infer, context)
                 if refused is not None:
                     raise refused
-                response = await answer(request)
+                admitted = not probe
+                response = await answer(request, context)
                 status = 200
                 return response
+            except Refused as exc:
+                status = exc.status
+                await context.abort(exc.code, exc.message)
             except BadRequest as exc:
                 status = exc.status
-                overloaded = exc.status == 503 and not probe and not admitted
-                code = grpc.StatusCode.RESOURCE_EXHAUSTED if overloaded else CODES.get(exc.status)
-                await context.abort(code or grpc.StatusCode.INVALID_ARGUMENT, exc.message)
+                await context.abort(CODES.get(exc.status, grpc.StatusCode.INVALID_ARGUMENT), exc.message)
             except Exception as exc:  # the rule of app/service.py's `failure`: only a bug is INTERNAL
                 log.error(
                     "request failed", exc_info=exc, extra={"fields": {"method": "gRPC", "path": method}}
@@ -141,31 +156,80 @@ class InferenceService:
 
         return rpc
 
+    def refusal(self, path: str, infer: bool, context: aio.ServicerContext) -> Refused | None:
+        """Why a call is turned away before its answer: no token; a ModelInfer once the server is
+        stopping (UNAVAILABLE, so that the client tries another replica, while the readiness RPCs
+        answer false); the bound on requests in progress. None: admitted, and a call other than
+        the probes then holds a slot of that bound until answered."""
+        refused = self.service.auth.refuse(path, _metadata(context, "authorization"))
+        if refused is not None:
+            return Refused(refused, CODES.get(refused.status, grpc.StatusCode.UNAUTHENTICATED))
+        if path != MODELS:
+            return None
+        if infer and self.service.draining:
+            return Refused(self.service.not_ready(), grpc.StatusCode.UNAVAILABLE)
+        if not self.in_flight.admit():
+            self.metrics.shed()
+            return Refused(self.in_flight.overloaded(), grpc.StatusCode.RESOURCE_EXHAUSTED)
+        return None
+
     # -- the RPCs ---------------------------------------------------------------------------------
 
-    async def server_live(self, _: pb.ServerLiveRequest) -> pb.ServerLiveResponse:
+    async def server_live(self, _: pb.ServerLiveRequest, __: aio.ServicerContext) -> pb.ServerLiveResponse:
         return pb.ServerLiveResponse(live=True)
 
-    async def server_ready(self, _: pb.ServerReadyRequest) -> pb.ServerReadyResponse:
-        return pb.ServerReadyResponse(ready=self.service.ready)
+    async def server_ready(self, _: pb.ServerReadyRequest, __: aio.ServicerContext) -> pb.ServerReadyResponse:
+        return pb.ServerReadyResponse(ready=self.service.ready)  # false from SIGTERM on
 
-    async def model_ready(self, request: pb.ModelReadyRequest) -> pb.ModelReadyResponse:
+    async def model_ready(
+        self, request: pb.ModelReadyRequest, _: aio.ServicerContext
+    ) -> pb.ModelReadyResponse:
         self.oip.route(model_path(request.name, request.version))  # NOT_FOUND for another model
         return pb.ModelReadyResponse(ready=self.service.ready)
 
-    async def server_metadata(self, _: pb.ServerMetadataRequest) -> pb.ServerMetadataResponse:
+    async def server_metadata(
+        self, _: pb.ServerMetadataRequest, __: aio.ServicerContext
+    ) -> pb.ServerMetadataResponse:
         return self.server
 
-    async def model_metadata(self, request: pb.ModelMetadataRequest) -> pb.ModelMetadataResponse:
+    async def model_metadata(
+        self, request: pb.ModelMetadataRequest, _: aio.ServicerContext
+    ) -> pb.ModelMetadataResponse:
         self.oip.route(model_path(request.name, request.version))
         return self.metadata
 
-    async def model_infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
+    async def model_infer(
+        self, request: pb.ModelInferRequest, _: aio.ServicerContext
+    ) -> pb.ModelInferResponse:
+        call = self.infer_call(request)
+        scored = await self.score(call)
+        return convert.infer_response(call.answer(*scored), raw=bool(request.raw_input_contents))
+
+    async def captured_infer(
+        self, request: pb.ModelInferRequest, context: aio.ServicerContext
+    ) -> pb.ModelInferResponse:
+        """ModelInfer with CAPTURE on: answered as `model_infer`, its record queued as an HTTP
+        request's (a refused one only with CAPTURE_ERRORS); the request id goes back to the
+        client as trailing metadata, which a refusal's status carries too."""
+        started = time.perf_counter()
+        rid = request_id(_metadata(context, REQUEST_ID))
+        context.set_trailing_metadata(((REQUEST_ID, rid),))
+        call: Call | None = None
+        try:
+            call = self.infer_call(request)
+            answer = call.answer(*await self.score(call))
+            response = convert.infer_response(answer, raw=bool(request.raw_input_contents))
+        except Exception as exc:
+            self.service.captured_call(rid, GRPC_ROUTE, call, None, _status(exc), exc, started)
+            raise
+        self.service.captured_call(rid, GRPC_ROUTE, call, answer, 200, None, started)
+        return response
+
+    def infer_call(self, request: pb.ModelInferRequest) -> Call:
+        """The validated request to score, as REST's infer makes it (the same errors)."""
         self.oip.route(model_path(request.model_name, request.model_version) + "/infer")
         rows, probabilities, answer = self.oip.infer(convert.infer_body(request))
-        call = Call(rows, probabilities, answer)
-        scored = await self.score(call)
-        return convert.infer_response(answer(*scored), raw=bool(request.raw_input_contents))
+        return Call(rows, probabilities, answer)
 
 
 def model_path(name: str, version: str) -> str:
@@ -199,8 +263,14 @@ async def start(
     return server
 
 
-def _authorization(context: aio.ServicerContext) -> str | None:
+def _metadata(context: aio.ServicerContext, wanted: str) -> str | None:
+    """The value of a text metadata key of the call (gRPC gives the keys lowercase)."""
     for key, value in context.invocation_metadata() or ():
-        if key == "authorization":
+        if key == wanted:
             return value if isinstance(value, str) else None
     return None
+
+
+def _status(exc: Exception) -> int:
+    """The HTTP status counted (and recorded) for an answer that raised: a bug's is 500."""
+    return exc.status if isinstance(exc, BadRequest) else 500
