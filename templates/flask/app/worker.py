@@ -232,22 +232,29 @@ class BufferedWorker(ThreadWorker):
         self.nr_conns -= 1
         self.log.warning("Invalid request from ip=%s: %s", (conn.client or ("",))[0], message)
         write_json_error(conn.sock, status, message)
+        self.count(*request_line(conn.received), status, time.perf_counter())
         conn.close(graceful=True)
 
     def shed(self, conn: Conn, method: str, path: str) -> None:
         """Answer 503 with Retry-After on this thread, close, and count it as the app counts requests."""
-        metrics = self.service.metrics
-        started = metrics.started()
+        started = time.perf_counter()
         message = (
             f"overloaded: {self.in_flight.limit} requests in progress on this worker; "
             f"retry after {RETRY_AFTER} s"
         )
         write_json_error(conn.sock, 503, message, {"Retry-After": RETRY_AFTER})
-        metrics.shed()
-        metrics.finished(path, 503, started)
-        log_request(method, path, 503, started)
+        self.service.metrics.shed()
+        self.count(method, path, 503, started)
         self.nr_conns -= 1
         conn.close()
+
+    def count(self, method: str, path: str, status: int, started: float) -> None:
+        """An answer written here, not by the app: counted and logged as the app counts its own (the
+        README: every answer is counted), its route label from the runtime's closed set."""
+        metrics = self.service.metrics
+        metrics.started()
+        metrics.finished(path, status, started)
+        log_request(method, path, status, started)
 
     def forget(self, conn: Conn) -> None:
         if conn.watched:
@@ -268,6 +275,7 @@ class BufferedWorker(ThreadWorker):
             if conn.received:
                 message = f"the request did not arrive within {REQUEST_TIMEOUT:g} s"
                 write_json_error(conn.sock, 408, message)
+                self.count(*request_line(conn.received), 408, time.perf_counter())
             conn.close()
 
     # -- draining on SIGTERM ---------------------------------------------------------------------
@@ -327,6 +335,8 @@ class BufferedWorker(ThreadWorker):
         else:
             self.log.warning("Invalid request from ip=%s: %s", (addr or ("",))[0], message)
         write_json_error(client, status, message)
+        path = getattr(req, "path", None) or "-"
+        self.count(getattr(req, "method", None) or "-", path, status, time.perf_counter())
 
 
 def body_framing(head: bytes) -> int | str:
