@@ -347,7 +347,7 @@ class BufferedUnreader(SocketUnreader):  # type: ignore[misc]
     The worker hands the parser a whole request at once (`unread`), and gunicorn's own buffer copies
     all that is left on every read and unread; its chunked-body reader asks for "what there is" for
     every chunk and carries it along, so a body of one-byte chunks took a thread time quadratic in
-    their number (100,000: about 12 s; 1 MB of them: minutes). Here a read costs what it returns,
+    their number (100,000: 23 s here; 1 MB of them: minutes). Here a read costs what it returns,
     and a read of "what there is" returns at most `mxchunk` bytes (8 KiB), as one recv would."""
 
     def __init__(self, sock: socket.socket, max_chunk: int = 8192) -> None:
