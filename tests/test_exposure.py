@@ -333,3 +333,15 @@ def test_k8s_public_service_warns_and_namespace_restriction_renders(
         {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "gateway"}}}
     ]
     kubernetes_validate.validate(found["NetworkPolicy"], K8S_VERSION, strict=True)
+
+
+def test_k8s_node_port_warns_that_every_node_exposes_the_model(
+    cli: Callable[..., Any], tmp_path: Path
+) -> None:
+    options = ["--service-type", "NodePort"]
+    result = cli("generate", "-m", FRAUD, "-t", "k8s", "-o", str(tmp_path / "k8s"), *options)
+    assert result.code == 0, result.output
+    warning = " ".join(result.stderr.split())
+    assert "Warning: --service-type NodePort: the model is reachable from outside the cluster" in warning
+    assert "(a port on every node)" in warning and "AUTH_TOKEN_SHA256" in warning
+    assert k8s_objects(tmp_path / "k8s")["Service"]["spec"]["type"] == "NodePort"

@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -43,27 +46,35 @@ def built(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Calla
     return make
 
 
-@pytest.fixture(scope="module")
-def fraud_url(built: Callable[[str], tuple[Path, str]]) -> Iterator[str]:
-    """`deployctl serve`: the real functions-framework, until SIGTERM."""
-    artifact, _ = built(FRAUD)
+@contextlib.contextmanager
+def serving(artifact: Path, env: dict[str, str] | None = None) -> Iterator[str]:
+    """`deployctl serve`: the real functions-framework, its URL once /health answers, until SIGTERM."""
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "deployctl", "serve", str(artifact), "--port", str(port)],
+        env={**os.environ, **(env or {})},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        try:
-            if httpx.get(f"{url}/health").status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.1)
-        assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
-    yield url
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(30)
+    try:
+        for _ in range(600):
+            try:
+                if httpx.get(f"{url}/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+            assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+        yield url
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+
+
+@pytest.fixture(scope="module")
+def fraud_url(built: Callable[[str], tuple[Path, str]]) -> Iterator[str]:
+    with serving(built(FRAUD)[0]) as url:
+        yield url
 
 
 def test_generate_writes_the_function_source_and_prints_the_deploy_command(
@@ -80,6 +91,9 @@ def test_generate_writes_the_function_source_and_prints_the_deploy_command(
     command = "gcloud functions deploy fraud-detector --gen2 --runtime=python311 --region=us-central1"
     assert command in " ".join(output.split())  # the terminal may wrap it
     assert "--entry-point=handle --trigger-http --memory=1Gi --timeout=60s" in " ".join(output.split())
+    # private: only callers with roles/cloudfunctions.invoker (issue 20)
+    assert "--timeout=60s --no-allow-unauthenticated" in " ".join(output.split())
+    assert "--allow-unauthenticated" not in output.replace("--no-allow-unauthenticated", "")
     assert "--source=. --entry-point=handle" in (artifact / "README.md").read_text()
 
 
@@ -151,6 +165,30 @@ def test_post_to_the_bare_url_predicts(fraud_url: str) -> None:
     bare = httpx.post(f"{fraud_url}/", json={"features": ROW})
     assert bare.status_code == 200
     assert bare.json() == httpx.post(f"{fraud_url}/predict", json={"features": ROW}).json()
+
+
+TOKEN = "tok-5be0f3d8-not-a-real-secret"
+
+
+def test_with_a_token_digest_the_function_refuses_without_the_right_token(
+    built: Callable[[str], tuple[Path, str]],
+) -> None:
+    """AUTH_TOKEN_SHA256 (a function deployed public): 401 JSON with `WWW-Authenticate: Bearer`
+    without the token or with a wrong one, the bare URL too; 200 with it; the probes stay open."""
+    digest = hashlib.sha256(TOKEN.encode()).hexdigest()
+    with serving(built(FRAUD)[0], {"AUTH_TOKEN_SHA256": digest}) as url:
+        for path in ("/predict", "/"):
+            for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
+                answer = httpx.post(f"{url}{path}", json={"features": ROW}, headers=headers)
+                assert answer.status_code == 401, (path, headers, answer.text)
+                assert answer.headers["www-authenticate"] == "Bearer"
+                assert answer.headers["content-type"].startswith("application/json")
+                assert answer.json()["error"]
+            right = {"Authorization": f"Bearer {TOKEN}"}
+            answer = httpx.post(f"{url}{path}", json={"features": ROW}, headers=right)
+            assert answer.status_code == 200 and answer.json()["prediction"] in (0, 1), answer.text
+        for probe in ("/health", "/health/live", "/health/ready", "/v2/health/ready"):
+            assert httpx.get(url + probe).status_code == 200, probe
 
 
 BAD = [

@@ -4,7 +4,10 @@ through the CLI, run as their READMEs run them, driven over real sockets.
 
 Every request here got a 5xx, a stalled worker or an unbounded metric before; each must now be
 a 4xx JSON answer (or 408 for headers that never finish), counted, and the service stays healthy.
-The fuzz suite at the end throws generated bodies (nesting, unicode, sizes, types) at every route.
+A bug no validation catches (a model whose predictions JSON cannot hold) is a 500 JSON answer,
+logged with its traceback and counted; every answer is counted, FastAPI's own pages and what the
+HTTP layer refuses itself included. The fuzz suite at the end throws generated bodies (nesting,
+unicode, sizes, types) at every route.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from conftest import FRAUD_ROW, Registry, run_cli
+from conftest import FRAUD_ROW, Registry, build_registry, run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
@@ -304,6 +307,42 @@ def test_unknown_v2_paths_share_one_route_label(fraud: Running) -> None:
     assert request_series(fraud)[("other", "404")] >= 300
 
 
+# Requests answered outside the runtime's `handle` on one server or the other: FastAPI's own pages,
+# flask's refusal of a body too large to read and Flask's of a method no route takes, and what
+# each server's HTTP layer refuses itself (a chunk size that is no number, a garbage request line,
+# headers over the limit).
+OUTSIDE_THE_RUNTIME = [
+    b"GET /docs HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET /openapi.json HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"TRACE /predict HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    b"Content-Length: 50000000\r\n\r\n{",
+    b"POST /predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    b"\x16\x03\x01\x02\x00 garbage\r\n\r\n",
+    b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n",
+]
+
+
+def test_every_answer_is_counted_by_code(fraud: Running) -> None:
+    """FastAPI's pages and flask's body refusals were answered but not in deployctl_requests_total;
+    every answer's status is now counted once, under a route label of the closed set."""
+    before = request_series(fraud)
+    answered: dict[str, int] = {}
+    for request in OUTSIDE_THE_RUNTIME:
+        status = str(exchange(fraud.port, request)[0])
+        answered[status] = answered.get(status, 0) + 1
+    after = request_series(fraud)
+    counted = {
+        code: sum(n - before.get((route, c), 0) for (route, c), n in after.items() if c == code)
+        for code in answered
+    }
+    if "200" in counted:
+        counted["200"] -= 1  # the first request_series' GET /metrics
+    assert counted == answered, (counted, answered)
+    assert {route for route, _ in after} - {route for route, _ in before} <= {"other", "/predict", "/metrics"}
+
+
 @pytest.mark.parametrize("target", TARGETS)
 def test_multiprocess_metrics_directory_is_removed_at_shutdown(
     built: Callable[[str, str], Path], target: str, tmp_path: Path
@@ -463,6 +502,51 @@ def test_a_bug_is_a_logged_counted_500_json_and_the_next_request_is_answered(
     assert status == 500 and service.handle("GET", "/health", b"")[0] == 200
 
 
+@pytest.fixture(scope="module")
+def broken_registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
+    """square_root (tests/make_broken_registry.py): complex predictions for a negative x."""
+    return build_registry("make_broken_registry.py", tmp_path_factory.mktemp("broken-registry"))
+
+
+def failure_lines(log: Path) -> list[dict[str, Any]]:
+    """The server's JSON log lines saying a request failed (its other output is not JSON)."""
+    lines = [line for line in log.read_text(errors="replace").splitlines() if line.startswith("{")]
+    return [entry for entry in map(json.loads, lines) if entry.get("msg") == "request failed"]
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_a_bug_on_a_real_server_is_a_logged_counted_500_json_and_the_next_request_is_answered(
+    broken_registry: Registry, tmp_path: Path, target: str
+) -> None:
+    """The runtime's rule on the real servers: a valid request whose answer the service cannot
+    write (the model's predictions are complex numbers) is a 500 JSON answer, one JSON log line
+    with the traceback, counted by code, the in-progress gauge back where it was, and the worker
+    answers the next request."""
+    out = tmp_path / "artifact"
+    generate = ["generate", "-m", "models:/square_root/1", "-t", target, "-o", str(out)]
+    for command in (generate, ["build", str(out)]):
+        result = run_cli(*command, env=broken_registry.env())
+        assert result.code == 0, result.output
+    running = start(out, "square-root")
+    try:
+        assert running.post("/predict", b'{"features": [4.0]}').json()["prediction"] == 2.0
+        broken = running.post("/predict", b'{"features": [-4.0]}')
+        assert broken.status_code == 500, broken.text
+        assert broken.headers["content-type"].startswith("application/json")
+        assert broken.json() == {"error": "internal error: TypeError"}  # orjson's, for complex
+        assert in_progress(running) == 1  # the /metrics request itself: the failed one is not left in
+        assert request_series(running)[("/predict", "500")] == 1
+        after = running.post("/predict", b'{"features": [9.0]}')
+        assert after.status_code == 200 and after.json()["prediction"] == 3.0, after.text
+        assert running.healthy()
+    finally:
+        stop(running.proc)
+    [line] = failure_lines(running.log)
+    assert line["level"] == "ERROR" and (line["method"], line["path"]) == ("POST", "/predict")
+    assert line["exc"].startswith("Traceback"), line
+    assert "not JSON serializable: complex" in line["exc"], line["exc"]
+
+
 # -- the fuzz suite: generated bodies on every route of both servers ------------------------------
 
 FIELDS = ["features", "instances", "inputs", "data", "datatype", "shape", "name", "id", "parameters"]
@@ -531,7 +615,15 @@ def bodies(draw: st.DrawFn) -> bytes:
     ).encode()
 
 
-ROUTES = ["/predict", "/predict_batch", "/invocations", "infer", "/v2", "/health", "/metrics"]
+ROUTES = ["/predict", "/predict_batch", "/invocations", "infer", "/v2", "model", "model-ready"]
+ROUTES += ["/health", "/health/live", "/health/ready", "/ping", "/version", "/metrics"]
+MODEL_PATHS = {"infer": "/infer", "model": "", "model-ready": "/ready"}  # under /v2/models/{name}
+
+
+def route_path(running: Running, route: str) -> str:
+    if route in MODEL_PATHS:
+        return f"/v2/models/{running.name}{MODEL_PATHS[route]}"
+    return route
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
@@ -541,17 +633,17 @@ ROUTES = ["/predict", "/predict_batch", "/invocations", "infer", "/v2", "/health
     content_type=st.sampled_from(
         ["application/json", "text/csv", "application/json; charset=utf-8", "text/plain"]
     ),
-    method=st.sampled_from(["POST", "POST", "POST", "GET", "PUT"]),
+    method=st.sampled_from(["POST", "POST", "POST", "GET", "HEAD", "PUT"]),
 )
 def test_fuzz_no_5xx_and_healthy_after_each(
     fraud: Running, route: str, body: bytes, content_type: str, method: str
 ) -> None:
-    path = infer_path(fraud) if route == "infer" else route
+    path = route_path(fraud, route)
     answer = httpx.request(
         method, fraud.url + path, content=body, headers={"content-type": content_type}, timeout=30
     )
     assert answer.status_code < 500, (answer.status_code, answer.text[:300])
-    if path != "/metrics" and answer.status_code >= 400:
+    if path != "/metrics" and answer.status_code >= 400 and method != "HEAD":  # HEAD: no body
         assert "error" in answer.json()
     assert fraud.healthy()
 

@@ -5,6 +5,8 @@
   flask (gunicorn), fastapi (uvicorn) and gcf (functions-framework), and the service answers after.
 - flask: 200 clients trickling their headers a byte every 5 s do not keep /health from answering
   within 1 s; SIGTERM under load answers every request whose bytes were sent, then exits 0.
+- Both: 8 bodies of one-byte chunks trickling in do not keep /health from answering within 1 s,
+  and a body of 100,000 one-byte chunks is answered within seconds.
 """
 
 from __future__ import annotations
@@ -234,6 +236,68 @@ def test_a_body_of_one_byte_chunks_trickled_is_read_in_full(server: int) -> None
         sock.sendall(b"0\r\nX-Trailer: y\r\n\r\n")
         response = read_response(sock)
     assert response is not None and response[0] == whole[0] and response[2] == whole[2], (response, whole)
+
+
+# BODY with JSON whitespace before its end, 100,000 bytes; as 100,000 one-byte chunks (1.2 MB).
+PADDED = BODY[:-1] + b" " * (100_000 - len(BODY)) + BODY[-1:]
+CHUNK_BYTES = len(b"1;ext=x\r\n \r\n")
+ONE_BYTE_CHUNKS = b"".join(b"1;ext=x\r\n%c\r\n" % byte for byte in PADDED)
+CHUNKS_A_WRITE = 100  # a write every 4 ms
+TRICKLERS = 8
+
+
+def trickle_chunks(port: int, sent: threading.Event, stop: threading.Event) -> None:
+    """Send ONE_BYTE_CHUNKS after a chunked head, set `sent`, hold the connection till `stop`."""
+    step = CHUNK_BYTES * CHUNKS_A_WRITE
+    with socket.create_connection((HOST, port), timeout=60) as sock:
+        sock.sendall(CHUNKED_HEAD)
+        for start in range(0, len(ONE_BYTE_CHUNKS), step):
+            sock.sendall(ONE_BYTE_CHUNKS[start : start + step])
+            time.sleep(0.004)
+        sent.set()
+        stop.wait(60)
+
+
+def test_health_answers_within_1s_while_8_bodies_of_one_byte_chunks_trickle(server: int) -> None:
+    """flask re-parsed a chunked body from its start on every read, on the thread that reads every
+    connection: 8 such bodies slowed /health to 7.4 s. Asked every 50 ms while 8 bodies trickle in
+    and for a second after (what a server that lags still has to read), /health answers within 1 s.
+    The bodies are never finished: this measures the thread that reads them; the threads that
+    parse a finished one are the next test's."""
+    stop = threading.Event()
+    sent = [threading.Event() for _ in range(TRICKLERS)]
+    senders = [threading.Thread(target=trickle_chunks, args=(server, done, stop)) for done in sent]
+    took: list[float] = []
+    try:
+        for sender in senders:
+            sender.start()
+        deadline: float | None = None
+        while deadline is None or time.monotonic() < deadline:
+            started = time.monotonic()
+            assert healthy(server)
+            took.append(round(time.monotonic() - started, 3))
+            time.sleep(0.05)
+            if deadline is None and all(done.is_set() for done in sent):
+                deadline = time.monotonic() + 1
+    finally:
+        stop.set()
+        for sender in senders:
+            sender.join(60)
+    assert len(took) >= 20 and max(took) < 1, took  # all along the trickle
+    assert healthy(server)
+
+
+def test_a_body_of_100000_one_byte_chunks_is_answered_within_seconds(server: int) -> None:
+    """gunicorn's chunked-body reader, on a flask thread, copied all that was left of the request for
+    every chunk: these 100,000 took the thread 23 s (a 1 MB body of them: minutes), and four
+    such requests held every thread, /health included. Now the answer of the whole body, at once."""
+    whole = exchange(server, b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n%s" % (len(PADDED), PADDED))  # fmt: skip
+    started = time.monotonic()
+    response = exchange(server, CHUNKED_HEAD + ONE_BYTE_CHUNKS + b"0\r\n\r\n", timeout=60)
+    took = time.monotonic() - started
+    assert response[0] == whole[0] and response[2] == whole[2], (response, whole)
+    assert took < 3, took
 
 
 def test_flask_serves_health_within_1s_while_200_clients_trickle_their_headers(

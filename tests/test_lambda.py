@@ -5,6 +5,7 @@ invoke the handler from the unpacked zip in a clean interpreter with real API Ga
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -391,6 +392,37 @@ def test_events_that_are_not_http_requests_get_400(
 def test_handler_is_still_warm_after_bad_input(fraud_invoker: apigw.Invoker) -> None:
     assert fraud_invoker.alive()
     assert call(fraud_invoker, "2.0", "GET", "/health")[0] == 200
+
+
+TOKEN = "tok-7d2a9c41-not-a-real-secret"
+PROBES = ("/health", "/health/live", "/health/ready", "/v2/health/ready")
+
+
+def test_with_a_token_digest_the_handler_refuses_without_the_right_token(
+    fraud_fn: tuple[Path, str], tmp_path: Path
+) -> None:
+    """AUTH_TOKEN_SHA256 on the function (a deployment with `--auth none`, the platform checking
+    nothing): 401 JSON with `WWW-Authenticate: Bearer` without the token or with a wrong one, in
+    both payload formats; 200 with it; the probes stay open."""
+    digest = hashlib.sha256(TOKEN.encode()).hexdigest()
+    invoker = start_invoker(fraud_fn[0], tmp_path, {"AUTH_TOKEN_SHA256": digest})
+    body = json.dumps({"features": ROW}).encode()
+    try:
+        for make in (apigw.v1_event, apigw.v2_event):
+            for wrong in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
+                result = invoker.invoke(make("POST", "/predict", body, {**JSON, **wrong}))["result"]
+                headers = {name.lower(): value for name, value in result["headers"].items()}
+                assert result["statusCode"] == 401, (wrong, result)
+                assert headers["www-authenticate"] == "Bearer", headers
+                assert headers["content-type"] == "application/json", headers
+                assert json.loads(result["body"])["error"], result
+            right = {**JSON, "Authorization": f"Bearer {TOKEN}"}
+            result = invoker.invoke(make("POST", "/predict", body, right))["result"]
+            assert result["statusCode"] == 200 and json.loads(result["body"])["prediction"] in (0, 1), result
+            for probe in PROBES:
+                assert invoker.invoke(make("GET", probe))["result"]["statusCode"] == 200, probe
+    finally:
+        invoker.close()
 
 
 # -- the emulated execution environment itself -----------------------------------------------------

@@ -58,6 +58,9 @@ REQUEST_TIMEOUT = float(os.environ.get("REQUEST_TIMEOUT", "30"))
 # scores every waiting small request in one model call, so an admitted request waits for at most the
 # batch being scored and its own; 64 small rows take a few milliseconds for a typical model.
 DEFAULT_MAX_IN_FLIGHT = 64
+# The metrics of this process's ModelRoutes (one a worker process): JsonErrorsProtocol counts there
+# what it answers itself, before any app sees the request (README: every answer is counted).
+PROCESS_METRICS: list[Metrics | Deferred] = []
 
 
 class MicroBatcher:
@@ -128,6 +131,7 @@ class ModelRoutes:
             # one event loop in one process: the cheaper counting (see Deferred)
             service.metrics = Deferred(service.metrics)  # type: ignore[assignment]
         self.metrics = service.metrics
+        PROCESS_METRICS[:] = [self.metrics]
         self.batcher = MicroBatcher(service.scorer, wanted and agrees, service.metrics)
         # the batcher's queue holds only admitted requests: this bounds it too
         self.in_flight = InFlight.from_environ(DEFAULT_MAX_IN_FLIGHT)
@@ -189,14 +193,27 @@ class ModelRoutes:
             lifespan = scope["type"] == "lifespan"
             await self.fallback(scope, receive, self.closing_capture(send) if lifespan else send)
             return
+        # counted and logged like the runtime's answers (the route label: "other"), whatever FastAPI
+        # answers or raises; 500 if it never began an answer
+        started = self.metrics.started()
+        answered = [500]
+        try:
+            await self.guarded(scope, receive, send, answered)
+        finally:
+            log_request(scope["method"], scope["path"], answered[-1], started)
+            self.metrics.finished(scope["path"], answered[-1], started)
+
+    async def guarded(self, scope: Scope, receive: Receive, send: Send, answered: list[int]) -> None:
+        """One request to FastAPI's paths, its status appended to `answered` once its answer begins."""
         rid = request_id(header(scope, b"x-request-id")).encode()
         refused = self.service.auth.refuse(scope["path"], authorization(scope))
         if refused is None:
-            await self.fallback(scope, receive, with_request_id(send, rid))
+            await self.fallback(scope, receive, with_request_id(send, rid, answered))
             return
         payload = error_body(refused)
         headers = [(b"content-type", JSON), (b"content-length", b"%d" % len(payload)), (b"x-request-id", rid)]
         headers += [(name.encode(), value.encode()) for name, value in headers_for(refused.status)]
+        answered.append(refused.status)
         await send({"type": "http.response.start", "status": refused.status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
 
@@ -243,11 +260,13 @@ def header(scope: Scope, wanted: bytes) -> bytes | None:
     return None
 
 
-def with_request_id(send: Send, rid: bytes) -> Send:
-    """FastAPI's answers (/docs, unknown paths) carry X-Request-ID too."""
+def with_request_id(send: Send, rid: bytes, answered: list[int]) -> Send:
+    """FastAPI's answers (/docs, unknown paths) carry X-Request-ID too; their status is appended
+    to `answered`, for the metrics."""
 
     async def sending(message: Message) -> None:
         if message["type"] == "http.response.start":
+            answered.append(message["status"])
             message = {**message, "headers": [*message.get("headers", []), (b"x-request-id", rid)]}
         await send(message)
 
@@ -389,7 +408,12 @@ class JsonErrorsProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
         self._refuse(status, reason, message)
 
     def _refuse(self, status: int, reason: bytes, message: str) -> None:
-        """Answer {"error": message} with `status` and close the connection."""
+        """Answer {"error": message} with `status` and close the connection. Counted in the metrics
+        (route "other") when refused in its head: once its headers are in, the app runs it, sees
+        the connection close and counts it itself."""
+        if not self.headers_done:
+            for metrics in PROCESS_METRICS:
+                metrics.finished("-", status, metrics.started())
         body = dumps({"error": message})
         head = b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n" % (
             status,
