@@ -3,6 +3,7 @@ port, stale or interrupted builds, commands printed for copying at a real termin
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -12,14 +13,22 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from conftest import ROOT, Registry, Result, run_cli
+from rich.console import Console
 
-from deployctl.manifest import BUILD_OUTPUTS
+from deployctl import docker_engine, wheelhouse
+from deployctl.errors import Interrupted
+from deployctl.manifest import BUILD_OUTPUTS, Artifact
 from deployctl.process import free_port
+from deployctl.targets import builders, embedded
+from deployctl.targets import get as get_target
+from deployctl.targets.aws_lambda import packaging
+from deployctl.targets.base import Target
 
 FRAUD = "models:/fraud_detector@production"
 NARROW = {"COLUMNS": "80"}  # a common terminal width: Rich used to hard-wrap commands there
@@ -193,7 +202,8 @@ def test_interrupted_then_stale_build_is_not_taken_for_built(registry: Registry,
             path = out / name
             shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
     assert code == 130, stderr
-    assert "interrupted" in stderr and "Traceback" not in stderr, stderr
+    assert "interrupted: the half-filled .venv was removed." in " ".join(stderr.split()), stderr
+    assert "Traceback" not in stderr, stderr
     assert not (out / ".venv").exists(), "the half-filled .venv was left behind"
     for command in (("smoke-test", str(out)), ("serve", str(out), "--port", str(free_port()))):
         result = run_cli(*command, timeout=120)
@@ -205,6 +215,119 @@ def test_interrupted_then_stale_build_is_not_taken_for_built(registry: Registry,
     for command in (("smoke-test", str(out)), ("serve", str(out), "--port", str(free_port()))):
         result = run_cli(*command, timeout=120)
         assert_one_paragraph_error(result, "another requirements.txt", f"deployctl build {out}")
+
+
+def stub_artifact(path: Path, target: str, **options: object) -> Artifact:
+    """Enough of an artifact for a builder to start on: what it reads before the step stubbed out."""
+    (path / "requirements.txt").write_text("scikit-learn==1.5.2\n")
+    manifest = {"target": target, "name": "fraud-detector", "model": {"name": "m", "version": "1"}}
+    return Artifact(path, {**manifest, "options": options})
+
+
+def ctrl_c_after(make: Callable[[], object]) -> Callable[..., None]:
+    """A stand-in for a build step: it makes part of its output, then the user presses Ctrl-C."""
+
+    def step(*_: object, **__: object) -> None:
+        make()
+        raise KeyboardInterrupt
+
+    return step
+
+
+def interrupted_message(target: str, artifact: Artifact) -> str:
+    with pytest.raises(Interrupted) as stopped:
+        get_target(target).build(artifact, Console(file=io.StringIO()))
+    assert stopped.value.exit_code == 130
+    return stopped.value.message
+
+
+def test_ctrl_c_in_a_venv_build_says_the_venv_was_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    venv_python = tmp_path / ".venv" / "bin" / "python"
+    half = ctrl_c_after(lambda: venv_python.parent.mkdir(parents=True) or venv_python.touch())
+    monkeypatch.setattr(builders, "create_venv", half)
+    for target in ("flask", "gcf"):  # gcf's builder wraps the venv builder
+        message = interrupted_message(target, stub_artifact(tmp_path, target, runtime="python311"))
+        assert message.endswith("interrupted: the half-filled .venv was removed."), message
+        assert not (tmp_path / ".venv").exists()
+
+
+def test_ctrl_c_in_a_wheel_download_removes_the_wheels_it_got(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base = docker_engine.BaseImage("python:3.11-slim", "3.11", "x86_64", ("manylinux_2_28_x86_64",))
+    monkeypatch.setattr(docker_engine, "probe_base_image", lambda ref: base)
+    wheelhouse_dir = tmp_path / ".wheelhouse"
+    wheelhouse_dir.mkdir()
+    (wheelhouse_dir / wheelhouse.STAMP).write_text("what the last download was for")
+    got_one = ctrl_c_after(lambda: (wheelhouse_dir / "numpy-2.0-cp311-manylinux_2_28_x86_64.whl").touch())
+    monkeypatch.setattr(wheelhouse, "run_or_fail", got_one)
+    message = interrupted_message("docker", stub_artifact(tmp_path, "docker", image="", base_image=base.ref))
+    assert message.endswith("the wheels downloaded so far were removed from .wheelhouse/."), message
+    assert list(wheelhouse_dir.iterdir()) == [], "a stamp or a wheel would pass for a complete download"
+
+
+def test_ctrl_c_in_an_image_build_says_nothing_was_tagged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base = docker_engine.BaseImage("python:3.11-slim", "3.11", "x86_64", ("manylinux_2_28_x86_64",))
+    monkeypatch.setattr(docker_engine, "probe_base_image", lambda ref: base)
+    monkeypatch.setattr(wheelhouse, "download", lambda *args, **kwargs: [])
+    monkeypatch.setattr(docker_engine, "build_image", ctrl_c_after(lambda: None))
+    artifact = stub_artifact(tmp_path, "k8s", image="team/fraud:7", base_image=base.ref)
+    message = interrupted_message("k8s", artifact)
+    assert "the image build was stopped (the engine tags team/fraud:7 only when a build completes" in message
+    assert not (tmp_path / "build.json").exists() and not (tmp_path / "dist").exists()
+
+
+def test_ctrl_c_in_a_lambda_zip_build_leaves_no_half_zip(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(packaging, "download_wheels", lambda *args: [])
+    monkeypatch.setattr(packaging, "find_python", lambda version: None)
+    monkeypatch.setattr(packaging, "copy_app", ctrl_c_after(lambda: None))
+    artifact = stub_artifact(tmp_path, "lambda", runtime="python3.12", model_source="package")
+    message = interrupted_message("lambda", artifact)
+    left = "dist/function.zip was not written; the package being assembled in a temporary folder was removed."
+    assert message.endswith(left), message
+    assert list((tmp_path / "dist").iterdir()) == []
+
+    package = tmp_path / "package"  # the zip itself is written aside, then moved: none half made
+    (package / "app").mkdir(parents=True)
+    (package / "app" / "handler.py").write_text("def handler(event, context): ...\n")
+    monkeypatch.setattr(packaging.shutil, "copyfileobj", ctrl_c_after(lambda: None))
+    with pytest.raises(KeyboardInterrupt):
+        packaging.write_zip(package, tmp_path / "dist" / "function.zip")
+    assert list((tmp_path / "dist").iterdir()) == []
+
+
+def test_ctrl_c_in_a_wheel_build_leaves_no_wheel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    dist = tmp_path / "dist"
+    dist.mkdir()
+    (dist / "fraud_detector-1-py3-none-any.whl").write_text("the last build's")
+    tmp_dirs: list[str] = []
+
+    def half_copied(*args: object, env: dict[str, str], **kwargs: object) -> None:
+        tmp_dirs.append(env["TMPDIR"])  # hatchling's own temporary file goes there
+        (Path(env["TMPDIR"]) / "tmpabc.whl").touch()
+        (dist / "fraud_detector-1-py3-none-any.whl").write_text("half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(embedded, "run_or_fail", half_copied)
+    message = interrupted_message("embedded", stub_artifact(tmp_path, "embedded"))
+    assert message.endswith("no wheel is left in dist/ (the last build's went when this one began)."), message
+    assert list(dist.iterdir()) == [] and not Path(tmp_dirs[0]).exists()
+
+
+def test_ctrl_c_in_another_builder_does_not_claim_a_cleanup(tmp_path: Path) -> None:
+    class Plugin(Target):
+        name = "plugin"
+        builder = SimpleNamespace(build=ctrl_c_after(lambda: None))
+
+    with pytest.raises(Interrupted) as stopped:
+        Plugin().build(stub_artifact(tmp_path, "plugin"), Console(file=io.StringIO()))
+    assert stopped.value.message.endswith("interrupted: what its builder was writing may be incomplete.")
 
 
 # -- commands printed for copying ---------------------------------------------------------------------
