@@ -85,6 +85,17 @@ def run_cli(
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
+def readme_python_block(marker: str) -> str:
+    """The one ```python block of README.md that contains `marker`, as written: tests run the
+    README's examples, so an example that stops working fails a test."""
+    import re
+
+    blocks = re.findall(r"^```python\n(.*?)^```", (ROOT / "README.md").read_text(), flags=re.S | re.M)
+    found = [block for block in blocks if marker in block]
+    assert len(found) == 1, f"{len(found)} of the README's python blocks contain {marker!r}"
+    return found[0]
+
+
 def loadtest_every_route(artifact: Path, rate: int = 20, seconds: int = 2) -> None:
     """`deployctl loadtest DIR` on each route of the contract, the built artifact started by loadtest
     itself (as a CI step would): each run meets a loose SLO with every sampled answer right."""
