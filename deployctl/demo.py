@@ -141,9 +141,11 @@ def try_it(target: str, out: Path, serves_http: bool, service: str) -> list[str]
     if not serves_http:
         return [f"deployctl smoke-test {path}"]
     body = shlex.quote(json.dumps({"features": FRAUD_ROW}))
+    # --retry-all-errors, not only refused connections: while a container starts, Docker's proxy
+    # takes the connection and resets it (curl exit 56), which --retry-connrefused does not retry
     return [
         f"deployctl serve {path} --port 8000 &",
-        "curl -s --retry 60 --retry-connrefused --retry-delay 1 localhost:8000/predict "
+        "curl -s --retry 60 --retry-all-errors --retry-delay 1 localhost:8000/predict "
         f"-H 'content-type: application/json' -d {body}",
         "kill %1  # stops the service",
     ]

@@ -6,6 +6,9 @@ its code, without a traceback. Anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
 
 class DeployctlError(Exception):
     """A user-facing error: what went wrong (message) and what to do next (hint)."""
@@ -43,10 +46,33 @@ class BuildFailed(DeployctlError):
 
 
 class Interrupted(DeployctlError):
-    """Ctrl-C (SIGINT) stopped a command; what it left half done was removed. Exit 130, as a shell
+    """Ctrl-C (SIGINT) stopped a command; its message says what it left. Exit 130, as a shell
     reports a command that SIGINT ended."""
 
     exit_code = 130
+
+
+class BuildInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a build step that tidied up after itself: `outcome` says what it removed or
+    left (e.g. "the half-filled .venv was removed"). Still a KeyboardInterrupt, so that code which
+    does not know it stops as on any Ctrl-C."""
+
+    def __init__(self, outcome: str) -> None:
+        super().__init__(outcome)
+        self.outcome = outcome
+
+
+@contextmanager
+def interruptible(tidy: Callable[[], str]) -> Iterator[None]:
+    """Ctrl-C inside: `tidy()` removes what the step had half made and says what it did, then
+    BuildInterrupted carries that. An inner step's own BuildInterrupted passes untouched: it knows
+    best what it left (an interrupted download leaves no image to tidy)."""
+    try:
+        yield
+    except BuildInterrupted:
+        raise
+    except KeyboardInterrupt:
+        raise BuildInterrupted(tidy()) from None
 
 
 class SmokeTestFailed(DeployctlError):

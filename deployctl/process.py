@@ -29,9 +29,16 @@ class RunningService(Protocol):
     def stop(self) -> None: ...
 
 
-def run_or_fail(cmd: list[str], what: str, hint: str, lines: int = 15, cwd: Path | None = None) -> str:
+def run_or_fail(
+    cmd: list[str],
+    what: str,
+    hint: str,
+    lines: int = 15,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> str:
     """Run a build step; on failure raise BuildFailed with the step's last output lines."""
-    result = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL, cwd=cwd)
+    result = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL, cwd=cwd, env=env)
     if result.returncode != 0:
         tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-lines:])
         raise BuildFailed(f"Could not {what} (exit {result.returncode}). Last lines:\n{tail}", hint)

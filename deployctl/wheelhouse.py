@@ -13,6 +13,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from deployctl.errors import interruptible
 from deployctl.process import run_or_fail
 
 
@@ -33,6 +34,8 @@ def musllinux_platforms(machine: str = "x86_64", musl_minor: int = 2) -> tuple[s
     return tuple(f"musllinux_1_{minor}_{machine}" for minor in range(musl_minor, -1, -1))
 
 
+STAMP = ".requirements.sha256"  # in the wheelhouse: what it was downloaded for, written last
+
 # glibc-based x86_64 Linux with glibc 2.28 or newer: python:3.11-slim (Debian), AWS Lambda.
 LINUX_X86_64 = manylinux_platforms("x86_64", 28)
 
@@ -49,7 +52,7 @@ def download(
     key = hashlib.sha256(
         requirements_txt.read_bytes() + repr((python_version, platforms)).encode()
     ).hexdigest()
-    stamp = dest / ".requirements.sha256"
+    stamp = dest / STAMP
     if stamp.is_file() and stamp.read_text() == key:
         console.print(f"[dim]{dest.name} is up to date with {requirements_txt.name}[/]")
         return sorted(dest.glob("*.whl"))
@@ -81,7 +84,10 @@ def download(
         "-d",
         str(dest),
     ]
-    with console.status(f"Downloading wheels for CPython {python_version} on {platforms[0]}"):
+    with (
+        console.status(f"Downloading wheels for CPython {python_version} on {platforms[0]}"),
+        interruptible(lambda: remove_partial(dest, requirements_txt.parent)),
+    ):
         run_or_fail(
             cmd,
             f"download wheels for {requirements_txt}",
@@ -91,3 +97,13 @@ def download(
         )
     stamp.write_text(key)
     return sorted(dest.glob("*.whl"))
+
+
+def remove_partial(dest: Path, root: Path) -> str:
+    """An interrupted download: the wheels it got so far go (the old ones went before it began),
+    and so does the stamp, so that nothing reads the folder as complete."""
+    for wheel in dest.glob("*.whl"):
+        wheel.unlink()
+    (dest / STAMP).unlink(missing_ok=True)
+    shown = dest.relative_to(root) if dest.is_relative_to(root) else dest
+    return f"the wheels downloaded so far were removed from {shown}/"

@@ -87,6 +87,36 @@ def run_cli(
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
+def readme_python_block(marker: str) -> str:
+    """The one ```python block of README.md that contains `marker`, as written: tests run the
+    README's examples, so an example that stops working fails a test."""
+    import re
+
+    blocks = re.findall(r"^```python\n(.*?)^```", (ROOT / "README.md").read_text(), flags=re.S | re.M)
+    found = [block for block in blocks if marker in block]
+    assert len(found) == 1, f"{len(found)} of the README's python blocks contain {marker!r}"
+    return found[0]
+
+
+# What the README's tritonclient examples print, checked after them: `result` holds the answers for
+# its two rows, the first a fraud (prediction 1, probability ~1), the second not.
+README_OIP_ANSWERS = """
+assert result.as_numpy("predict").tolist() == [1, 0]
+assert [round(p) for p in result.as_numpy("predict_proba")[:, 1].tolist()] == [1, 0]
+"""
+
+
+def run_readme_oip_example(marker: str, address: str, served_at: str) -> str:
+    """The README's tritonclient example containing `marker`, run as written but for the server's
+    address (`address` replaced by `served_at`, a free port's); its output."""
+    block = readme_python_block(marker)
+    assert f'url="{address}"' in block, block
+    code = block.replace(address, served_at) + README_OIP_ANSWERS
+    ran = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert ran.returncode == 0, f"{code}\n{ran.stderr}"
+    return ran.stdout
+
+
 def loadtest_every_route(artifact: Path, rate: int = 20, seconds: int = 2) -> None:
     """`deployctl loadtest DIR` on each route of the contract, the built artifact started by loadtest
     itself (as a CI step would): each run meets a loose SLO with every sampled answer right."""

@@ -15,7 +15,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import FRAUD_ROW, Registry, run_cli
+from conftest import FRAUD_ROW, Registry, readme_python_block, run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -440,3 +440,19 @@ def test_the_readme_example_runs_as_written(artifact: Path, python: Path, tmp_pa
         ran = run_py(python, block + "\nprint(repr(answer))\n", tmp_path)
         assert ran.returncode == 0, f"{block}\n{ran.stderr}"
         assert "'prediction'" in ran.stdout, ran.stdout
+
+
+def test_the_project_readme_embedding_example_runs_as_written(python: Path, tmp_path: Path) -> None:
+    """README.md's "Embedding the model in your application" example, as written, where the wheel
+    is installed; then what its comments say it answers."""
+    block = readme_python_block("from fraud_detector import Features, ValidationError, model")
+    comments_say = """
+assert model.predict(row)["prediction"] == 1 and model.predict(row)["model_version"] == "1"
+assert set(model.predict_batch([row])) == {"predictions", "probabilities", "model_version"}
+frame = model.predict_frame(df)
+assert list(frame.index) == list(df.index) and list(frame.columns) == ["prediction", "probability"]
+assert [c["name"] for c in model.signature["columns"]] == list(Features.__annotations__)
+"""
+    ran = run_py(python, block + comments_say, tmp_path)
+    assert ran.returncode == 0, f"{block}\n{ran.stderr}"
+    assert ran.stdout == "features: 'amount' must be a number, got a string\n", ran.stdout

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as oip_grpc
 import tritonclient.http as oip_http
-from conftest import FRAUD_ROW, ROOT, Registry, build_registry, infer_inputs, run_cli
+from conftest import FRAUD_ROW, ROOT, Registry, build_registry, infer_inputs, run_cli, run_readme_oip_example
 from prometheus_client.parser import text_string_to_metric_families
 from test_capture import records_in, wait_for_lines
 from test_oip import Service
@@ -213,6 +213,14 @@ def test_tritonclient_grpc_answers_equal_rest_infer(
         probabilities = expected.as_numpy("predict_proba")
         assert list(answers["predict_proba"].shape) == list(probabilities.shape)
         assert list(answers["predict_proba"].contents.fp64_contents) == probabilities.ravel().tolist()
+
+
+def test_the_readme_tritonclient_grpc_example_runs_as_written(serving: Callable[[str], GrpcService]) -> None:
+    """README.md's OIP gRPC example against the fastapi service of the fraud model: as written but
+    for the gRPC address it names, 127.0.0.1:8081, which is this service's (on a free port)."""
+    served_at = serving(FRAUD).grpc_url
+    printed = run_readme_oip_example("import tritonclient.grpc as grpcclient", "127.0.0.1:8081", served_at)
+    assert printed.startswith("[1 0] [["), printed
 
 
 @pytest.mark.parametrize("uri", [HOUSE, TENSOR, MULTI])

@@ -8,6 +8,7 @@ settings passed through to librdkafka; the manifests with KEDA; and the image ag
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import ipaddress
 import json
@@ -17,16 +18,18 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from conftest import ROOT, Registry, run_cli
+from conftest import FRAUD_ROW, ROOT, Registry, run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_docker import assert_user_error, build, generate
+from test_newcomer import deployctl_on_path, paste, remove_demo_images, try_it_lines
 
 from deployctl import kafka_broker
 from deployctl.checks.stream_smoke import Stream, paced
@@ -35,6 +38,7 @@ from deployctl.docker_engine import run as run_container
 from deployctl.manifest import Artifact
 from deployctl.process import ProcessService, free_port, get, wait_healthy
 from deployctl.targets import get as get_target
+from deployctl.targets.kafka import stream_names
 
 FRAUD = "models:/fraud_detector@production"
 IMAGE = "deployctl-test/fraud-detector:kafka"
@@ -252,6 +256,74 @@ def test_the_image_consumes_from_the_broker_on_the_host(registry: Registry, tmp_
             assert container.container.wait(timeout=30)["StatusCode"] == 0, container.logs()
         finally:
             container.stop()
+
+
+# -- the demo -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.docker  # the demo's build makes the consumer's image too (--build-image is on by default)
+def test_demo_kafka_and_its_next_steps_pasted(broker: str, tmp_path: Path) -> None:
+    """`deployctl demo --target kafka` with this module's broker as KAFKA_BOOTSTRAP_SERVERS (its
+    smoke tests use it instead of starting their own), its "Try it" pasted as printed; then the
+    command it gives in a comment to a user with a broker, with HOST:9092 this broker and a free
+    --port for the consumer's health port: a record on the input topic gets its prediction."""
+    env = {**deployctl_on_path(tmp_path), "KAFKA_BOOTSTRAP_SERVERS": broker}
+    workdir = tmp_path / "deployctl-demo"
+    try:
+        result = run_cli("demo", "--target", "kafka", cwd=tmp_path, env=env)
+        assert result.code == 0, result.output
+        steps = try_it_lines(result.stderr)
+        pasted = paste(steps, tmp_path, env)
+        assert pasted.returncode == 0, pasted.stdout + pasted.stderr
+        assert "models:/fraud_detector@production" in pasted.stdout  # inspect's table, after the smoke test
+        (comment,) = [s for s in steps if s.startswith("# with a broker: ")]
+        serve = comment.removeprefix("# with a broker: ").replace("HOST:9092", broker)
+        artifact = Artifact.open(workdir / "kafka-artifact")
+        shell = {k: v for k, v in env.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}  # the command sets it
+        answer = serve_one_record(f"{serve} --port {free_port()}", artifact, broker, shell, tmp_path)
+        assert answer["prediction"] == 1, answer
+    finally:
+        remove_demo_images(workdir)
+
+
+def serve_one_record(
+    serve: str, artifact: Artifact, broker: str, env: dict[str, str], cwd: Path
+) -> dict[str, Any]:
+    """`serve` (a shell command that starts the consumer, run in `cwd` as the demo's were) on the
+    topics it defaults to, which the broker gets first as a user's would have them; the answer to
+    one fraudulent transaction."""
+    topics = stream_names(artifact.name)
+    kafka_broker.create_topics(broker, {topics[t]: 1 for t in ("input_topic", "output_topic", "dlq_topic")})
+    port = int(serve.rsplit("--port ", 1)[1])
+    proc = subprocess.Popen(["bash", "-c", serve], cwd=cwd, env=env, start_new_session=True)
+    try:
+        wait_until_assigned(f"http://127.0.0.1:{port}", proc)
+        record = json.dumps({"features": FRAUD_ROW}).encode()
+        kafka_broker.produce(broker, topics["input_topic"], [(b"demo-1", record)])
+        reader = kafka_broker.Reader(broker, [topics["output_topic"]])
+        try:
+            assert reader.read_until(lambda records: len(records) >= 1, 60), "no answer on the output topic"
+            answer = dict(json.loads(reader.records[0].value()))
+        finally:
+            reader.close()
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # it may have failed first
+            os.killpg(proc.pid, signal.SIGTERM)
+        code = proc.wait(30)
+    assert code == 0, f"the consumer exited {code} on SIGTERM"
+    return answer
+
+
+def wait_until_assigned(base_url: str, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
+    """/health answers 200 once the consumer holds partitions; serve may fail first (it exits)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"serve exited with {proc.returncode}"
+        with contextlib.suppress(OSError):
+            if get(base_url, "/health")[0] == 200:
+                return
+        time.sleep(0.2)
+    raise AssertionError(f"the consumer held no partition within {timeout:.0f} s")
 
 
 # -- poison records ------------------------------------------------------------------------------

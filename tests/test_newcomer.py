@@ -3,6 +3,8 @@ port, stale or interrupted builds, commands printed for copying at a real termin
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import re
@@ -11,15 +13,25 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from conftest import ROOT, Registry, Result, run_cli
+from rich.console import Console
 
-from deployctl.manifest import BUILD_OUTPUTS
+from deployctl import docker_engine, wheelhouse
+from deployctl.errors import Interrupted
+from deployctl.manifest import BUILD_OUTPUTS, Artifact
 from deployctl.process import free_port
+from deployctl.targets import builders, embedded
+from deployctl.targets import get as get_target
+from deployctl.targets.aws_lambda import packaging
+from deployctl.targets.base import Target
+from deployctl.targets.builders import BUILD_FACTS
 
 FRAUD = "models:/fraud_detector@production"
 NARROW = {"COLUMNS": "80"}  # a common terminal width: Rich used to hard-wrap commands there
@@ -51,16 +63,58 @@ def deployctl_on_path(tmp: Path) -> dict[str, str]:
 
 
 def paste(lines: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """The lines run by a shell, one after the other, as pasted into a terminal."""
-    return subprocess.run(
-        ["bash", "-e", "-c", "\n".join(lines)],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        stdin=subprocess.DEVNULL,
-    )
+    """The lines run by a shell, one after the other, as pasted into a terminal.
+
+    What they leave running (a step failed before their `kill %1`, or it did not stop the service)
+    is stopped after them: a failure is reported at once, not after the service's pipes time out."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(
+            ["bash", "-e", "-c", "\n".join(lines)],
+            cwd=cwd,
+            env=env,
+            stdout=out,
+            stderr=err,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            code = proc.wait(timeout=600)
+        finally:
+            left_running = stop_session(proc.pid, grace=60 if proc.returncode == 0 else 0)
+        out.seek(0)
+        err.seek(0)
+        pasted = subprocess.CompletedProcess(proc.args, code, out.read(), err.read())
+    # after lines that succeeded nothing may run on: their `kill %1` must have stopped the service
+    assert code != 0 or not left_running, f"still running 60 s after the pasted lines: {pasted.stderr}"
+    return pasted
+
+
+def session_alive(sid: int) -> bool:
+    """Whether a process of session `sid` still runs (zombies aside), from /proc/*/stat."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # state ppid pgrp session ...
+            if fields[0] != "Z" and int(fields[3]) == sid:
+                return True
+    return False
+
+
+def stop_session(sid: int, grace: float) -> bool:
+    """Give what the shell started `grace` seconds to end (a service stopping on `kill %1`), then
+    SIGTERM, then SIGKILL; whether anything was still running after the grace."""
+    deadline = time.monotonic() + grace
+    while session_alive(sid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if not session_alive(sid):
+        return False
+    for signum in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(sid, signum)
+        deadline = time.monotonic() + 30
+        while session_alive(sid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    return True
 
 
 # -- the demo -----------------------------------------------------------------------------------------
@@ -86,16 +140,74 @@ def test_demo_embedded_with_the_default_workdir_and_its_next_steps_pasted(tmp_pa
     assert "models:/fraud_detector@production" in pasted.stdout  # inspect's table, last
 
 
-def test_demo_fastapi_next_steps_work_when_pasted(tmp_path: Path) -> None:
-    result = run_cli("demo", "--target", "fastapi", cwd=tmp_path, env=narrow_env())
+def on_free_port(steps: list[str]) -> list[str]:
+    """The steps with a free port for the printed 8000, which may be taken on a shared machine."""
+    port = str(free_port())
+    return [s.replace(" 8000", f" {port}").replace("localhost:8000", f"localhost:{port}") for s in steps]
+
+
+def remove_demo_images(workdir: Path) -> None:
+    """The images the demos in `workdir` tagged, `<name>:<version>` and their build stages (kept as
+    the next build's cache): names a developer may use for their own, not to be left on their engine."""
+    tags = [json.loads(facts.read_text())["image"] for facts in workdir.glob(f"*-artifact/{BUILD_FACTS}")]
+    if not tags:
+        return
+    import docker
+    from docker.errors import ImageNotFound
+
+    images = docker.from_env().images
+    for tag in tags:
+        repository, stage = docker_engine.build_stage_ref(tag)
+        for ref in (tag, f"{repository}:{stage}"):
+            with contextlib.suppress(ImageNotFound):
+                images.remove(ref, force=True)
+
+
+def containers_of(artifact: Path) -> list[str]:
+    """The containers deployctl started for `artifact`, running or not (it labels each)."""
+    import docker
+
+    label = f"io.deployctl.artifact={artifact.resolve()}"
+    return [c.name for c in docker.from_env().containers.list(all=True, filters={"label": label})]
+
+
+@pytest.fixture(scope="module")
+def demo_workdir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One --workdir for the demos below, as a user has who tries one target after another: each
+    demo registers its own model version in the one registry (whose database is made once) and
+    writes its own <target>-artifact folder."""
+    workdir = tmp_path_factory.mktemp("demos") / "deployctl-demo"
+    yield workdir
+    remove_demo_images(workdir)
+
+
+SERVED_DEMOS = [
+    "fastapi",
+    "flask",
+    "gcf",
+    "lambda",  # the local API Gateway emulator
+    pytest.param("docker", marks=pytest.mark.docker),
+    pytest.param("k8s", marks=pytest.mark.docker),  # its smoke test and serve run the image as the pod would
+]
+
+
+@pytest.mark.parametrize("target", SERVED_DEMOS)
+def test_demo_and_its_next_steps_pasted(target: str, demo_workdir: Path, tmp_path: Path) -> None:
+    """`deployctl demo --target T`, then its "Try it" pasted into a shell as printed (`serve` in the
+    background, the curl against it, `kill %1`, inspect), on a free port for the printed 8000."""
+    result = run_cli(
+        "demo", "--target", target, "--workdir", str(demo_workdir), cwd=tmp_path, env=narrow_env()
+    )
     assert result.code == 0, result.output
     steps = try_it_lines(result.stderr)
+    assert steps[0].startswith("deployctl serve ") and steps[0].endswith(" &"), steps
     assert any(s.startswith("curl ") and "-d '{" in s for s in steps), steps  # not broken after -d
-    port = str(free_port())  # the printed 8000 may be taken on a shared machine
-    pasted = paste([s.replace("8000", port) for s in steps], tmp_path, deployctl_on_path(tmp_path))
+    pasted = paste(on_free_port(steps), tmp_path, deployctl_on_path(tmp_path))
     assert pasted.returncode == 0, pasted.stdout + pasted.stderr
     assert '"prediction":1' in pasted.stdout.replace(" ", ""), pasted.stdout
     assert "models:/fraud_detector@production" in pasted.stdout  # inspect's table
+    if target in ("docker", "k8s"):
+        assert containers_of(demo_workdir / f"{target}-artifact") == [], "kill %1 left its container"
 
 
 def test_demo_refuses_an_unknown_target_before_training(tmp_path: Path) -> None:
@@ -193,7 +305,8 @@ def test_interrupted_then_stale_build_is_not_taken_for_built(registry: Registry,
             path = out / name
             shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
     assert code == 130, stderr
-    assert "interrupted" in stderr and "Traceback" not in stderr, stderr
+    assert "interrupted: the half-filled .venv was removed." in " ".join(stderr.split()), stderr
+    assert "Traceback" not in stderr, stderr
     assert not (out / ".venv").exists(), "the half-filled .venv was left behind"
     for command in (("smoke-test", str(out)), ("serve", str(out), "--port", str(free_port()))):
         result = run_cli(*command, timeout=120)
@@ -205,6 +318,119 @@ def test_interrupted_then_stale_build_is_not_taken_for_built(registry: Registry,
     for command in (("smoke-test", str(out)), ("serve", str(out), "--port", str(free_port()))):
         result = run_cli(*command, timeout=120)
         assert_one_paragraph_error(result, "another requirements.txt", f"deployctl build {out}")
+
+
+def stub_artifact(path: Path, target: str, **options: object) -> Artifact:
+    """Enough of an artifact for a builder to start on: what it reads before the step stubbed out."""
+    (path / "requirements.txt").write_text("scikit-learn==1.5.2\n")
+    manifest = {"target": target, "name": "fraud-detector", "model": {"name": "m", "version": "1"}}
+    return Artifact(path, {**manifest, "options": options})
+
+
+def ctrl_c_after(make: Callable[[], object]) -> Callable[..., None]:
+    """A stand-in for a build step: it makes part of its output, then the user presses Ctrl-C."""
+
+    def step(*_: object, **__: object) -> None:
+        make()
+        raise KeyboardInterrupt
+
+    return step
+
+
+def interrupted_message(target: str, artifact: Artifact) -> str:
+    with pytest.raises(Interrupted) as stopped:
+        get_target(target).build(artifact, Console(file=io.StringIO()))
+    assert stopped.value.exit_code == 130
+    return stopped.value.message
+
+
+def test_ctrl_c_in_a_venv_build_says_the_venv_was_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    venv_python = tmp_path / ".venv" / "bin" / "python"
+    half = ctrl_c_after(lambda: venv_python.parent.mkdir(parents=True) or venv_python.touch())
+    monkeypatch.setattr(builders, "create_venv", half)
+    for target in ("flask", "gcf"):  # gcf's builder wraps the venv builder
+        message = interrupted_message(target, stub_artifact(tmp_path, target, runtime="python311"))
+        assert message.endswith("interrupted: the half-filled .venv was removed."), message
+        assert not (tmp_path / ".venv").exists()
+
+
+def test_ctrl_c_in_a_wheel_download_removes_the_wheels_it_got(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base = docker_engine.BaseImage("python:3.11-slim", "3.11", "x86_64", ("manylinux_2_28_x86_64",))
+    monkeypatch.setattr(docker_engine, "probe_base_image", lambda ref: base)
+    wheelhouse_dir = tmp_path / ".wheelhouse"
+    wheelhouse_dir.mkdir()
+    (wheelhouse_dir / wheelhouse.STAMP).write_text("what the last download was for")
+    got_one = ctrl_c_after(lambda: (wheelhouse_dir / "numpy-2.0-cp311-manylinux_2_28_x86_64.whl").touch())
+    monkeypatch.setattr(wheelhouse, "run_or_fail", got_one)
+    message = interrupted_message("docker", stub_artifact(tmp_path, "docker", image="", base_image=base.ref))
+    assert message.endswith("the wheels downloaded so far were removed from .wheelhouse/."), message
+    assert list(wheelhouse_dir.iterdir()) == [], "a stamp or a wheel would pass for a complete download"
+
+
+def test_ctrl_c_in_an_image_build_says_nothing_was_tagged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base = docker_engine.BaseImage("python:3.11-slim", "3.11", "x86_64", ("manylinux_2_28_x86_64",))
+    monkeypatch.setattr(docker_engine, "probe_base_image", lambda ref: base)
+    monkeypatch.setattr(wheelhouse, "download", lambda *args, **kwargs: [])
+    monkeypatch.setattr(docker_engine, "build_image", ctrl_c_after(lambda: None))
+    artifact = stub_artifact(tmp_path, "k8s", image="team/fraud:7", base_image=base.ref)
+    message = interrupted_message("k8s", artifact)
+    assert "the image build was stopped (the engine tags team/fraud:7 only when a build completes" in message
+    assert not (tmp_path / "build.json").exists() and not (tmp_path / "dist").exists()
+
+
+def test_ctrl_c_in_a_lambda_zip_build_leaves_no_half_zip(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(packaging, "download_wheels", lambda *args: [])
+    monkeypatch.setattr(packaging, "find_python", lambda version: None)
+    monkeypatch.setattr(packaging, "copy_app", ctrl_c_after(lambda: None))
+    artifact = stub_artifact(tmp_path, "lambda", runtime="python3.12", model_source="package")
+    message = interrupted_message("lambda", artifact)
+    left = "dist/function.zip was not written; the package being assembled in a temporary folder was removed."
+    assert message.endswith(left), message
+    assert list((tmp_path / "dist").iterdir()) == []
+
+    package = tmp_path / "package"  # the zip itself is written aside, then moved: none half made
+    (package / "app").mkdir(parents=True)
+    (package / "app" / "handler.py").write_text("def handler(event, context): ...\n")
+    monkeypatch.setattr(packaging.shutil, "copyfileobj", ctrl_c_after(lambda: None))
+    with pytest.raises(KeyboardInterrupt):
+        packaging.write_zip(package, tmp_path / "dist" / "function.zip")
+    assert list((tmp_path / "dist").iterdir()) == []
+
+
+def test_ctrl_c_in_a_wheel_build_leaves_no_wheel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    dist = tmp_path / "dist"
+    dist.mkdir()
+    (dist / "fraud_detector-1-py3-none-any.whl").write_text("the last build's")
+    tmp_dirs: list[str] = []
+
+    def half_copied(*args: object, env: dict[str, str], **kwargs: object) -> None:
+        tmp_dirs.append(env["TMPDIR"])  # hatchling's own temporary file goes there
+        (Path(env["TMPDIR"]) / "tmpabc.whl").touch()
+        (dist / "fraud_detector-1-py3-none-any.whl").write_text("half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(embedded, "run_or_fail", half_copied)
+    message = interrupted_message("embedded", stub_artifact(tmp_path, "embedded"))
+    assert message.endswith("no wheel is left in dist/ (the last build's went when this one began)."), message
+    assert list(dist.iterdir()) == [] and not Path(tmp_dirs[0]).exists()
+
+
+def test_ctrl_c_in_another_builder_does_not_claim_a_cleanup(tmp_path: Path) -> None:
+    class Plugin(Target):
+        name = "plugin"
+        builder = SimpleNamespace(build=ctrl_c_after(lambda: None))
+
+    with pytest.raises(Interrupted) as stopped:
+        Plugin().build(stub_artifact(tmp_path, "plugin"), Console(file=io.StringIO()))
+    assert stopped.value.message.endswith("interrupted: what its builder was writing may be incomplete.")
 
 
 # -- commands printed for copying ---------------------------------------------------------------------

@@ -19,7 +19,7 @@ import httpx
 import pytest
 import tritonclient.http as oip
 import yaml
-from conftest import FRAUD_ROW, REQUIRE_DOCKER, Registry, infer_inputs, run_cli
+from conftest import FRAUD_ROW, REQUIRE_DOCKER, Registry, infer_inputs, run_cli, run_readme_oip_example
 from prometheus_client.parser import text_string_to_metric_families
 
 from deployctl.manifest import Artifact
@@ -183,6 +183,14 @@ BAD_REQUESTS = [
     ("POST", "/v2/models/fraud-detector", fraud_infer(), 405, "use GET"),
     ("GET", "/v2/repository/index", None, 404, "not an Open Inference Protocol path"),
 ]
+
+
+def test_the_readme_tritonclient_http_example_runs_as_written(serving: Callable[[str, str], Service]) -> None:
+    """README.md's OIP REST example against the fastapi service of the fraud model: as written but
+    for the address it names, 127.0.0.1:8000, which is this service's (on a free port)."""
+    served_at = serving(FRAUD, "fastapi").url.removeprefix("http://")
+    printed = run_readme_oip_example("import tritonclient.http as httpclient", "127.0.0.1:8000", served_at)
+    assert printed.startswith("[1 0] [["), printed
 
 
 @pytest.mark.parametrize("target", ["fastapi", "flask"])

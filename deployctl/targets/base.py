@@ -11,7 +11,7 @@ from typing import Any, ClassVar, Protocol
 from rich.console import Console
 
 from deployctl.checks.contract import Check
-from deployctl.errors import Interrupted, UsageError
+from deployctl.errors import BuildInterrupted, Interrupted, UsageError
 from deployctl.manifest import Artifact
 from deployctl.process import RunningService, check_port, run_until_signalled
 
@@ -126,14 +126,18 @@ class Target:
     def build(self, artifact: Artifact, console: Console) -> dict[str, Any]:
         """Make the artifact runnable; return facts to report (sizes, tags, wall time).
 
-        Ctrl-C stops it with an Interrupted error; a builder removes what it left half made
-        (a half-filled .venv must not pass for a built one)."""
+        Ctrl-C stops it with an Interrupted error that says what was left: a built-in builder
+        removes what it had half made (a half-filled .venv must not pass for a built one) and
+        says so (BuildInterrupted); of another builder nothing is known."""
+        again = f"Run `deployctl build {artifact.path}` again to build it."
         try:
             return self._part("builder", self.builder).build(artifact, console)
+        except BuildInterrupted as stop:
+            raise Interrupted(f"Build of {artifact.path} interrupted: {stop.outcome}.", again) from None
         except KeyboardInterrupt:
             raise Interrupted(
-                f"Build of {artifact.path} interrupted; its partial files were removed.",
-                f"Run `deployctl build {artifact.path}` again to build it.",
+                f"Build of {artifact.path} interrupted: what its builder was writing may be incomplete.",
+                again,
             ) from None
 
     def start(self, artifact: Artifact, port: int) -> RunningService:

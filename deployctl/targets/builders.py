@@ -21,7 +21,7 @@ from typing import Any
 from rich.console import Console
 
 from deployctl import docker_engine, wheelhouse
-from deployctl.errors import UsageError
+from deployctl.errors import UsageError, interruptible
 from deployctl.manifest import Artifact, sha256
 from deployctl.process import run_or_fail
 
@@ -38,13 +38,17 @@ class VenvBuilder:
         if venv_problem(artifact) is None:
             console.print("[dim].venv is up to date with requirements.txt[/]")
         else:
-            try:
+            with interruptible(lambda: remove_half_made_venv(venv)):
                 create_venv(venv, artifact.path / "requirements.txt", console)
-            except KeyboardInterrupt:  # a half-filled .venv would pass for a built one
-                shutil.rmtree(venv, ignore_errors=True)
-                raise
-            (venv / VENV_STAMP).write_text(sha256(artifact.path / "requirements.txt"))
+                (venv / VENV_STAMP).write_text(sha256(artifact.path / "requirements.txt"))
         return {"venv": str(venv), "seconds": round(time.monotonic() - started, 1)}
+
+
+def remove_half_made_venv(venv: Path) -> str:
+    """A half-filled .venv looks built to whoever runs its python (`serve` checks its stamp, a
+    user does not): it goes, whole."""
+    shutil.rmtree(venv, ignore_errors=True)
+    return "the half-filled .venv was removed"
 
 
 def venv_problem(artifact: Artifact) -> str | None:
@@ -134,6 +138,15 @@ def build_facts(artifact: Artifact) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def image_build_stopped(tag: str) -> str:
+    """Nothing to remove: the client's Ctrl-C cancels the engine's build, whose tag is applied
+    only to a finished image, and build.json is written after."""
+    return (
+        f"the image build was stopped (the engine tags {tag} only when a build completes; "
+        f"{BUILD_FACTS} is as it was)"
+    )
+
+
 class ImageBuilder:
     """The artifact's Dockerfile built offline: wheels downloaded on the host, then the image.
 
@@ -150,16 +163,19 @@ class ImageBuilder:
     def build_image(self, artifact: Artifact, console: Console, nocache: bool = False) -> dict[str, Any]:
         """Wheels for the base image's Python and platform, then the image. Facts for build.json."""
         tag = image_ref(artifact)
-        base = docker_engine.probe_base_image(artifact.options["base_image"])
-        console.print(f"Base image {base.ref}: CPython {base.python} on {base.machine} ({base.platforms[0]})")
-        wheels = wheelhouse.download(
-            artifact.path / "requirements.txt",
-            artifact.path / ".wheelhouse",
-            console,
-            python_version=base.python,
-            platforms=base.platforms,
-        )
-        image_id = docker_engine.build_image(artifact.path, tag, console, nocache=nocache)
+        with interruptible(lambda: image_build_stopped(tag)):  # the wheelhouse says what it left
+            base = docker_engine.probe_base_image(artifact.options["base_image"])
+            console.print(
+                f"Base image {base.ref}: CPython {base.python} on {base.machine} ({base.platforms[0]})"
+            )
+            wheels = wheelhouse.download(
+                artifact.path / "requirements.txt",
+                artifact.path / ".wheelhouse",
+                console,
+                python_version=base.python,
+                platforms=base.platforms,
+            )
+            image_id = docker_engine.build_image(artifact.path, tag, console, nocache=nocache)
         size = docker_engine.image_size(tag)
         console.print(f"Image [bold]{tag}[/] ({image_id[:19]}): {docker_engine.human_size(size)}")
         return {

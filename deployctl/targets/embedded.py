@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import keyword
+import os
 import platform
 import re
 import shutil
@@ -27,7 +28,7 @@ from rich.console import Console
 from deployctl import wheelhouse
 from deployctl.checks.contract import Check, batch_problem, predict_problem
 from deployctl.columns import PYTHON_TYPES
-from deployctl.errors import UsageError
+from deployctl.errors import UsageError, interruptible
 from deployctl.manifest import Artifact
 from deployctl.process import RunningService, run_or_fail
 from deployctl.requirements import package_name
@@ -91,15 +92,29 @@ def build_wheel(artifact: Artifact, console: Console) -> Path:
     dist = (artifact.path / "dist").resolve()  # hatchling runs in the artifact: a relative path nests
     for old in dist.glob("*.whl"):
         old.unlink()
-    with console.status("Building the wheel"):
+    # hatchling writes the wheel into a temporary file, then moves it to dist/; Ctrl-C leaves that
+    # file behind: in a folder of ours, it goes with the folder
+    with (
+        console.status("Building the wheel"),
+        tempfile.TemporaryDirectory(prefix="deployctl-wheel-") as tmp,
+        interruptible(lambda: remove_wheels(dist)),
+    ):
         run_or_fail(
             [sys.executable, "-m", BUILD_BACKEND, "build", "--target", "wheel", "--directory", str(dist)],
             "build the wheel",
             f"Check that {BUILD_BACKEND} is installed (pip install {BUILD_BACKEND}) and that "
             "pyproject.toml is as generate wrote it.",
             cwd=artifact.path,
+            env={**os.environ, "TMPDIR": tmp},
         )
     return built_wheel(artifact)
+
+
+def remove_wheels(dist: Path) -> str:
+    """One being moved into dist/ may be half copied (from another filesystem): none stays."""
+    for wheel in dist.glob("*.whl"):
+        wheel.unlink()
+    return "no wheel is left in dist/ (the last build's went when this one began)"
 
 
 def built_wheel(artifact: Artifact) -> Path:

@@ -28,7 +28,7 @@ from typing import Any
 from rich.console import Console
 
 from deployctl import wheelhouse
-from deployctl.errors import BuildFailed
+from deployctl.errors import BuildFailed, interruptible
 from deployctl.manifest import Artifact, sha256
 from deployctl.targets.aws_lambda import emulator
 from deployctl.targets.aws_lambda.local import (
@@ -72,7 +72,9 @@ class ZipBuilder:
         check_size(report, console)
         stand_in = None if python else build_stand_in(artifact, console)
         if artifact.options["model_source"] == "s3":
-            write_model_tarball(artifact, dist / "model.tar.gz")
+            tarball = dist / "model.tar.gz"
+            with interruptible(lambda: remove_partial_tarball(tarball)):
+                write_model_tarball(artifact, tarball)
         (dist / "build.json").write_text(json.dumps({"function": report, "stand_in": stand_in}, indent=2))
         for step in deploy_steps(artifact):
             console.print(f"Deploy: [bold]{step}[/]")
@@ -115,7 +117,10 @@ def build_zip(
     """Wheels for (Python `version`, the runtime's glibc) + handler + app + model -> `dest`."""
     runtime = artifact.options["runtime"]
     wheels = download_wheels(artifact, version, RUNTIMES[runtime][1], console)
-    with tempfile.TemporaryDirectory(prefix="lambda-pkg-", dir=dest.parent) as tmp:
+    with (
+        interruptible(lambda: zip_left(artifact, dest)),
+        tempfile.TemporaryDirectory(prefix="lambda-pkg-", dir=dest.parent) as tmp,
+    ):
         package = Path(tmp).resolve()
         with console.status(f"Assembling {dest.name} for Python {version}"):
             for wheel in wheels:
@@ -268,17 +273,34 @@ def remove_bytecode(package: Path) -> None:
         shutil.rmtree(cache)
 
 
+def zip_left(artifact: Artifact, dest: Path) -> str:
+    """What a Ctrl-C while making `dest` leaves: the package was being assembled in a temporary
+    folder, which goes with it, and `dest` is replaced only once complete (write_zip)."""
+    shown = dest.relative_to(artifact.path)
+    state = "is still the last build's" if dest.exists() else "was not written"
+    return f"{shown} {state}; the package being assembled in a temporary folder was removed"
+
+
 def write_zip(package: Path, dest: Path) -> None:
     """A reproducible zip: sorted entries, fixed times, world-readable modes (Lambda needs them)."""
     partial = dest.with_suffix(".partial")
-    with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as archive:
-        for file in sorted(p for p in package.rglob("*") if p.is_file()):
-            info = zipfile.ZipInfo(file.relative_to(package).as_posix(), date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.external_attr = (0o100755 if os.access(file, os.X_OK) else 0o100644) << 16
-            with file.open("rb") as src, archive.open(info, "w") as out:
-                shutil.copyfileobj(src, out, 1 << 20)
+    try:
+        with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as archive:
+            for file in sorted(p for p in package.rglob("*") if p.is_file()):
+                info = zipfile.ZipInfo(file.relative_to(package).as_posix(), date_time=(1980, 1, 1, 0, 0, 0))
+                info.compress_type = zipfile.ZIP_DEFLATED
+                info.external_attr = (0o100755 if os.access(file, os.X_OK) else 0o100644) << 16
+                with file.open("rb") as src, archive.open(info, "w") as out:
+                    shutil.copyfileobj(src, out, 1 << 20)
+    except BaseException:  # Ctrl-C, a full disk: half a zip must not stay beside the real one
+        partial.unlink(missing_ok=True)
+        raise
     partial.replace(dest)
+
+
+def remove_partial_tarball(tarball: Path) -> str:
+    tarball.unlink(missing_ok=True)  # written in place: a half one must not be uploaded
+    return f"the half-written dist/{tarball.name} was removed"
 
 
 def write_model_tarball(artifact: Artifact, dest: Path) -> None:
