@@ -11,7 +11,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from rich.console import Console
@@ -162,15 +162,26 @@ def wait_healthy(service: RunningService, timeout: float, path: str = "/health")
 
 
 def run_until_signalled(start: Callable[[], RunningService], console: Console) -> None:
-    """Start a service and keep it in the foreground until Ctrl-C or SIGTERM, then stop it."""
+    """Start a service and keep it in the foreground until Ctrl-C or SIGTERM, then stop it.
+
+    Both signals only raise a flag: a KeyboardInterrupt raised at any bytecode can land inside
+    Popen.poll() between taking and releasing its waitpid lock, and the stop() after it then
+    waits on that lock forever (serve once hung on a Ctrl-C that way)."""
     stop_requested = False
 
     def request_stop(signum: int, frame: object) -> None:
         nonlocal stop_requested
         stop_requested = True
 
-    previous = signal.signal(signal.SIGTERM, request_stop)
-    service = start()
+    # SIGINT stays ignored where it was (`deployctl serve &` in a script: the shell's choice)
+    ignored = signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    signums = [signal.SIGTERM] if ignored else [signal.SIGTERM, signal.SIGINT]
+    previous = {signum: signal.signal(signum, request_stop) for signum in signums}
+    try:
+        service = start()
+    except BaseException:
+        _restore(previous)
+        raise
     exited_alone = False
     try:
         console.print(f"[green]Serving on {service.base_url}[/] (Ctrl-C to stop)")
@@ -180,15 +191,18 @@ def run_until_signalled(start: Callable[[], RunningService], console: Console) -
         while not stop_requested and service.alive():
             time.sleep(0.2)
         exited_alone = not stop_requested
-    except KeyboardInterrupt:
-        pass
     finally:
         last_lines = service.logs() if exited_alone else ""  # before stop() removes them
         console.print("Stopping...")
         service.stop()
-        signal.signal(signal.SIGTERM, previous)
+        _restore(previous)
     if exited_alone:  # nobody asked it to stop: not a success
         raise DeployctlError(
             f"The service exited on its own. Its last log lines:\n{last_lines}",
             "Fix the error above, rebuild if needed, and serve again.",
         )
+
+
+def _restore(handlers: dict[signal.Signals, Any]) -> None:
+    for signum, handler in handlers.items():
+        signal.signal(signum, handler)

@@ -15,6 +15,7 @@ The registry is built once per session in a temp dir:
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -32,6 +33,10 @@ TORCH_PYTHON = os.environ.get("DEPLOYCTL_TORCH_PYTHON")
 # fastapi services started by tests serve HTTP only unless a test asks for gRPC with a free
 # GRPC_PORT (tests/test_grpc.py): the default port would be one port for every test file in parallel
 os.environ.setdefault("GRPC", "0")
+# A shell that starts the tests in the background (`pytest ... &`, a CI runner's job) leaves SIGINT
+# ignored, and every process we start would inherit that: the tests that press Ctrl-C (SIGINT to a
+# `deployctl build` or `serve`) would see it ignored. Our handler is reset to the default on exec.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 # A transaction the fraud model of make_registry.py scores as likely fraud.
 FRAUD_ROW = {
     "amount": 950.0,
