@@ -25,6 +25,7 @@ from deployctl.errors import BuildFailed, DeployctlError, EngineUnavailable, Usa
 if TYPE_CHECKING:
     from docker import DockerClient
     from docker.models.containers import Container
+    from rich.status import Status
 
 START_HINT = (
     "Start a Docker engine (Docker Desktop, `sudo systemctl start docker`, or `sudo dockerd &`) "
@@ -158,6 +159,16 @@ def probe_base_image(ref: str) -> BaseImage:
 # -- builds ---------------------------------------------------------------------------------------
 
 
+# A build's cached step whose image another build's tidy-up (or `docker rmi`) removed the moment
+# before: the engine fails the step ("failed to get digest sha256:..."), though nothing is wrong
+# with this build. Building again takes the layers that remain.
+CACHE_VANISHED = re.compile(r"failed to get digest sha256:|No such image: sha256:")
+
+
+class _CacheVanished(Exception):
+    pass
+
+
 def build_image(
     context: Path,
     tag: str,
@@ -172,39 +183,59 @@ def build_image(
     """
     engine = client()
     previous = _image_id(tag)
-    tail: deque[str] = deque(maxlen=25)
-    step, image_id = "", ""
     with engine_errors(f"build {tag}"), console.status(f"Building {tag}") as status:
-        stream = engine.api.build(
-            path=str(context),
-            tag=tag,
-            rm=True,
-            forcerm=True,
-            pull=False,  # the base was checked (or pulled) before; pulling again needs a registry
-            decode=True,
-            labels=labels,
-            nocache=nocache,
-        )
-        for chunk in stream:
-            if "error" in chunk:
-                raise BuildFailed(
-                    f"Building {tag} failed at {_shorten(step or 'the first step', 300)}\n"
-                    + "\n".join([*tail, chunk["error"].strip()]),
-                    "Fix the Dockerfile or requirements.txt, or check that the wheelhouse holds a "
-                    "wheel for every requirement, then run `deployctl build` again.",
-                )
-            image_id = chunk.get("aux", {}).get("ID", image_id)
-            for line in chunk.get("stream", "").splitlines():
-                if line.startswith("Step "):
-                    step = " ".join(line.split())
-                    tail.clear()  # on failure, show the failing step's own output
-                    console.print(f"[dim]{_shorten(step)}[/]", highlight=False, no_wrap=True, overflow="crop")
-                elif line.strip() and not line.startswith((" ---> ", "Removing intermediate")):
-                    tail.append(ANSI.sub("", line).rstrip())
-                    status.update(f"Building {tag}: {_shorten(line.strip())}")
+        try:
+            image_id = _stream_build(context, tag, console, status, labels, nocache, retrying=False)
+        except _CacheVanished:
+            console.print("[yellow]Note:[/] a cached step was removed during the build; building again")
+            image_id = _stream_build(context, tag, console, status, labels, nocache, retrying=True)
     image_id = image_id or engine.images.get(tag).id
     _tidy_up(tag, previous, image_id, console)
     return image_id
+
+
+def _stream_build(
+    context: Path,
+    tag: str,
+    console: Console,
+    status: Status,
+    labels: dict[str, str] | None,
+    nocache: bool,
+    retrying: bool,
+) -> str:
+    """One build, its steps printed; the image id ('' if the engine did not say)."""
+    stream = client().api.build(
+        path=str(context),
+        tag=tag,
+        rm=True,
+        forcerm=True,
+        pull=False,  # the base was checked (or pulled) before; pulling again needs a registry
+        decode=True,
+        labels=labels,
+        nocache=nocache,
+    )
+    tail: deque[str] = deque(maxlen=25)
+    step, image_id = "", ""
+    for chunk in stream:
+        if "error" in chunk:
+            if not retrying and CACHE_VANISHED.search(chunk["error"]):
+                raise _CacheVanished
+            raise BuildFailed(
+                f"Building {tag} failed at {_shorten(step or 'the first step', 300)}\n"
+                + "\n".join([*tail, chunk["error"].strip()]),
+                "Fix the Dockerfile or requirements.txt, or check that the wheelhouse holds a "
+                "wheel for every requirement, then run `deployctl build` again.",
+            )
+        image_id = chunk.get("aux", {}).get("ID", image_id)
+        for line in chunk.get("stream", "").splitlines():
+            if line.startswith("Step "):
+                step = " ".join(line.split())
+                tail.clear()  # on failure, show the failing step's own output
+                console.print(f"[dim]{_shorten(step)}[/]", highlight=False, no_wrap=True, overflow="crop")
+            elif line.strip() and not line.startswith((" ---> ", "Removing intermediate")):
+                tail.append(ANSI.sub("", line).rstrip())
+                status.update(f"Building {tag}: {_shorten(line.strip())}")
+    return str(image_id)
 
 
 BUILD_STAGE_LABEL = "io.deployctl.build-stage"  # the Dockerfile's build stage: LABEL <this>=<tag>
