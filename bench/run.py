@@ -306,12 +306,19 @@ def bench_rows(n: int, seed: int = 1) -> list[dict[str, float]]:
     return [dict(zip(FEATURES, row)) for row in values.tolist()]
 
 
+OIP_DATATYPES = {bool: "BOOL", int: "INT64", float: "FP64", str: "BYTES"}  # of a JSON value
+
+
 def oip_body(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """An Open Inference Protocol infer request: one FP64 tensor of shape [N] per column."""
-    names = list(rows[0])
+    """An Open Inference Protocol infer request: one tensor of shape [N] per column, its datatype
+    that of the column's JSON values (the fraud pipeline has text, whole-number and bool columns)."""
     shape = [len(rows)]
-    inputs = [{"name": n, "shape": shape, "datatype": "FP64", "data": [r[n] for r in rows]} for n in names]
-    return {"inputs": inputs}
+    return {
+        "inputs": [
+            {"name": n, "shape": shape, "datatype": OIP_DATATYPES[type(v)], "data": [r[n] for r in rows]}
+            for n, v in rows[0].items()
+        ]
+    }
 
 
 def requests_for(rows: list[dict[str, Any]]) -> dict[str, Request]:
@@ -446,16 +453,26 @@ def median_of(runs: list[dict[str, float]]) -> dict[str, float]:
 
 
 def group_processes(pgid: int) -> list[tuple[int, list[str]]]:
-    """(pid, the fields after the name in /proc/pid/stat) of every process of a process group."""
-    found = []
+    """(pid, the fields after the name in /proc/pid/stat) of every process of a server: its
+    process group (the server was started as its leader), and the leader's descendants that left
+    the group (BentoML's workers run in sessions of their own: its CPU read 0 before)."""
+    every = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
+        try:  # fields after the name: state, ppid, pgrp, ..., utime, stime
+            every[int(stat.parent.name)] = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:  # the process has gone
             continue
-        if int(fields[2]) == pgid:  # fields after the name: state, ppid, pgrp, ..., utime, stime
-            found.append((int(stat.parent.name), fields))
-    return found
+
+    def of_server(pid: int) -> bool:
+        seen = set()
+        while pid in every and pid not in seen:
+            if pid == pgid or int(every[pid][2]) == pgid:
+                return True
+            seen.add(pid)
+            pid = int(every[pid][1])
+        return False
+
+    return [(pid, fields) for pid, fields in every.items() if of_server(pid)]
 
 
 def group_cpu_seconds(pgid: int) -> float:
@@ -640,10 +657,10 @@ def main() -> None:
             continue
         print(f"{uri}:", file=sys.stderr)
         runs.append(run_model(label, uri, tracking_uri, args))
-    header += f"\nVersions: {versions(runs[0]['lock'])}."
-    text = report(runs, args, header)
+        # written after each model: a failure in a later one keeps the tables measured so far
+        text = report(runs, args, f"{header}\nVersions: {versions(runs[0]['lock'])}.")
+        args.out.write_text(text)
     print(text)
-    args.out.write_text(text)
 
 
 if __name__ == "__main__":
