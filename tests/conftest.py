@@ -26,10 +26,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUIRE_DOCKER = os.environ.get("DEPLOYCTL_REQUIRE_DOCKER") == "1"
-# An interpreter that can import torch (a venv with the system's site-packages plus torch), kept
-# apart from the one running the tests: with torch importable, MLflow writes `torch==X` into the
-# requirements of every model it logs, scikit-learn's too, and every artifact would ship torch.
-TORCH_PYTHON = os.environ.get("DEPLOYCTL_TORCH_PYTHON")
 # fastapi services started by tests serve HTTP only unless a test asks for gRPC with a free
 # GRPC_PORT (tests/test_grpc.py): the default port would be one port for every test file in parallel
 os.environ.setdefault("GRPC", "0")
@@ -187,11 +183,24 @@ def infer_inputs(metadata: dict[str, Any], rows: list[dict[str, Any]], binary: b
 
 
 def torch_python() -> str:
-    """The interpreter with torch (DEPLOYCTL_TORCH_PYTHON); the test skips without one, and fails
-    in CI (DEPLOYCTL_REQUIRE_DOCKER=1), where .ci/run makes it."""
-    if TORCH_PYTHON:
-        return TORCH_PYTHON
-    reason = "no interpreter with torch: set DEPLOYCTL_TORCH_PYTHON (see .ci/run)"
+    """An interpreter that can import torch (a venv with the system's site-packages plus torch),
+    kept apart from the one running the tests: with torch importable, MLflow writes `torch==X` into
+    the requirements of every model it logs, scikit-learn's too, and every artifact would ship it."""
+    return venv_python("DEPLOYCTL_TORCH_PYTHON", "torch")
+
+
+def kserve_python() -> str:
+    """KServe's clients pin protobuf < 7, the tests' interpreter has 7 (grpcio-tools >= 1.85)."""
+    return venv_python("DEPLOYCTL_KSERVE_PYTHON", "kserve")
+
+
+def venv_python(variable: str, package: str) -> str:
+    """The interpreter of a venv that has `package`, named by `variable` (.ci/run makes it); the
+    test skips without one, and fails in CI (DEPLOYCTL_REQUIRE_DOCKER=1)."""
+    python = os.environ.get(variable)
+    if python:
+        return python
+    reason = f"no interpreter with {package}: set {variable} (see .ci/run)"
     if REQUIRE_DOCKER:
         pytest.fail(reason)
     pytest.skip(reason)

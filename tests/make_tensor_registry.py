@@ -8,7 +8,7 @@ tests/test_params_tensors.py).
   tensor_sum      a pyfunc over a float64 ndarray of shape (-1, 3): a tensor signature
   named_tensors   a pyfunc over two named tensors x, y: refused at generate (not served)
   torch_linear    a PyTorch nn.Linear(3, 2) (mlflow.pytorch), float32 tensor (-1, 3) signature:
-                  logged alone with `--torch`, by an interpreter that has torch (conftest.TORCH_PYTHON)
+                  logged alone with `--torch`, by an interpreter that has torch (conftest.torch_python)
 
 Prints `name=run_id` lines.
 """

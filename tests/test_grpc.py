@@ -24,7 +24,16 @@ import numpy as np
 import pytest
 import tritonclient.grpc as oip_grpc
 import tritonclient.http as oip_http
-from conftest import FRAUD_ROW, ROOT, Registry, build_registry, infer_inputs, run_cli, run_readme_oip_example
+from conftest import (
+    FRAUD_ROW,
+    ROOT,
+    Registry,
+    build_registry,
+    infer_inputs,
+    kserve_python,
+    run_cli,
+    run_readme_oip_example,
+)
 from prometheus_client.parser import text_string_to_metric_families
 from test_capture import records_in, wait_for_lines
 from test_oip import Service
@@ -221,6 +230,41 @@ def test_the_readme_tritonclient_grpc_example_runs_as_written(serving: Callable[
     served_at = serving(FRAUD).grpc_url
     printed = run_readme_oip_example("import tritonclient.grpc as grpcclient", "127.0.0.1:8081", served_at)
     assert printed.startswith("[1 0] [["), printed
+
+
+def test_kserve_grpc_and_rest_clients_answer_as_recorded(
+    serving: Callable[[str], GrpcService], built: Callable[[str], Path]
+) -> None:
+    """KServe's own clients, from a venv with kserve (tests/kserve_clients.py): InferenceGRPCClient
+    with raw and with typed contents, InferenceRESTClient (v2) with binary and with JSON tensors.
+    Each is told the service is live and the model ready, and gets the fraud model's recorded
+    answers for its recorded rows, under the request id it sent."""
+    python = kserve_python()
+    service, artifact = serving(FRAUD), built(FRAUD)
+    manifest = Artifact.open(artifact)
+    name, version = NAMES[FRAUD], str(manifest.model["version"])
+    metadata = httpx.get(f"{service.url}/v2/models/{name}").json()
+    rows = recorded_rows(artifact)
+    tensors = [[t["name"], t["datatype"], [row[t["name"]] for row in rows]] for t in metadata["inputs"]]
+    client = [python, str(ROOT / "tests" / "kserve_clients.py")]
+    proc = subprocess.run(
+        [*client, service.grpc_url, service.url, name, version, json.dumps(tensors)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    said = json.loads(proc.stdout)
+    health = ["grpc_live", "grpc_ready", "grpc_model_ready", "rest_live", "rest_model_ready"]
+    assert [said[key] for key in health] == [True] * len(health)
+    labels = [case["prediction"] for case in manifest.smoke_cases]
+    probabilities = [p for case in manifest.smoke_cases for p in case["probabilities"].values()]
+    for way in ("grpc_raw", "grpc_typed", "rest_binary", "rest_json"):
+        answer = said[way]
+        assert answer["id"] == way, answer
+        assert answer["outputs"]["predict"] == labels, way
+        answered = [p for row in answer["outputs"]["predict_proba"] for p in row]
+        assert answered == pytest.approx(probabilities, rel=1e-9), way
 
 
 @pytest.mark.parametrize("uri", [HOUSE, TENSOR, MULTI])

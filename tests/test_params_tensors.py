@@ -7,7 +7,7 @@ mlflow.pyfunc.load_model(...).predict in this process, and /invocations with a r
 `mlflow models serve` of the same model.
 
 The PyTorch model is logged, recorded at generate, loaded and served by MLflow through another
-interpreter, one that has torch (conftest.TORCH_PYTHON): with torch importable here, MLflow would
+interpreter, one that has torch (conftest.torch_python): with torch importable here, MLflow would
 write torch into the requirements of every other model the tests log.
 """
 
