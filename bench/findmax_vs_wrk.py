@@ -7,7 +7,8 @@ tools take turns, `--rounds` times: wrk, a closed loop of 16 connections for 4 s
 with the artifact's first recorded row (bench/post.lua), and `deployctl loadtest --url ...
 --find-max --slo SLO --duration 3`, open loop, latency from each request's due time. Prints a line
 per run: wrk's req/s, p50 and p99; find-max's highest rate meeting the SLO, that step's achieved
-rate, p50 and p99, and whether the generator lagged.
+rate, p50 and p99, and whether the generator lagged. The server and wrk are bench/run.py's (a
+socket error or a non-2xx answer under wrk stops the run).
 """
 
 from __future__ import annotations
@@ -18,46 +19,24 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 BENCH = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH.parent))
-
-from deployctl.process import free_port  # noqa: E402
-
-
-def wait_healthy(url: str, seconds: float = 120) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
-                if answer.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    sys.exit(f"{url}/health did not answer within {seconds:.0f} s")
+sys.path.insert(0, str(BENCH))
+import run as bench  # noqa: E402 - bench/run.py's server runner and wrk driver
 
 
 def wrk(url: str, body: Path) -> dict[str, Any]:
-    command = ["wrk", "-t1", "-c16", "-d4s", "--latency", "-s", str(BENCH / "post.lua"), f"{url}/predict"]
-    env = {**os.environ, "BODY_FILE": str(body)}
-    result = subprocess.run(command, capture_output=True, text=True, env=env)
-    figures: dict[str, Any] = json.loads(result.stdout.splitlines()[-1])  # post.lua's line comes last
-    return {
-        "req/s": round(figures["requests"] / (figures["duration_us"] / 1e6)),
-        "p50 ms": figures["p50_us"] / 1000,
-        "p99 ms": figures["p99_us"] / 1000,
-        "errors": {k: v for k, v in figures["errors"].items() if v},
-    }
+    figures = bench.wrk(f"{url}/predict", body, connections=16, seconds=4, threads=1)
+    milliseconds = {f"{p} ms": figures[f"{p}_us"] / 1000 for p in ("p50", "p99")}
+    return {"req/s": round(figures["rps"]), **milliseconds}
 
 
 def find_max(artifact: Path, url: str, slo: str) -> dict[str, Any]:
     command = [sys.executable, "-m", "deployctl", "loadtest", str(artifact), "--url", url]
     command += ["--find-max", "--slo", slo, "--duration", "3", "--json"]
-    result = subprocess.run(command, capture_output=True, text=True, cwd=BENCH.parent)
+    result = subprocess.run(command, capture_output=True, text=True, cwd=bench.REPO)
     report = json.loads(result.stdout)
     met = [s for s in report["steps"] if s["passed"]]
     best = max(met, key=lambda s: s["offered_rate"]) if met else {}
@@ -79,29 +58,18 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--slo", default="p99<=100ms")
     args = parser.parse_args()
-    manifest = json.loads((args.artifact / "deployctl.json").read_text())
-    body = Path(tempfile.mkstemp(suffix=".json")[1])
-    body.write_text(json.dumps({"features": manifest["smoke_cases"][0]["row"]}))
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "deployctl", "serve", str(args.artifact), "--port", str(port)],
-        env={**os.environ, "GRPC": "0"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        wait_healthy(url)
+    artifact = args.artifact.resolve()
+    manifest = json.loads((artifact / "deployctl.json").read_text())
+    serve = [sys.executable, "-m", "deployctl", "serve", str(artifact), "--port", "{port}"]
+    server = bench.Server("deployctl serve", serve, bench.REPO, {"GRPC": "0"})
+    with tempfile.TemporaryDirectory() as scratch, server.running(Path(scratch)):
+        body = Path(scratch) / "predict.json"
+        body.write_text(json.dumps({"features": manifest["smoke_cases"][0]["row"]}))
         print(f"load average before: {os.getloadavg()[0]:.2f}")
         for round_ in range(1, args.rounds + 1):
-            print(f"round {round_} wrk -t1 -c16 -d4s: {wrk(url, body)}", flush=True)
-            found = find_max(args.artifact, url, args.slo)
+            print(f"round {round_} wrk -t1 -c16 -d4s: {wrk(server.url, body)}", flush=True)
+            found = find_max(artifact, server.url, args.slo)
             print(f"round {round_} loadtest --find-max --slo {args.slo}: {found}", flush=True)
-    finally:
-        server.terminate()
-        server.wait(30)
-        body.unlink()
 
 
 if __name__ == "__main__":

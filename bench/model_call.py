@@ -4,7 +4,7 @@
 
 For each artifact, its model loaded by MLflow's scikit-learn loader (as bench/run.py checks the
 answers) and called on the artifact's first recorded row as a user would call it: `predict` and
-`predict` and `predict_proba`, then `predict_proba` alone, on a one-row DataFrame. Also
+`predict_proba`, then `predict_proba` alone, on a one-row DataFrame. Also
 `predict_proba` on a one-row array where every column is a number, the least a call of this model
 can cost (what the service's array path pays). Medians of 2,000 calls after 200 warm-ups, in µs.
 """
@@ -19,6 +19,9 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import run as bench  # the model loaded as bench/run.py loads it to check the answers
 
 CALLS, WARMUP = 2000, 200
 
@@ -35,12 +38,11 @@ def median_us(call: Callable[[], Any]) -> float:
 
 
 def measure(artifact: Path) -> dict[str, Any]:
-    import mlflow.sklearn
     import numpy as np
     import pandas as pd
 
     manifest = json.loads((artifact / "deployctl.json").read_text())
-    model = mlflow.sklearn.load_model(str(artifact / "model"))
+    model = bench.load_model(artifact / "model")
     frame = pd.DataFrame([manifest["smoke_cases"][0]["row"]])
     figures = {
         "model": manifest["model"]["uri"],

@@ -409,8 +409,11 @@ def check_answers(server: Server, requests: dict[str, Request], artifact: Path) 
 # -- load ------------------------------------------------------------------------------------------
 
 
-def wrk(url: str, body_file: Path, connections: int, seconds: int) -> dict[str, Any]:
-    threads = min(connections, os.cpu_count() or 1)
+def wrk(
+    url: str, body_file: Path, connections: int, seconds: int, threads: int | None = None
+) -> dict[str, Any]:
+    """wrk's figures, by default with a thread per core (at most one per connection)."""
+    threads = threads or min(connections, os.cpu_count() or 1)
     script = str(BENCH / "post.lua")
     command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script, url]
     result = subprocess.run(

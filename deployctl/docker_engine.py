@@ -165,8 +165,8 @@ def probe_base_image(ref: str) -> BaseImage:
 CACHE_VANISHED = re.compile(r"failed to get digest sha256:|No such image: sha256:")
 
 
-class _CacheVanished(Exception):
-    pass
+class _CacheVanished(BuildFailed):
+    """The build failed on CACHE_VANISHED: worth one more build; a second one is a plain failure."""
 
 
 def build_image(
@@ -185,10 +185,10 @@ def build_image(
     previous = _image_id(tag)
     with engine_errors(f"build {tag}"), console.status(f"Building {tag}") as status:
         try:
-            image_id = _stream_build(context, tag, console, status, labels, nocache, retrying=False)
+            image_id = _stream_build(context, tag, console, status, labels, nocache)
         except _CacheVanished:
             console.print("[yellow]Note:[/] a cached step was removed during the build; building again")
-            image_id = _stream_build(context, tag, console, status, labels, nocache, retrying=True)
+            image_id = _stream_build(context, tag, console, status, labels, nocache)
     image_id = image_id or engine.images.get(tag).id
     _tidy_up(tag, previous, image_id, console)
     return image_id
@@ -201,7 +201,6 @@ def _stream_build(
     status: Status,
     labels: dict[str, str] | None,
     nocache: bool,
-    retrying: bool,
 ) -> str:
     """One build, its steps printed; the image id ('' if the engine did not say)."""
     stream = client().api.build(
@@ -218,9 +217,8 @@ def _stream_build(
     step, image_id = "", ""
     for chunk in stream:
         if "error" in chunk:
-            if not retrying and CACHE_VANISHED.search(chunk["error"]):
-                raise _CacheVanished
-            raise BuildFailed(
+            failure = _CacheVanished if CACHE_VANISHED.search(chunk["error"]) else BuildFailed
+            raise failure(
                 f"Building {tag} failed at {_shorten(step or 'the first step', 300)}\n"
                 + "\n".join([*tail, chunk["error"].strip()]),
                 "Fix the Dockerfile or requirements.txt, or check that the wheelhouse holds a "
