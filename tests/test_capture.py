@@ -309,6 +309,18 @@ def test_bad_capture_settings_stop_the_service_with_one_line(artifact: Path) -> 
         assert "Traceback" not in proc.stdout + proc.stderr
 
 
+def test_a_served_model_is_frozen_out_of_the_collector(artifact: Path) -> None:
+    """Full collections of the loaded heap (MLflow, pandas, the model) stopped every request for
+    60-170 ms under capture's load (bench/results.md): a server freezes what is alive once loaded.
+    (The embedded package leaves its user's collector alone: tests/test_embedded.py.)"""
+    script = "import gc; from app.service import ModelService\n"
+    script += "ModelService.from_artifact(); print(gc.get_freeze_count())"
+    python = str(artifact / ".venv" / "bin" / "python")
+    proc = subprocess.run([python, "-c", script], cwd=artifact, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert int(proc.stdout.split()[-1]) > 20_000, proc.stdout  # the imports and the model
+
+
 def test_file_sink_rotates_by_size_and_keeps_a_bounded_number_of_files(tmp_path: Path) -> None:
     path = tmp_path / "capture.jsonl"
     counts: dict[str, int] = {"records": 0, "dropped": 0}

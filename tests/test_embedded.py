@@ -109,6 +109,8 @@ def test_api_answers_as_the_http_service_and_refuses_as_it(python: Path, tmp_pat
         row = {FRAUD_ROW!r}
         http = model.service.handle("POST", "/predict", json.dumps({{"features": row}}).encode())
         assert model.predict(row) == json.loads(http[1]), (model.predict(row), http)
+        import gc
+        assert gc.get_freeze_count() == 0  # the user's process: its collector left as it was
         assert issubclass(ValidationError, ValueError)
         try:
             model.predict({{**row, "amount": "a lot"}})

@@ -82,7 +82,8 @@ class EmbeddedModel(Generic[F]):
                 if self._service is None:
                     from .app.service import ModelService
 
-                    self._service = ModelService.from_artifact(self._root)
+                    # the user's process: its collector is not the package's to change
+                    self._service = ModelService.from_artifact(self._root, own_process=False)
         return self
 
     @property
