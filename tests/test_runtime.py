@@ -14,6 +14,7 @@ import importlib.util
 import json
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -895,3 +896,32 @@ def test_other_invocations_keep_mlflows_parse(body: bytes) -> None:
 
     schema = runtime.Schema(columns({"d": "double", "l": "long"}))
     assert mlflow_protocol.conforming_rows(body, "application/json", schema) is None
+
+
+def test_a_worker_of_several_hands_its_counts_over_as_it_falls_idle(tmp_path: Path) -> None:
+    """With several workers, /metrics is answered by one and reads the others' counts from their
+    files: a worker's deferred counts must be there once it has nothing in progress, not only
+    when it next answers /metrics or FLUSH_SECONDS after its last request."""
+    script = f"""
+import sys
+sys.path.insert(0, {str(RUNTIME_FILE.parent.parent)!r})
+from prometheus_client import CollectorRegistry, multiprocess
+from app.metrics import Deferred, Metrics
+
+def requests_counted():
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return sum(s.value for m in registry.collect() for s in m.samples if s.name == "deployctl_requests_total")
+
+model = {{"name": "m", "version": "1"}}
+worker = Deferred(Metrics(model, "fastapi", {{"/predict"}}, lambda path: "other"))
+first, second = worker.started(), worker.started()
+worker.finished("/predict", 200, first)
+busy = requests_counted()  # one still in progress: counted in process memory only
+worker.finished("/predict", 200, second)
+print(float(busy), float(requests_counted()))
+"""
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["0.0", "2.0"], proc.stdout

@@ -127,8 +127,8 @@ class ModelRoutes:
         self.paths = service.paths | {path + "/" for path in service.paths}
         wanted = os.environ.get("MICRO_BATCH", "1") != "0"
         agrees = wanted and service.scorer.agrees_in_batches(service.probe)
-        if type(service.metrics) is Metrics and not service.metrics.multiprocess:
-            # one event loop in one process: the cheaper counting (see Deferred)
+        if type(service.metrics) is Metrics:
+            # one event loop a process: the cheaper counting (see Deferred)
             service.metrics = Deferred(service.metrics)  # type: ignore[assignment]
         self.metrics = service.metrics
         PROCESS_METRICS[:] = [self.metrics]

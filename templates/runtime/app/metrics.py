@@ -182,9 +182,11 @@ class Deferred:
     prometheus_client takes a lock for every increment, and its histograms find their bucket in a
     Python loop: about 5 µs a request in all, some 7% of a small model's request at 16 connections
     (bench/results.md). Here a request costs a few additions; the sums go to prometheus_client at
-    most every FLUSH_SECONDS and before every exposition, so /metrics is always exact. Not for
-    threads (additions here are not atomic) nor several processes (an idle worker would hold its
-    counts back): `Metrics` does those.
+    most every FLUSH_SECONDS and before every exposition, so /metrics is always exact. With several
+    worker processes, /metrics (answered by one of them) reads the others' counts from their files:
+    each worker then also hands its counts over whenever it has nothing left in progress, so an idle
+    worker holds nothing back, and under load it hands them over once per burst, not per request.
+    Not for threads (additions here are not atomic): `Metrics` does those.
     """
 
     def __init__(self, metrics: Metrics) -> None:
@@ -195,6 +197,7 @@ class Deferred:
         # (route, status) -> [requests, seconds, one count per duration bucket]
         self.requests: dict[tuple[str, int], list[Any]] = {}
         self.batches = [0, *[0] * len(ROWS_BOUNDS)]  # rows, then model calls per rows bucket
+        self.when_idle = metrics.multiprocess  # hand the counts over as the worker falls idle
 
     def started(self) -> float:
         self.active += 1
@@ -211,7 +214,7 @@ class Deferred:
         tally[1] += elapsed
         tally[2 + bisect_left(DURATION_BOUNDS, elapsed)] += 1
         self.active -= 1
-        if now - self.flushed > FLUSH_SECONDS:
+        if now - self.flushed > FLUSH_SECONDS or (self.when_idle and not self.active):
             self.flush(now)
 
     def scored(self, rows: int) -> None:
