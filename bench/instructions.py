@@ -85,11 +85,16 @@ def counted_instructions(server: Server, out: Path, route: str, headers: dict[st
     send(server, request.path, request.body, headers, n)
     callgrind_control(server, "--instr=off")
     callgrind_control(server, "--dump")
+    return dumped_instructions(out) / n
+
+
+def dumped_instructions(out: Path) -> int:
+    """The instructions counted in callgrind's dumps `out`.* (one a process of the server)."""
     total = 0
     for dump in out.parent.glob(out.name + "*"):
         found = re.search(r"^totals: (\d+)", dump.read_text(errors="replace"), re.M)
         total += int(found.group(1)) if found else 0
-    return total / n
+    return total
 
 
 def measure(server: Server, workdir: Path, headers: dict[str, str], n: int) -> dict[str, float]:

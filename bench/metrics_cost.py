@@ -22,15 +22,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import re
-import subprocess
 import tempfile
 from pathlib import Path
 
 from guards import with_revision
-from instructions import callgrind_control, send, under_callgrind
-from run import BENCH, Server, bench_rows, ensure_registry, make_artifact, requests_for
+from instructions import callgrind_control, dumped_instructions, send, under_callgrind
+from run import BENCH, Server, bench_rows, ensure_registry, make_artifact, requests_for, wrk
 
 
 def instructions_under_load(server: Server, workdir: Path, seconds: int) -> tuple[int, float]:
@@ -45,20 +42,10 @@ def instructions_under_load(server: Server, workdir: Path, seconds: int) -> tupl
         for old in out.parent.glob(out.name + "*"):
             old.unlink()
         callgrind_control(probe, "--instr=on")
-        script = str(BENCH / "post.lua")
-        command = ["wrk", "-t1", "-c16", f"-d{seconds}s", "-s", script, probe.url + request.path]
-        env = {**os.environ, "BODY_FILE": str(body)}
-        result = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
+        figures = wrk(probe.url + request.path, body, 16, seconds, threads=1)  # stops on any error
         callgrind_control(probe, "--instr=off")
         callgrind_control(probe, "--dump")
-    figures = json.loads([line for line in result.stdout.splitlines() if line.startswith("{")][-1])
-    if any(figures["errors"].values()):
-        raise SystemExit(f"{server.name}: errors under load {figures['errors']}")
-    total = 0
-    for dump in out.parent.glob(out.name + "*"):
-        found = re.search(r"^totals: (\d+)", dump.read_text(errors="replace"), re.M)
-        total += int(found.group(1)) if found else 0
-    return figures["requests"], total / figures["requests"]
+    return figures["requests"], dumped_instructions(out) / figures["requests"]
 
 
 def main() -> None:
